@@ -1,0 +1,12 @@
+//! mdp: a market-data platform host whose analyzers are sandboxed
+//! WebAssembly components.
+//!
+//! Data flows feed → [`queue`] → processor ([`role`]) → analyzer ([`plugin`])
+//! → effects applied to the [`store`] → pub/sub → scanners and the widget
+//! server ([`widgets`]).
+
+pub mod cli;
+pub mod event;
+pub mod plugin;
+pub mod queue;
+pub mod store;

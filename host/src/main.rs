@@ -1,0 +1,5 @@
+//! The `mdp` binary: one subcommand per role.
+
+fn main() -> std::process::ExitCode {
+    mdp::cli::main()
+}

@@ -1,0 +1,153 @@
+//! The key/value + pub/sub store the pipeline writes results into and reads
+//! reference data from: Redis in distributed deployments, an in-process store
+//! in embedded mode. Both implement [`Store`] with the same semantics.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::mpsc;
+
+/// Errors a store operation can end with.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The server could not be reached or the connection broke.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The key holds a value of another type than the operation needs.
+    #[error("wrong type for key `{key}`: {detail}")]
+    WrongType {
+        /// The key.
+        key: String,
+        /// What the server said.
+        detail: String,
+    },
+    /// Anything else the server or the client library reported.
+    #[error("store error: {0}")]
+    Other(String),
+}
+
+/// Result of a store operation.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// One write, the host-side form of a plugin effect (with its body resolved).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Write {
+    /// `SET key value [EX ttl]`.
+    Set {
+        /// Key.
+        key: String,
+        /// Value (JSON text).
+        value: String,
+        /// Expiry; `None` = no expiry.
+        ttl: Option<Duration>,
+    },
+    /// `LPUSH key value; LTRIM key 0 max_len-1; [EXPIRE key ttl]`.
+    Push {
+        /// List key.
+        key: String,
+        /// Value pushed at the head.
+        value: String,
+        /// Maximum list length kept.
+        max_len: u32,
+        /// Expiry of the list; `None` leaves it unchanged.
+        ttl: Option<Duration>,
+    },
+    /// `ZADD key score member...; [ZREMRANGEBYRANK key 0 -(keep_top+1)]; [EXPIRE]`.
+    ZAdd {
+        /// Sorted-set key.
+        key: String,
+        /// Members and scores.
+        members: Vec<(String, f64)>,
+        /// Keep only this many highest-scored members.
+        keep_top: Option<u32>,
+        /// Expiry; `None` leaves it unchanged.
+        ttl: Option<Duration>,
+    },
+    /// `HSET key field value...; [EXPIRE key ttl]`.
+    HSet {
+        /// Hash key.
+        key: String,
+        /// Fields and values.
+        fields: Vec<(String, String)>,
+        /// Expiry; `None` leaves it unchanged.
+        ttl: Option<Duration>,
+    },
+    /// `DEL key...`.
+    Del {
+        /// Keys deleted.
+        keys: Vec<String>,
+    },
+    /// `PUBLISH channel message`.
+    Publish {
+        /// Channel.
+        channel: String,
+        /// Message (JSON text).
+        message: String,
+    },
+}
+
+/// What to subscribe to on the store's pub/sub.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Topic {
+    /// An exact channel name (`SUBSCRIBE`).
+    Channel(String),
+    /// A glob pattern (`PSUBSCRIBE`), e.g. `quote:*`.
+    Pattern(String),
+}
+
+impl Topic {
+    /// A pattern when the name contains glob characters (`*`, `?`, `[`), else a channel.
+    pub fn parse(name: &str) -> Topic {
+        if name.contains(['*', '?', '[']) {
+            Topic::Pattern(name.to_string())
+        } else {
+            Topic::Channel(name.to_string())
+        }
+    }
+}
+
+/// A message received on a subscription.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    /// The channel it was published on.
+    pub channel: String,
+    /// The topic that matched it.
+    pub topic: Topic,
+    /// The payload, shared so fan-out does not copy it.
+    pub payload: std::sync::Arc<str>,
+}
+
+/// A live subscription; dropping it unsubscribes.
+pub struct Subscription {
+    /// Messages in publish order per channel.
+    pub messages: mpsc::Receiver<Message>,
+}
+
+/// A key/value store with pub/sub, Redis semantics.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Apply writes in order as one pipeline (one round trip). With `atomic`,
+    /// all or nothing (`MULTI`/`EXEC`).
+    async fn apply(&self, writes: &[Write], atomic: bool) -> StoreResult<()>;
+    /// `GET key`.
+    async fn get(&self, key: &str) -> StoreResult<Option<String>>;
+    /// `MGET keys...`, same order as `keys`.
+    async fn get_many(&self, keys: &[String]) -> StoreResult<Vec<Option<String>>>;
+    /// The `n` highest-scored members with scores, highest first (ties: member descending, as Redis `ZREVRANGE`).
+    async fn ztop(&self, key: &str, n: u32) -> StoreResult<Vec<(String, f64)>>;
+    /// `HGETALL key`.
+    async fn hgetall(&self, key: &str) -> StoreResult<Vec<(String, String)>>;
+    /// `LRANGE key start stop`.
+    async fn lrange(&self, key: &str, start: i64, stop: i64) -> StoreResult<Vec<String>>;
+    /// `SET key value NX PX ttl_ms`: true when set.
+    async fn set_nx_px(&self, key: &str, value: &str, ttl_ms: u64) -> StoreResult<bool>;
+    /// Delete `key` only if it still holds `value` (lock release): true when deleted.
+    async fn del_if_eq(&self, key: &str, value: &str) -> StoreResult<bool>;
+    /// All keys starting with `prefix` (`SCAN MATCH prefix*`).
+    async fn scan_prefix(&self, prefix: &str) -> StoreResult<Vec<String>>;
+    /// `TTL key` in whole seconds: `None` when the key has no expiry or does not exist.
+    async fn ttl(&self, key: &str) -> StoreResult<Option<u64>>;
+    /// Subscribe to channels and patterns. Implementations share one pub/sub
+    /// connection per process and resubscribe after reconnecting.
+    async fn subscribe(&self, topics: &[Topic]) -> StoreResult<Subscription>;
+}
