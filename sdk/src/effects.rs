@@ -42,7 +42,11 @@ pub fn zadd(
 }
 
 /// Set hash fields.
-pub fn hset(key: impl Into<String>, fields: Vec<(String, String)>, ttl_secs: Option<u32>) -> Effect {
+pub fn hset(
+    key: impl Into<String>,
+    fields: Vec<(String, String)>,
+    ttl_secs: Option<u32>,
+) -> Effect {
     Effect::Hset(Hset {
         key: key.into(),
         fields,
@@ -74,8 +78,5 @@ pub fn reject(index: usize, reason: impl Into<String>) -> Effect {
 /// The seed's `_cache_result`: store `value` under `key` (with `ttl_secs`)
 /// and publish the same bytes on `key` as channel.
 pub fn put_and_publish(key: &str, value: Body, ttl_secs: Option<u32>) -> [Effect; 2] {
-    [
-        put(key, value.clone(), ttl_secs),
-        publish(key, value),
-    ]
+    [put(key, value.clone(), ttl_secs), publish(key, value)]
 }

@@ -100,7 +100,7 @@ pub mod reference {
     /// The market status now.
     pub fn market_status() -> Result<MarketStatus, ReferenceError> {
         #[cfg(target_arch = "wasm32")]
-        return imp::market_status();
+        return imp::market_now();
         #[cfg(not(target_arch = "wasm32"))]
         with_host(|h| h.reference.market_status())
     }
@@ -110,9 +110,9 @@ pub mod reference {
 pub mod host {
     #[cfg(not(target_arch = "wasm32"))]
     use super::with_host;
+    use crate::Level;
     #[cfg(target_arch = "wasm32")]
     use crate::bindings::mdp::analyzer::host as imp;
-    use crate::Level;
 
     /// Log a line attributed to this plugin.
     pub fn log(level: Level, message: &str) {

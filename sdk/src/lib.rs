@@ -36,12 +36,13 @@ mod config;
 pub mod effects;
 pub mod imports;
 pub mod testing;
+pub mod wire;
 
+pub use bindings::mdp::analyzer::host::Level;
 pub use bindings::mdp::analyzer::types::{
     AggWindow, Aggregate, AnalyzerError, Body, Effect, Event, Hset, Info, Kinds, Luld, Market,
     MarketStatus, Publish, Push, Put, Quote, Raw, ReferenceError, Reject, Trade, Zadd,
 };
-pub use bindings::mdp::analyzer::host::Level;
 pub use config::Config;
 pub use imports::{cache, host, reference};
 
@@ -149,14 +150,15 @@ macro_rules! export_analyzer {
                 }
                 fn analyze(
                     batch: ::std::vec::Vec<$crate::Event>,
-                ) -> ::std::result::Result<::std::vec::Vec<$crate::Effect>, $crate::AnalyzerError> {
+                ) -> ::std::result::Result<::std::vec::Vec<$crate::Effect>, $crate::AnalyzerError>
+                {
                     $crate::__private::with::<$ty, _>(|a| $crate::Analyzer::analyze(a, &batch))
                 }
                 fn snapshot() -> ::std::vec::Vec<u8> {
                     $crate::__private::with::<$ty, _>(|a| Ok($crate::Analyzer::snapshot(a)))
                         .unwrap_or_default()
                 }
-            }
+    }
             $crate::bindings::__export_world_analyzer!(__MdpExport with_types_in $crate::bindings);
         };
     };

@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde_json::json;
 
+use crate::wire::{EffectRecord, Golden, decode_event};
 use crate::{
     AggWindow, Analyzer, AnalyzerError, Body, Config, Effect, Event, Level, Market, MarketStatus,
     ReferenceError,
@@ -130,7 +131,8 @@ impl MemStore {
     }
     /// Expiry of `key` in Unix ms.
     pub fn expiry_ms(&self, key: &str) -> Option<u64> {
-        self.live(key).and(self.entries.get(key).and_then(|(_, e)| *e))
+        self.live(key)
+            .and(self.entries.get(key).and_then(|(_, e)| *e))
     }
     /// Set a string (test setup).
     pub fn set(&mut self, key: &str, value: &str, ttl_secs: Option<u32>) {
@@ -307,7 +309,11 @@ impl<A: Analyzer> Harness<A> {
     }
 
     /// Call `init` with config pairs and an optional snapshot.
-    pub fn init_with(&mut self, config: &[(&str, &str)], state: Option<Vec<u8>>) -> Result<(), AnalyzerError> {
+    pub fn init_with(
+        &mut self,
+        config: &[(&str, &str)],
+        state: Option<Vec<u8>>,
+    ) -> Result<(), AnalyzerError> {
         let pairs = config
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -337,6 +343,39 @@ impl<A: Analyzer> Harness<A> {
         Ok(effects)
     }
 
+    /// Analyze a batch given as queue JSON messages (decoded exactly as the
+    /// host decodes them); `Body::Input` resolves to the message text.
+    pub fn analyze_json(
+        &mut self,
+        messages: &[String],
+    ) -> Result<Vec<EffectRecord>, AnalyzerError> {
+        let batch = messages
+            .iter()
+            .map(|m| decode_event(m).map_err(|e| AnalyzerError::Internal(e.to_string())))
+            .collect::<Result<Vec<_>, _>>()?;
+        let analyzer = self
+            .analyzer
+            .as_mut()
+            .ok_or_else(|| AnalyzerError::NotReady("harness: init not called".into()))?;
+        let effects = analyzer.analyze(&batch)?;
+        let resolve = |b: &Body| match b {
+            Body::Json(s) => s.clone(),
+            Body::Input(i) => messages
+                .get(*i as usize)
+                .cloned()
+                .unwrap_or_else(|| "null".into()),
+        };
+        with_host(|h| {
+            for e in &effects {
+                h.store.apply(e, &resolve);
+            }
+        });
+        Ok(effects
+            .iter()
+            .map(|e| EffectRecord::new(e, messages))
+            .collect())
+    }
+
     /// The analyzer's snapshot.
     pub fn snapshot(&self) -> Vec<u8> {
         self.analyzer.as_ref().map(A::snapshot).unwrap_or_default()
@@ -351,5 +390,66 @@ pub fn resolve_body(body: &Body, batch: &[Event]) -> String {
             .get(*i as usize)
             .map(event_json)
             .unwrap_or_else(|| "null".into()),
+    }
+}
+
+/// Load the test host from a golden file's starting state.
+pub fn load_golden_state(golden: &Golden) {
+    with_host(|h| {
+        h.now_us = golden.now_us;
+        h.store.now_ms = golden.now_us / 1000;
+        for (k, v) in &golden.store {
+            h.store.set(k, v, None);
+        }
+        let r = &golden.reference;
+        h.reference.snapshots = r
+            .snapshots
+            .iter()
+            .map(|(k, v)| (k.clone(), v.to_string()))
+            .collect();
+        h.reference.avg_volumes = r.avg_volumes.clone().into_iter().collect();
+        h.reference.free_floats = r.free_floats.clone().into_iter().collect();
+        h.reference.market = r.market.as_deref().map(market_status_named);
+    });
+}
+
+/// The market status a golden file names: `open`, `closed`, `pre-market`, `after-hours`.
+pub fn market_status_named(name: &str) -> MarketStatus {
+    let (market, early_hours, after_hours) = match name {
+        "open" => (Market::Open, false, false),
+        "pre-market" => (Market::ExtendedHours, true, false),
+        "after-hours" => (Market::ExtendedHours, false, true),
+        _ => (Market::Closed, false, false),
+    };
+    MarketStatus {
+        market,
+        early_hours,
+        after_hours,
+    }
+}
+
+/// Run a golden file natively and panic with a readable diff on the first
+/// batch whose effects differ.
+pub fn run_golden<A: Analyzer>(text: &str) {
+    let golden = Golden::parse(text).expect("golden file parses");
+    let mut harness = Harness::<A>::new();
+    load_golden_state(&golden);
+    let config: Vec<(&str, &str)> = golden
+        .config
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    harness.init(&config).expect("init succeeds");
+    for (n, step) in golden.steps.iter().enumerate() {
+        harness.set_clock_us(step.now_us.unwrap_or(golden.now_us));
+        let messages: Vec<String> = step.events.iter().map(|e| e.to_string()).collect();
+        let got = harness.analyze_json(&messages).expect("analyze succeeds");
+        if got != step.effects {
+            panic!(
+                "golden step {n}: effects differ\n--- expected\n{}\n--- got\n{}",
+                serde_json::to_string_pretty(&step.effects).unwrap_or_default(),
+                serde_json::to_string_pretty(&got).unwrap_or_default()
+            );
+        }
     }
 }

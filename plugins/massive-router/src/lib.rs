@@ -158,9 +158,18 @@ mod tests {
         let mut h = Harness::<MassiveRouter>::new().at_us(1_700_000_000_123_456);
         h.init(&[]).unwrap();
         let effects = h.analyze(vec![trade("AAPL")]).unwrap();
-        assert_eq!(keys(&effects), vec![("stocks:trades:AAPL".into(), Some(3600))]);
-        assert!(matches!(&effects[1], Effect::Publish(Publish { channel, value: Body::Input(0) }) if channel == "stocks:trades:AAPL"));
-        assert!(h.host(|h| h.store.get("stocks:trades:AAPL")).unwrap().contains("\"price\":10.5"));
+        assert_eq!(
+            keys(&effects),
+            vec![("stocks:trades:AAPL".into(), Some(3600))]
+        );
+        assert!(
+            matches!(&effects[1], Effect::Publish(Publish { channel, value: Body::Input(0) }) if channel == "stocks:trades:AAPL")
+        );
+        assert!(
+            h.host(|h| h.store.get("stocks:trades:AAPL"))
+                .unwrap()
+                .contains("\"price\":10.5")
+        );
         assert_eq!(h.host(|h| h.counters["mda.trade"]), 1);
     }
 
