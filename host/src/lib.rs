@@ -9,4 +9,6 @@ pub mod cli;
 pub mod event;
 pub mod plugin;
 pub mod queue;
+pub mod refdata;
+pub mod role;
 pub mod store;

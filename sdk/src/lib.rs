@@ -158,8 +158,8 @@ macro_rules! export_analyzer {
                     $crate::__private::with::<$ty, _>(|a| Ok($crate::Analyzer::snapshot(a)))
                         .unwrap_or_default()
                 }
-    }
-            $crate::bindings::__export_world_analyzer!(__MdpExport with_types_in $crate::bindings);
+            }
+    $crate::bindings::__export_world_analyzer!(__MdpExport with_types_in $crate::bindings);
         };
     };
 }

@@ -32,12 +32,19 @@ pub fn amqp_url() -> String {
     server_url("MDP_TEST_AMQP_URL", "rabbitmq-server")
 }
 
-/// Path of a built plugin component (`target/plugins/<name>.wasm`), building
-/// all plugins once per test binary if it is missing.
+/// Path of a built plugin component (`target/plugins/<name>.wasm`, or
+/// `target/test-plugins/<name>.wasm` for test fixtures), building all plugins
+/// once per test binary if it is missing.
 pub fn plugin_wasm(name: &str) -> PathBuf {
     static BUILT: OnceLock<()> = OnceLock::new();
-    let path = repo_root().join("target/plugins").join(format!("{name}.wasm"));
-    if !path.exists() {
+    let file = format!("{name}.wasm");
+    let find = || {
+        ["target/plugins", "target/test-plugins"]
+            .iter()
+            .map(|d| repo_root().join(d).join(&file))
+            .find(|p| p.exists())
+    };
+    if find().is_none() {
         BUILT.get_or_init(|| {
             let status = std::process::Command::new(repo_root().join("scripts/build-plugins"))
                 .status()
@@ -45,8 +52,7 @@ pub fn plugin_wasm(name: &str) -> PathBuf {
             assert!(status.success(), "scripts/build-plugins failed");
         });
     }
-    assert!(path.exists(), "plugin {name} was not built at {}", path.display());
-    path
+    find().unwrap_or_else(|| panic!("plugin {name} was not built (scripts/build-plugins)"))
 }
 
 /// A unique name for test isolation (queue names, key prefixes).

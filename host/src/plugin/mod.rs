@@ -1,2 +1,74 @@
-//! The analyzer plugin runtime: one wasmtime engine, components loaded from
-//! files, batches in, effects out, with limits and crash isolation.
+//! The analyzer plugin runtime: one wasmtime engine per process, components
+//! loaded from files and type-checked against `wit/analyzer.wit`, batches in,
+//! effects out, with memory and time limits and crash isolation.
+//!
+//! - [`Runtime`]: engine (pooling allocator, epochs ticked by an OS thread),
+//!   linker, compiled-artifact cache.
+//! - [`Plugin`]: a loaded component (`InstancePre` + `describe`).
+//! - [`Instance`]: one live store; a fault poisons it.
+//! - [`Worker`]: batches with retry and poison-event isolation.
+//! - [`effects`]: effects → store writes, capabilities enforced.
+
+pub mod bindings;
+mod capability;
+mod clock;
+pub mod convert;
+pub mod effects;
+mod engine;
+pub mod golden;
+mod host_state;
+mod instance;
+mod live;
+pub mod manifest;
+mod reference;
+pub mod registry;
+mod worker;
+
+pub use capability::{Capabilities, Denied};
+pub use clock::{Clock, FixedClock, SystemClock};
+pub use engine::{Compiled, Runtime, RuntimeConfig, wasmtime_version};
+pub use host_state::{HostFault, HostServices, HostState};
+pub use instance::{CallFault, Instance, Limits, LoadOptions, Plugin, PluginInfo};
+pub use live::{LiveError, LiveWorker};
+pub use reference::{ReferenceData, ReferenceFault, StoreReference, market_status_named};
+pub use registry::{Generation, LoadOutcome, PluginSlot, Registry, WatchHandle};
+pub use worker::{BatchError, BatchOutput, Worker};
+
+/// The WIT package version this host implements.
+pub const WIT_VERSION: &str = "mdp:analyzer@1.0.0";
+
+/// Why a plugin could not be loaded.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PluginError {
+    /// The bytes are not WebAssembly.
+    #[error("not a WebAssembly file (no `\\0asm` header)")]
+    NotWasm,
+    /// The bytes are a core module, not a component.
+    #[error(
+        "a core WebAssembly module, not a component: build for wasm32-wasip2 or run `wasm-tools component new`"
+    )]
+    NotAComponent,
+    /// Compilation failed.
+    #[error("cannot compile component: {0}")]
+    Compile(String),
+    /// The component does not implement the analyzer world.
+    #[error("component does not implement {WIT_VERSION} world `analyzer`: {0}")]
+    WrongWorld(String),
+    /// Instantiation failed.
+    #[error("cannot instantiate component: {0}")]
+    Instantiate(String),
+    /// `describe` trapped.
+    #[error("`describe` failed: {0}")]
+    Describe(String),
+    /// The engine could not be set up.
+    #[error("wasm engine: {0}")]
+    Engine(String),
+    /// The file could not be read.
+    #[error("cannot read {path}: {reason}")]
+    Io {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+}

@@ -151,3 +151,5 @@ pub trait Store: Send + Sync + 'static {
     /// connection per process and resubscribe after reconnecting.
     async fn subscribe(&self, topics: &[Topic]) -> StoreResult<Subscription>;
 }
+mod embedded;
+pub use embedded::EmbeddedStore;

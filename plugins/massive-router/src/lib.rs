@@ -208,3 +208,13 @@ mod tests {
         assert_eq!(h.host(|h| h.counters["mda.unknown"]), 2);
     }
 }
+
+#[cfg(test)]
+mod golden {
+    #[test]
+    fn seed_routes_golden_file() {
+        mdp_sdk::testing::run_golden::<super::MassiveRouter>(include_str!(
+            "../golden/seed-routes.json"
+        ));
+    }
+}

@@ -1,0 +1,241 @@
+//! `mdp plugin ...`: run a plugin over events, inspect it.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::Subcommand;
+use mdp_sdk::wire::GoldenReference;
+use serde::Deserialize;
+
+use crate::event::massive;
+use crate::plugin::golden::seed_writes;
+use crate::plugin::{
+    Capabilities, FixedClock, HostServices, Limits, LoadOptions, Plugin, Runtime, RuntimeConfig,
+    StoreReference, WIT_VERSION, Worker, convert, effects,
+};
+use crate::store::{EmbeddedStore, Store};
+
+/// Plugin author tools.
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Run a plugin over events and print its effects as JSON lines.
+    Test(TestArgs),
+    /// Print what a plugin says about itself and the WIT version it targets.
+    Inspect(InspectArgs),
+}
+
+/// `mdp plugin test`.
+#[derive(Debug, clap::Args)]
+pub struct TestArgs {
+    /// The plugin component (`.wasm`).
+    pub plugin: PathBuf,
+    /// Events, one JSON object per line: Massive short-key JSON (`ev`) or the
+    /// seed's queue JSON (`event_type`); a line may also be an array of them.
+    #[arg(long)]
+    pub events: PathBuf,
+    /// Config passed to `init`, `key=value` (repeatable).
+    #[arg(long = "config", value_parser = parse_pair)]
+    pub config: Vec<(String, String)>,
+    /// Host clock: RFC 3339 (`2026-03-09T09:30:00-04:00`) or Unix milliseconds.
+    #[arg(long)]
+    pub at: Option<String>,
+    /// Fixture seeding the embedded store: `{"store": {key: json-text},
+    /// "reference": {"avg_volumes": {...}, "free_floats": {...},
+    /// "snapshots": {...}, "market": "open"}}`.
+    #[arg(long)]
+    pub fixture: Option<PathBuf>,
+    /// Events per batch.
+    #[arg(long, default_value_t = 256)]
+    pub batch: usize,
+    /// Memory limit, MiB.
+    #[arg(long, default_value_t = 64)]
+    pub memory_mib: usize,
+    /// Per-call deadline base, milliseconds.
+    #[arg(long, default_value_t = 50)]
+    pub deadline_ms: u64,
+}
+
+/// `mdp plugin inspect`.
+#[derive(Debug, clap::Args)]
+pub struct InspectArgs {
+    /// The plugin component (`.wasm`).
+    pub plugin: PathBuf,
+}
+
+fn parse_pair(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("`{s}` is not key=value"))
+}
+
+/// Parse `--at`: RFC 3339 or Unix milliseconds; returns Unix microseconds.
+pub fn parse_at(s: &str) -> anyhow::Result<u64> {
+    if let Ok(ms) = s.parse::<u64>() {
+        return Ok(ms * 1000);
+    }
+    let t = chrono::DateTime::parse_from_rfc3339(s).with_context(|| {
+        format!("--at `{s}`: expected RFC 3339 (e.g. 2026-03-09T09:30:00-04:00) or Unix ms")
+    })?;
+    u64::try_from(t.timestamp_micros()).context("--at is before 1970")
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Fixture {
+    #[serde(default)]
+    store: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    reference: GoldenReference,
+}
+
+/// Read an events file into queue-JSON texts, converting Massive short keys.
+fn read_events(path: &Path) -> anyhow::Result<Vec<String>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let value: serde_json::Value = serde_json::from_str(line)
+            .with_context(|| format!("{}:{}: not JSON", path.display(), n + 1))?;
+        let items = match value {
+            serde_json::Value::Array(items) => items,
+            v => vec![v],
+        };
+        for item in items {
+            let serde_json::Value::Object(obj) = item else {
+                bail!(
+                    "{}:{}: an event must be a JSON object",
+                    path.display(),
+                    n + 1
+                );
+            };
+            if obj.contains_key("ev") && !obj.contains_key("event_type") {
+                out.push(serde_json::Value::Object(massive::to_queue_json(&obj)).to_string());
+            } else {
+                out.push(serde_json::Value::Object(obj).to_string());
+            }
+        }
+    }
+    Ok(out)
+}
+
+async fn load(path: &Path, limits: Limits, services: &HostServices) -> anyhow::Result<Arc<Plugin>> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let runtime = Runtime::new(RuntimeConfig::default())?;
+    let options = LoadOptions {
+        name: None,
+        limits,
+        capabilities: Capabilities::unrestricted(),
+    };
+    Plugin::load(&runtime, bytes, options, services)
+        .await
+        .with_context(|| format!("{}", path.display()))
+}
+
+fn offline_services(now_us: u64) -> (Arc<dyn Store>, FixedClock, HostServices) {
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::new());
+    let clock = FixedClock::new(now_us);
+    let services = HostServices {
+        store: store.clone(),
+        reference: Arc::new(StoreReference::new(store.clone())),
+        clock: Arc::new(clock.clone()),
+    };
+    (store, clock, services)
+}
+
+async fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
+    let now_us = match &args.at {
+        Some(at) => parse_at(at)?,
+        None => crate::plugin::Clock::now_us(&crate::plugin::SystemClock),
+    };
+    let (store, _clock, services) = offline_services(now_us);
+    if let Some(path) = &args.fixture {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let fixture: Fixture =
+            serde_json::from_str(&text).with_context(|| format!("fixture {}", path.display()))?;
+        store
+            .apply(&seed_writes(&fixture.store, &fixture.reference), false)
+            .await?;
+    }
+    let texts = read_events(&args.events)?;
+    let limits = Limits {
+        memory_bytes: args.memory_mib << 20,
+        deadline_base: std::time::Duration::from_millis(args.deadline_ms),
+        ..Limits::default()
+    };
+    let plugin = load(&args.plugin, limits, &services).await?;
+    let mut worker = Worker::new(plugin.clone(), services, args.config.clone());
+    worker
+        .start()
+        .await
+        .with_context(|| format!("{}: init", args.plugin.display()))?;
+    let mut faults = Vec::new();
+    let (mut n_effects, mut n_rejects) = (0usize, 0usize);
+    let stdout = std::io::stdout();
+    for chunk in texts.chunks(args.batch.max(1)) {
+        let events = chunk
+            .iter()
+            .map(|t| convert::decode(t))
+            .collect::<Result<Vec<_>, _>>()?;
+        let out = worker.analyze(&events).await?;
+        let resolved = effects::resolve(&out.effects, chunk, &Capabilities::unrestricted());
+        store.apply(&resolved.writes, true).await?;
+        let mut lock = stdout.lock();
+        for e in &out.effects {
+            use std::io::Write as _;
+            let record = effects::record(e, chunk);
+            n_effects += 1;
+            if matches!(record, mdp_sdk::wire::EffectRecord::Reject { .. }) {
+                n_rejects += 1;
+            }
+            writeln!(lock, "{}", serde_json::to_string(&record)?)?;
+        }
+        faults.extend(out.faults);
+    }
+    eprintln!(
+        "{}: {} events, {} effects ({} rejects), counters {:?}",
+        plugin.name,
+        texts.len(),
+        n_effects,
+        n_rejects,
+        worker.counters()
+    );
+    if faults.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        for f in &faults {
+            eprintln!("mdp: {}: {f}", args.plugin.display());
+        }
+        Ok(ExitCode::from(2))
+    }
+}
+
+async fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
+    let bytes = std::fs::read(&args.plugin)
+        .with_context(|| format!("cannot read {}", args.plugin.display()))?;
+    let (_store, _clock, services) = offline_services(0);
+    let plugin = load(&args.plugin, Limits::default(), &services).await?;
+    let report = serde_json::json!({
+        "file": args.plugin.display().to_string(),
+        "size_bytes": bytes.len(),
+        "sha256": plugin.hash,
+        "wit": WIT_VERSION,
+        "describe": plugin.info,
+    });
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Run a `mdp plugin` subcommand.
+pub async fn run(cmd: PluginCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        PluginCommand::Test(args) => test(args).await,
+        PluginCommand::Inspect(args) => inspect(args).await,
+    }
+}

@@ -1,0 +1,191 @@
+//! Turning a batch's effects into store writes: bodies resolved against the
+//! batch's input texts, capabilities enforced, rejects separated.
+
+use std::time::Duration;
+
+use mdp_sdk::wire::EffectRecord;
+
+use super::bindings::{Body, Effect};
+use super::capability::{Capabilities, Denied};
+use crate::store::Write;
+
+/// The effects of one batch, ready to apply.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Resolved {
+    /// Writes in order.
+    pub writes: Vec<Write>,
+    /// Rejected events: (index in the batch, reason).
+    pub rejects: Vec<(usize, String)>,
+    /// Effects refused by the capability check (counted, logged, not applied).
+    pub denied: Vec<Denied>,
+}
+
+fn body(b: &Body, inputs: &[impl AsRef<str>]) -> String {
+    match b {
+        Body::Json(s) => s.clone(),
+        Body::Input(i) => inputs
+            .get(*i as usize)
+            .map(|s| s.as_ref().to_string())
+            .unwrap_or_else(|| "null".to_string()),
+    }
+}
+
+fn secs(ttl: Option<u32>) -> Option<Duration> {
+    ttl.filter(|t| *t > 0)
+        .map(|t| Duration::from_secs(u64::from(t)))
+}
+
+/// One effect with its body resolved: a write, or a reject.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// A store write.
+    Write(Write),
+    /// Reject the event at this index, with a reason.
+    Reject(usize, String),
+}
+
+/// Resolve one effect against the batch's message texts `inputs`.
+pub fn resolve_one(effect: &Effect, inputs: &[impl AsRef<str>]) -> Outcome {
+    Outcome::Write(match effect {
+        Effect::Put(p) => Write::Set {
+            key: p.key.clone(),
+            value: body(&p.value, inputs),
+            ttl: secs(p.ttl_secs),
+        },
+        Effect::Push(p) => Write::Push {
+            key: p.key.clone(),
+            value: body(&p.value, inputs),
+            max_len: p.max_len.max(1),
+            ttl: secs(p.ttl_secs),
+        },
+        Effect::Zadd(z) => Write::ZAdd {
+            key: z.key.clone(),
+            members: z
+                .members
+                .iter()
+                .filter(|(_, s)| s.is_finite())
+                .cloned()
+                .collect(),
+            keep_top: z.keep_top,
+            ttl: secs(z.ttl_secs),
+        },
+        Effect::Hset(h) => Write::HSet {
+            key: h.key.clone(),
+            fields: h.fields.clone(),
+            ttl: secs(h.ttl_secs),
+        },
+        Effect::Del(keys) => Write::Del { keys: keys.clone() },
+        Effect::Publish(p) => Write::Publish {
+            channel: p.channel.clone(),
+            message: body(&p.value, inputs),
+        },
+        Effect::Reject(r) => return Outcome::Reject(r.index as usize, r.reason.clone()),
+    })
+}
+
+/// Check a write against the plugin's capabilities.
+pub fn check(write: &Write, caps: &Capabilities) -> Result<(), Denied> {
+    match write {
+        Write::Set { key, .. }
+        | Write::Push { key, .. }
+        | Write::ZAdd { key, .. }
+        | Write::HSet { key, .. } => caps.check_key(key),
+        Write::Del { keys } => keys.iter().try_for_each(|k| caps.check_key(k)),
+        Write::Publish { channel, .. } => caps.check_channel(channel),
+    }
+}
+
+/// Resolve `effects` of a batch whose message texts are `inputs`.
+pub fn resolve(effects: &[Effect], inputs: &[impl AsRef<str>], caps: &Capabilities) -> Resolved {
+    let mut out = Resolved::default();
+    for effect in effects {
+        match resolve_one(effect, inputs) {
+            Outcome::Write(w) => match check(&w, caps) {
+                Ok(()) => out.writes.push(w),
+                Err(d) => out.denied.push(d),
+            },
+            Outcome::Reject(i, reason) => out.rejects.push((i, reason)),
+        }
+    }
+    out
+}
+
+/// Shift every input index in `effects` by `offset` (effects of a sub-batch
+/// that started at `offset` in the whole batch).
+pub fn shift(effects: &mut [Effect], offset: u32) {
+    let fix = |b: &mut Body| {
+        if let Body::Input(i) = b {
+            *i += offset;
+        }
+    };
+    for e in effects {
+        match e {
+            Effect::Put(p) => fix(&mut p.value),
+            Effect::Push(p) => fix(&mut p.value),
+            Effect::Publish(p) => fix(&mut p.value),
+            Effect::Reject(r) => r.index += offset,
+            Effect::Zadd(_) | Effect::Hset(_) | Effect::Del(_) => {}
+        }
+    }
+}
+
+/// The JSON form of one effect (what `mdp plugin test` prints, golden files hold).
+pub fn record(effect: &Effect, inputs: &[String]) -> EffectRecord {
+    let ttl_secs = |t: &Option<Duration>| t.map(|d| d.as_secs() as u32);
+    match resolve_one(effect, inputs) {
+        Outcome::Reject(index, reason) => EffectRecord::Reject {
+            index: index as u32,
+            reason,
+        },
+        Outcome::Write(Write::Set { key, value, ttl }) => EffectRecord::Put {
+            key,
+            value,
+            ttl_secs: ttl_secs(&ttl),
+        },
+        Outcome::Write(Write::Push {
+            key,
+            value,
+            max_len,
+            ttl,
+        }) => EffectRecord::Push {
+            key,
+            value,
+            max_len,
+            ttl_secs: ttl_secs(&ttl),
+        },
+        Outcome::Write(Write::ZAdd {
+            key,
+            members,
+            keep_top,
+            ttl,
+        }) => EffectRecord::Zadd {
+            key,
+            members,
+            keep_top,
+            ttl_secs: ttl_secs(&ttl),
+        },
+        Outcome::Write(Write::HSet { key, fields, ttl }) => EffectRecord::Hset {
+            key,
+            fields,
+            ttl_secs: ttl_secs(&ttl),
+        },
+        Outcome::Write(Write::Del { keys }) => EffectRecord::Del { keys },
+        Outcome::Write(Write::Publish { channel, message }) => EffectRecord::Publish {
+            channel,
+            value: message,
+        },
+    }
+}
+
+/// The kind of an effect, for metrics.
+pub fn kind(effect: &Effect) -> &'static str {
+    match effect {
+        Effect::Put(_) => "put",
+        Effect::Push(_) => "push",
+        Effect::Zadd(_) => "zadd",
+        Effect::Hset(_) => "hset",
+        Effect::Del(_) => "del",
+        Effect::Publish(_) => "publish",
+        Effect::Reject(_) => "reject",
+    }
+}

@@ -1,0 +1,267 @@
+//! The one wasmtime [`Engine`] of a process, its [`Linker`], the epoch ticker
+//! thread, and compilation with a compiled-artifact cache.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use super::PluginError;
+use super::bindings::Analyzer;
+use super::host_state::HostState;
+
+/// How often the epoch ticker thread advances the engine's epoch.
+pub const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// Settings of the plugin engine.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Use the pooling instance allocator (falls back to on-demand when the
+    /// address space cannot be reserved).
+    pub pooling: bool,
+    /// Largest linear memory any plugin may have (per-plugin limits are lower).
+    pub max_memory_bytes: usize,
+    /// Component instances the pool holds at once.
+    pub pool_instances: u32,
+    /// Where compiled artifacts are cached (`None`: no cache).
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            pooling: true,
+            max_memory_bytes: 512 << 20,
+            pool_instances: 64,
+            cache_dir: None,
+        }
+    }
+}
+
+/// The plugin runtime of a process: engine, linker, epoch ticker.
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<RuntimeInner>,
+}
+
+struct RuntimeInner {
+    engine: Engine,
+    linker: Linker<HostState>,
+    config: RuntimeConfig,
+    pooling: bool,
+    compat: String,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+impl Drop for RuntimeInner {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn base_config() -> Config {
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    config.epoch_interruption(true);
+    config.memory_init_cow(true);
+    config
+}
+
+fn pooling_config(rc: &RuntimeConfig) -> PoolingAllocationConfig {
+    let mut pool = PoolingAllocationConfig::default();
+    let n = rc.pool_instances;
+    pool.total_component_instances(n)
+        .total_core_instances(n * 24)
+        .total_memories(n * 4)
+        .total_tables(n * 8)
+        .max_core_instances_per_component(64)
+        .max_memories_per_component(8)
+        .max_tables_per_component(16)
+        .table_elements(100_000)
+        .max_memory_size(rc.max_memory_bytes)
+        .max_component_instance_size(1 << 20)
+        .max_core_instance_size(1 << 20);
+    pool
+}
+
+impl Runtime {
+    /// Build the engine (pooling if possible), the linker with WASI (no
+    /// filesystem, no network) and the analyzer imports, and start the epoch
+    /// ticker thread.
+    pub fn new(rc: RuntimeConfig) -> Result<Runtime, PluginError> {
+        let mut pooling = false;
+        let mut engine = None;
+        if rc.pooling {
+            let mut config = base_config();
+            config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling_config(&rc)));
+            match Engine::new(&config) {
+                Ok(e) => {
+                    pooling = true;
+                    engine = Some(e);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "pooling allocator unavailable; using on-demand allocation")
+                }
+            }
+        }
+        let engine = match engine {
+            Some(e) => e,
+            None => Engine::new(&base_config()).map_err(|e| PluginError::Engine(e.to_string()))?,
+        };
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|e| PluginError::Engine(e.to_string()))?;
+        Analyzer::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)
+            .map_err(|e| PluginError::Engine(e.to_string()))?;
+
+        let compat = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            engine.precompile_compatibility_hash().hash(&mut h);
+            format!("{:016x}", h.finish())
+        };
+
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        {
+            let engine = engine.clone();
+            let stop = ticker_stop.clone();
+            // A dedicated OS thread: a busy or blocked tokio worker must not stop epochs.
+            std::thread::Builder::new()
+                .name("mdp-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(EPOCH_TICK);
+                        engine.increment_epoch();
+                    }
+                })
+                .map_err(|e| PluginError::Engine(format!("epoch ticker thread: {e}")))?;
+        }
+
+        Ok(Runtime {
+            inner: Arc::new(RuntimeInner {
+                engine,
+                linker,
+                config: rc,
+                pooling,
+                compat,
+                ticker_stop,
+            }),
+        })
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    /// The linker with every import a plugin may use.
+    pub fn linker(&self) -> &Linker<HostState> {
+        &self.inner.linker
+    }
+
+    /// True when the pooling allocator is in use.
+    pub fn pooling(&self) -> bool {
+        self.inner.pooling
+    }
+
+    /// The engine's settings.
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.inner.config
+    }
+
+    /// Compile component bytes (blocking: call from `spawn_blocking`), using
+    /// the artifact cache when configured. Returns the component, the bytes'
+    /// SHA-256 (hex) and whether it came from the cache.
+    pub fn compile(&self, bytes: &[u8]) -> Result<Compiled, PluginError> {
+        let started = Instant::now();
+        check_is_component(bytes)?;
+        let hash = hex::encode(Sha256::digest(bytes));
+        let cached = self.cache_path(&hash);
+        if let Some(path) = &cached
+            && path.exists()
+        {
+            // SAFETY: the file was written by `Component::serialize` of an
+            // engine with the same compatibility hash (part of the file name)
+            // into our private cache directory.
+            match unsafe { Component::deserialize_file(&self.inner.engine, path) } {
+                Ok(component) => {
+                    return Ok(Compiled {
+                        component,
+                        hash,
+                        from_cache: true,
+                        took: started.elapsed(),
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "ignoring unusable cached artifact")
+                }
+            }
+        }
+        let component = Component::new(&self.inner.engine, bytes)
+            .map_err(|e| PluginError::Compile(format!("{e:#}")))?;
+        if let Some(path) = cached
+            && let Err(e) = write_artifact(&component, &path)
+        {
+            tracing::warn!(path = %path.display(), error = %e, "could not cache compiled artifact");
+        }
+        Ok(Compiled {
+            component,
+            hash,
+            from_cache: false,
+            took: started.elapsed(),
+        })
+    }
+
+    fn cache_path(&self, hash: &str) -> Option<PathBuf> {
+        let dir = self.inner.config.cache_dir.as_ref()?;
+        Some(dir.join(format!(
+            "{hash}-wasmtime{}-{}.cwasm",
+            wasmtime_version(),
+            self.inner.compat
+        )))
+    }
+}
+
+/// The wasmtime version this host was built with.
+pub fn wasmtime_version() -> &'static str {
+    "48"
+}
+
+fn write_artifact(component: &Component, path: &Path) -> std::io::Result<()> {
+    let bytes = component.serialize().map_err(std::io::Error::other)?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(tmp, path)
+}
+
+/// Refuse bytes that are not a WebAssembly component, with a clear reason.
+fn check_is_component(bytes: &[u8]) -> Result<(), PluginError> {
+    if bytes.len() < 8 || &bytes[0..4] != b"\0asm" {
+        return Err(PluginError::NotWasm);
+    }
+    // Core modules are version 1 layer 0; components are layer 1.
+    if bytes[6..8] != [0x01, 0x00] {
+        return Err(PluginError::NotAComponent);
+    }
+    Ok(())
+}
+
+/// A compiled component.
+pub struct Compiled {
+    /// The component.
+    pub component: Component,
+    /// SHA-256 of the source bytes, hex.
+    pub hash: String,
+    /// True when loaded from the artifact cache.
+    pub from_cache: bool,
+    /// How long compiling (or loading) took.
+    pub took: Duration,
+}

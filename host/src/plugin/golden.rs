@@ -1,0 +1,178 @@
+//! Golden tests through the real runtime: the same files the SDK's native
+//! harness runs (`mdp_sdk::wire::Golden`), executed by a Wasm plugin against
+//! an embedded store, a fixed clock and store-backed reference data.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use mdp_sdk::wire::{EffectRecord, Golden, GoldenReference};
+
+use super::{
+    Capabilities, FixedClock, HostServices, Limits, LoadOptions, Plugin, Runtime, StoreReference,
+    Worker, convert, effects,
+};
+use crate::store::{EmbeddedStore, Store, Write};
+
+/// Why a golden run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum GoldenError {
+    /// The golden file or plugin could not be read or loaded.
+    #[error("{0}")]
+    Setup(String),
+    /// A batch failed outright.
+    #[error("step {step}: batch failed: {reason}")]
+    Batch {
+        /// Step index.
+        step: usize,
+        /// Why.
+        reason: String,
+    },
+    /// A batch produced other effects than expected.
+    #[error("step {step}: effects differ\n--- expected\n{expected}\n--- got\n{got}")]
+    Mismatch {
+        /// Step index.
+        step: usize,
+        /// Expected effects, JSON lines.
+        expected: String,
+        /// Actual effects, JSON lines.
+        got: String,
+    },
+}
+
+/// The store writes that seed a store with a golden file's starting state
+/// (strings, and reference data under the MDC keys [`StoreReference`] reads).
+pub fn seed_writes(
+    store: &std::collections::BTreeMap<String, String>,
+    reference: &GoldenReference,
+) -> Vec<Write> {
+    let set = |key: String, value: String| Write::Set {
+        key,
+        value,
+        ttl: None,
+    };
+    let mut writes: Vec<Write> = store
+        .iter()
+        .map(|(k, v)| set(k.clone(), v.clone()))
+        .collect();
+    writes.extend(
+        reference
+            .snapshots
+            .iter()
+            .map(|(s, v)| set(format!("mdc:snapshots:{s}"), v.to_string())),
+    );
+    writes.extend(
+        reference
+            .avg_volumes
+            .iter()
+            .map(|(s, v)| set(format!("mdc:avg_volume:{s}"), v.to_string())),
+    );
+    writes.extend(
+        reference
+            .free_floats
+            .iter()
+            .map(|(s, v)| set(format!("mdc:free_float:{s}"), v.to_string())),
+    );
+    if let Some(m) = &reference.market {
+        writes.push(set("mdc:market_status".into(), m.clone()));
+    }
+    writes
+}
+
+fn lines(records: &[EffectRecord]) -> String {
+    records
+        .iter()
+        .map(|r| serde_json::to_string(r).unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Run the golden file at `golden` through the component at `wasm`.
+pub async fn check(runtime: &Runtime, wasm: &Path, golden: &Path) -> Result<(), GoldenError> {
+    let text = std::fs::read_to_string(golden)
+        .map_err(|e| GoldenError::Setup(format!("cannot read {}: {e}", golden.display())))?;
+    let golden_file = Golden::parse(&text)
+        .map_err(|e| GoldenError::Setup(format!("{}: {e}", golden.display())))?;
+    let bytes = std::fs::read(wasm)
+        .map_err(|e| GoldenError::Setup(format!("cannot read {}: {e}", wasm.display())))?;
+    run(runtime, bytes, &golden_file, Limits::default()).await
+}
+
+/// Run a parsed golden file through component `bytes` under `limits`.
+pub async fn run(
+    runtime: &Runtime,
+    bytes: Vec<u8>,
+    golden: &Golden,
+    limits: Limits,
+) -> Result<(), GoldenError> {
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::new());
+    store
+        .apply(&seed_writes(&golden.store, &golden.reference), false)
+        .await
+        .map_err(|e| GoldenError::Setup(e.to_string()))?;
+    let clock = FixedClock::new(golden.now_us);
+    let services = HostServices {
+        store: store.clone(),
+        reference: Arc::new(StoreReference::new(store.clone())),
+        clock: Arc::new(clock.clone()),
+    };
+    let options = LoadOptions {
+        name: None,
+        limits,
+        capabilities: Capabilities::unrestricted(),
+    };
+    let plugin = Plugin::load(runtime, bytes, options, &services)
+        .await
+        .map_err(|e| GoldenError::Setup(e.to_string()))?;
+    let config = golden
+        .config
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let mut worker = Worker::new(plugin, services, config);
+    worker.start().await.map_err(|e| GoldenError::Batch {
+        step: 0,
+        reason: e.to_string(),
+    })?;
+    for (step, s) in golden.steps.iter().enumerate() {
+        clock.set(s.now_us.unwrap_or(golden.now_us));
+        let texts: Vec<String> = s.events.iter().map(|e| e.to_string()).collect();
+        let events = s
+            .events
+            .iter()
+            .zip(&texts)
+            .map(|(v, t)| convert::decode_value(v, t))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| GoldenError::Batch {
+                step,
+                reason: e.to_string(),
+            })?;
+        let out = worker
+            .analyze(&events)
+            .await
+            .map_err(|e| GoldenError::Batch {
+                step,
+                reason: e.to_string(),
+            })?;
+        let got: Vec<EffectRecord> = out
+            .effects
+            .iter()
+            .map(|e| effects::record(e, &texts))
+            .collect();
+        let resolved = effects::resolve(&out.effects, &texts, &Capabilities::unrestricted());
+        store
+            .apply(&resolved.writes, true)
+            .await
+            .map_err(|e| GoldenError::Batch {
+                step,
+                reason: e.to_string(),
+            })?;
+        if got != s.effects {
+            return Err(GoldenError::Mismatch {
+                step,
+                expected: lines(&s.effects),
+                got: lines(&got),
+            });
+        }
+    }
+    Ok(())
+}

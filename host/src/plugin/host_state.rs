@@ -1,0 +1,279 @@
+//! Per-instance host state and the implementation of the plugin's imports
+//! (`cache`, `reference`, `host`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wasmtime::StoreLimits;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::bindings::mdp::analyzer::{cache, host, reference, types};
+use super::bindings::{MarketStatus, ReferenceError};
+use super::capability::Capabilities;
+use super::clock::Clock;
+use super::reference::{ReferenceData, ReferenceFault};
+use crate::store::Store;
+
+/// A failure of the host's own infrastructure during a plugin call (e.g. the
+/// store is down). It aborts the call; the batch is retried later and the
+/// plugin is not blamed.
+#[derive(Debug, thiserror::Error)]
+#[error("host fault during `{import}`: {detail}")]
+pub struct HostFault {
+    /// The import that failed.
+    pub import: &'static str,
+    /// What went wrong.
+    pub detail: String,
+}
+
+/// What the host offers one plugin instance.
+#[derive(Clone)]
+pub struct HostServices {
+    /// The store cache reads go to.
+    pub store: Arc<dyn Store>,
+    /// Reference data.
+    pub reference: Arc<dyn ReferenceData>,
+    /// The clock.
+    pub clock: Arc<dyn Clock>,
+}
+
+/// Lines a plugin may log per second before the rest are dropped (and counted).
+const LOG_LINES_PER_SEC: u32 = 100;
+/// Bytes of a plugin instance's stderr kept for trap reports.
+const STDERR_CAPACITY: usize = 64 << 10;
+/// Longest log line kept, in bytes.
+const LOG_LINE_MAX: usize = 1024;
+
+/// The data of a plugin's wasmtime `Store`.
+pub struct HostState {
+    pub(crate) wasi: WasiCtx,
+    pub(crate) stderr: MemoryOutputPipe,
+    pub(crate) table: ResourceTable,
+    pub(crate) limits: StoreLimits,
+    pub(crate) plugin: Arc<str>,
+    pub(crate) services: HostServices,
+    pub(crate) capabilities: Arc<Capabilities>,
+    /// Time spent awaiting host imports during the current call (not charged
+    /// to the plugin's deadline).
+    pub(crate) import_time: Duration,
+    /// Counters the plugin incremented, by name (for `mdp plugin test`).
+    pub(crate) counters: BTreeMap<String, u64>,
+    log_window: (Instant, u32),
+    /// Log lines dropped by the rate limit.
+    pub(crate) logs_dropped: u64,
+}
+
+impl HostState {
+    /// State for one instance of `plugin`.
+    pub fn new(
+        plugin: Arc<str>,
+        services: HostServices,
+        capabilities: Arc<Capabilities>,
+        limits: StoreLimits,
+    ) -> Self {
+        // No filesystem, no network, no environment: a plugin's only way out
+        // is its imports. stdout is discarded; stderr is kept (bounded) so a
+        // trap can be reported with the guest's panic message.
+        let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
+        let wasi = wasmtime_wasi::WasiCtxBuilder::new()
+            .stderr(stderr.clone())
+            .build();
+        HostState {
+            wasi,
+            stderr,
+            table: ResourceTable::new(),
+            limits,
+            plugin,
+            services,
+            capabilities,
+            import_time: Duration::ZERO,
+            counters: BTreeMap::new(),
+            log_window: (Instant::now(), 0),
+            logs_dropped: 0,
+        }
+    }
+
+    /// The last line the guest wrote to stderr (e.g. a panic message).
+    pub fn last_stderr_line(&self) -> Option<String> {
+        let bytes = self.stderr.contents();
+        let text = String::from_utf8_lossy(&bytes);
+        text.lines()
+            .rev()
+            .find(|l| !l.trim().is_empty() && !l.starts_with("note:"))
+            .map(|l| l.trim().to_string())
+    }
+
+    async fn timed<T>(&mut self, f: impl Future<Output = T>) -> T {
+        let start = Instant::now();
+        let out = f.await;
+        self.import_time += start.elapsed();
+        out
+    }
+
+    fn store_fault(import: &'static str, e: crate::store::StoreError) -> wasmtime::Error {
+        wasmtime::Error::new(HostFault {
+            import,
+            detail: e.to_string(),
+        })
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl types::Host for HostState {}
+
+impl cache::Host for HostState {
+    async fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
+        let store = self.services.store.clone();
+        self.timed(store.get(&key))
+            .await
+            .map_err(|e| Self::store_fault("cache.get", e))
+    }
+
+    async fn get_many(&mut self, keys: Vec<String>) -> wasmtime::Result<Vec<Option<String>>> {
+        let store = self.services.store.clone();
+        self.timed(store.get_many(&keys))
+            .await
+            .map_err(|e| Self::store_fault("cache.get-many", e))
+    }
+
+    async fn ztop(&mut self, key: String, n: u32) -> wasmtime::Result<Vec<(String, f64)>> {
+        let store = self.services.store.clone();
+        self.timed(store.ztop(&key, n))
+            .await
+            .map_err(|e| Self::store_fault("cache.ztop", e))
+    }
+
+    async fn hgetall(&mut self, key: String) -> wasmtime::Result<Vec<(String, String)>> {
+        let store = self.services.store.clone();
+        self.timed(store.hgetall(&key))
+            .await
+            .map_err(|e| Self::store_fault("cache.hgetall", e))
+    }
+
+    async fn lrange(
+        &mut self,
+        key: String,
+        start: i32,
+        stop: i32,
+    ) -> wasmtime::Result<Vec<String>> {
+        let store = self.services.store.clone();
+        self.timed(store.lrange(&key, i64::from(start), i64::from(stop)))
+            .await
+            .map_err(|e| Self::store_fault("cache.lrange", e))
+    }
+
+    async fn try_acquire(&mut self, key: String, ttl_ms: u32) -> wasmtime::Result<bool> {
+        if let Err(denied) = self.capabilities.check_key(&key) {
+            tracing::warn!(plugin = %self.plugin, %denied, "try-acquire refused");
+            metrics::counter!("mdp_plugin_capability_denied_total", "plugin" => self.plugin.to_string())
+                .increment(1);
+            return Ok(false);
+        }
+        let store = self.services.store.clone();
+        self.timed(store.set_nx_px(&key, "1", u64::from(ttl_ms)))
+            .await
+            .map_err(|e| Self::store_fault("cache.try-acquire", e))
+    }
+}
+
+fn reference_error(fault: ReferenceFault) -> ReferenceError {
+    match fault {
+        ReferenceFault::Unavailable(s) => ReferenceError::Unavailable(s),
+        ReferenceFault::Invalid(s) => ReferenceError::Invalid(s),
+    }
+}
+
+impl reference::Host for HostState {
+    async fn ticker_snapshot(
+        &mut self,
+        symbol: String,
+    ) -> wasmtime::Result<Result<Option<String>, ReferenceError>> {
+        let r = self.services.reference.clone();
+        Ok(self
+            .timed(r.ticker_snapshot(&symbol))
+            .await
+            .map_err(reference_error))
+    }
+
+    async fn avg_volume(
+        &mut self,
+        symbol: String,
+    ) -> wasmtime::Result<Result<f64, ReferenceError>> {
+        let r = self.services.reference.clone();
+        Ok(self
+            .timed(r.avg_volume(&symbol))
+            .await
+            .map_err(reference_error))
+    }
+
+    async fn free_float(
+        &mut self,
+        symbol: String,
+    ) -> wasmtime::Result<Result<f64, ReferenceError>> {
+        let r = self.services.reference.clone();
+        Ok(self
+            .timed(r.free_float(&symbol))
+            .await
+            .map_err(reference_error))
+    }
+
+    async fn market_now(&mut self) -> wasmtime::Result<Result<MarketStatus, ReferenceError>> {
+        let r = self.services.reference.clone();
+        Ok(self.timed(r.market_now()).await.map_err(reference_error))
+    }
+}
+
+impl host::Host for HostState {
+    async fn log(&mut self, level: host::Level, message: String) -> wasmtime::Result<()> {
+        let now = Instant::now();
+        if now.duration_since(self.log_window.0) >= Duration::from_secs(1) {
+            self.log_window = (now, 0);
+        }
+        self.log_window.1 += 1;
+        if self.log_window.1 > LOG_LINES_PER_SEC {
+            self.logs_dropped += 1;
+            metrics::counter!("mdp_plugin_logs_dropped_total", "plugin" => self.plugin.to_string())
+                .increment(1);
+            return Ok(());
+        }
+        let mut message = message;
+        if message.len() > LOG_LINE_MAX {
+            let mut cut = LOG_LINE_MAX;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+            message.push('…');
+        }
+        let plugin = &*self.plugin;
+        match level {
+            host::Level::Debug => tracing::debug!(plugin, "{message}"),
+            host::Level::Info => tracing::info!(plugin, "{message}"),
+            host::Level::Warn => tracing::warn!(plugin, "{message}"),
+            host::Level::Error => tracing::error!(plugin, "{message}"),
+        }
+        Ok(())
+    }
+
+    async fn counter(&mut self, name: String, delta: u64) -> wasmtime::Result<()> {
+        metrics::counter!("mdp_plugin_counter_total", "plugin" => self.plugin.to_string(), "name" => name.clone())
+            .increment(delta);
+        *self.counters.entry(name).or_default() += delta;
+        Ok(())
+    }
+
+    async fn now_us(&mut self) -> wasmtime::Result<u64> {
+        Ok(self.services.clock.now_us())
+    }
+}

@@ -1,0 +1,379 @@
+//! A loaded plugin ([`Plugin`]: compiled, type-checked, described) and one
+//! live instance of it ([`Instance`]: a wasmtime store with limits and a
+//! deadline per call).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wasmtime::{Store, StoreLimitsBuilder, UpdateDeadline};
+
+use super::PluginError;
+use super::bindings::{Analyzer, AnalyzerError, AnalyzerPre, Effect, Event, Info, Kinds};
+use super::capability::Capabilities;
+use super::engine::Runtime;
+use super::host_state::{HostFault, HostServices, HostState};
+
+/// Resource limits of one plugin.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// Linear memory cap, bytes.
+    pub memory_bytes: usize,
+    /// Guest time allowed per call, before scaling by batch length.
+    pub deadline_base: Duration,
+    /// Extra guest time allowed per event of a batch.
+    pub deadline_per_event: Duration,
+    /// Guest time allowed for `init` (rehydration).
+    pub init_deadline: Duration,
+    /// Largest batch accepted, events.
+    pub max_batch: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory_bytes: 64 << 20,
+            deadline_base: Duration::from_millis(50),
+            deadline_per_event: Duration::from_micros(200),
+            init_deadline: Duration::from_secs(5),
+            max_batch: 10_000,
+        }
+    }
+}
+
+impl Limits {
+    /// Guest time allowed for a batch of `len` events.
+    pub fn deadline_for(&self, len: usize) -> Duration {
+        self.deadline_base + self.deadline_per_event * len as u32
+    }
+}
+
+/// What an analyzer says about itself (`describe`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PluginInfo {
+    /// Name.
+    pub name: String,
+    /// Version.
+    pub version: String,
+    /// Kinds of event consumed.
+    pub consumes: Vec<&'static str>,
+    /// Snapshot format version.
+    pub state_version: u32,
+}
+
+impl From<Info> for PluginInfo {
+    fn from(info: Info) -> Self {
+        let mut consumes = Vec::new();
+        for (flag, name) in [
+            (Kinds::TRADE, "trade"),
+            (Kinds::QUOTE, "quote"),
+            (Kinds::AGGREGATE, "aggregate"),
+            (Kinds::LULD, "luld"),
+            (Kinds::OTHER, "other"),
+        ] {
+            if info.consumes.contains(flag) {
+                consumes.push(name);
+            }
+        }
+        PluginInfo {
+            name: info.name,
+            version: info.version,
+            consumes,
+            state_version: info.state_version,
+        }
+    }
+}
+
+/// A compiled, type-checked plugin, ready to instantiate (cheap, from `InstancePre`).
+pub struct Plugin {
+    pub(crate) runtime: Runtime,
+    pub(crate) pre: AnalyzerPre<HostState>,
+    /// What `describe` returned.
+    pub info: PluginInfo,
+    /// SHA-256 of the component bytes, hex.
+    pub hash: String,
+    /// Limits applied to every instance.
+    pub limits: Limits,
+    /// Capabilities enforced on its effects.
+    pub capabilities: Arc<Capabilities>,
+    /// Name used in logs and metrics (the manifest name, else `describe`'s).
+    pub name: Arc<str>,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin")
+            .field("name", &self.name)
+            .field("info", &self.info)
+            .field("hash", &self.hash)
+            .finish()
+    }
+}
+
+/// Options for [`Plugin::load`].
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// Name for logs and metrics (default: the name `describe` returns).
+    pub name: Option<String>,
+    /// Limits (default: [`Limits::default`]).
+    pub limits: Limits,
+    /// Capabilities (default: unrestricted).
+    pub capabilities: Capabilities,
+}
+
+impl Plugin {
+    /// Compile (or load from the artifact cache) and type-check `bytes`, then
+    /// instantiate once to call `describe`. Compilation runs on a blocking
+    /// thread so async workers are not starved.
+    pub async fn load(
+        runtime: &Runtime,
+        bytes: Vec<u8>,
+        options: LoadOptions,
+        services: &HostServices,
+    ) -> Result<Arc<Plugin>, PluginError> {
+        let rt = runtime.clone();
+        let compiled = tokio::task::spawn_blocking(move || rt.compile(&bytes))
+            .await
+            .map_err(|e| PluginError::Compile(format!("compile task failed: {e}")))??;
+        metrics::histogram!("mdp_plugin_compile_seconds", "cached" => compiled.from_cache.to_string())
+            .record(compiled.took.as_secs_f64());
+        let instance_pre = runtime
+            .linker()
+            .instantiate_pre(&compiled.component)
+            .map_err(|e| PluginError::WrongWorld(format!("{e:#}")))?;
+        let pre = AnalyzerPre::new(instance_pre)
+            .map_err(|e| PluginError::WrongWorld(format!("{e:#}")))?;
+        let mut plugin = Plugin {
+            runtime: runtime.clone(),
+            pre,
+            info: PluginInfo {
+                name: String::new(),
+                version: String::new(),
+                consumes: Vec::new(),
+                state_version: 0,
+            },
+            hash: compiled.hash,
+            limits: options.limits,
+            capabilities: Arc::new(options.capabilities),
+            name: Arc::from(options.name.clone().unwrap_or_default()),
+        };
+        let mut instance = Instance::new(&plugin, services).await?;
+        let info = instance
+            .describe()
+            .await
+            .map_err(|f| PluginError::Describe(f.to_string()))?;
+        plugin.info = PluginInfo::from(info);
+        if options.name.is_none() {
+            plugin.name = Arc::from(plugin.info.name.as_str());
+        }
+        tracing::info!(
+            plugin = %plugin.name, version = %plugin.info.version, hash = %&plugin.hash[..12],
+            cached = compiled.from_cache, compile_ms = compiled.took.as_millis() as u64,
+            "plugin loaded"
+        );
+        Ok(Arc::new(plugin))
+    }
+
+    /// The labels of this plugin's metrics.
+    pub fn metric_labels(&self) -> [(&'static str, String); 3] {
+        [
+            ("plugin", self.name.to_string()),
+            ("version", self.info.version.clone()),
+            ("hash", self.hash[..12.min(self.hash.len())].to_string()),
+        ]
+    }
+}
+
+/// Why a call into the plugin did not return effects.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CallFault {
+    /// The guest trapped (panic, `unreachable`, out of bounds, ...).
+    #[error("plugin trapped: {0}")]
+    Trap(String),
+    /// The guest ran past its deadline and was interrupted.
+    #[error("plugin exceeded its deadline of {0:?}")]
+    Timeout(Duration),
+    /// The guest tried to grow memory past its limit.
+    #[error("plugin exceeded its memory limit of {0} MiB")]
+    MemoryLimit(usize),
+    /// The analyzer returned an error.
+    #[error("analyzer error: {0}")]
+    Analyzer(String),
+    /// The analyzer is not ready (e.g. reference data missing): retry later.
+    #[error("analyzer not ready: {0}")]
+    NotReady(String),
+    /// The host's own infrastructure failed (e.g. the store is down).
+    #[error("{0}")]
+    Host(String),
+}
+
+impl CallFault {
+    /// True when the plugin is to blame (a crash or misbehaviour).
+    pub fn is_crash(&self) -> bool {
+        matches!(
+            self,
+            CallFault::Trap(_)
+                | CallFault::Timeout(_)
+                | CallFault::MemoryLimit(_)
+                | CallFault::Analyzer(_)
+        )
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("deadline exceeded")]
+struct DeadlineExceeded;
+
+/// One live instance of a plugin. A fault poisons it: drop it and make another.
+pub struct Instance {
+    store: Store<HostState>,
+    bindings: Analyzer,
+    limits: Limits,
+    call_started: Arc<std::sync::Mutex<(Instant, Duration)>>,
+}
+
+impl Instance {
+    /// Instantiate `plugin` (from its `InstancePre`) with fresh state.
+    pub async fn new(plugin: &Plugin, services: &HostServices) -> Result<Instance, PluginError> {
+        let started = Instant::now();
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(plugin.limits.memory_bytes)
+            .instances(64)
+            .memories(8)
+            .tables(16)
+            .table_elements(200_000)
+            .trap_on_grow_failure(true)
+            .build();
+        let state = HostState::new(
+            plugin.name.clone(),
+            services.clone(),
+            plugin.capabilities.clone(),
+            limits,
+        );
+        let mut store = Store::new(plugin.runtime.engine(), state);
+        store.limiter(|s| &mut s.limits);
+        let call_started = Arc::new(std::sync::Mutex::new((
+            Instant::now(),
+            Duration::from_secs(3600),
+        )));
+        let budget = call_started.clone();
+        store.epoch_deadline_callback(move |ctx| {
+            let (start, allowed) = *budget.lock().unwrap_or_else(|p| p.into_inner());
+            let spent = start.elapsed().saturating_sub(ctx.data().import_time);
+            if spent > allowed {
+                Err(wasmtime::Error::new(DeadlineExceeded))
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        store.set_epoch_deadline(1);
+        let bindings = plugin
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| PluginError::Instantiate(format!("{e:#}")))?;
+        metrics::histogram!("mdp_plugin_instantiate_seconds", "plugin" => plugin.name.to_string())
+            .record(started.elapsed().as_secs_f64());
+        Ok(Instance {
+            store,
+            bindings,
+            limits: plugin.limits.clone(),
+            call_started,
+        })
+    }
+
+    fn arm(&mut self, allowed: Duration) {
+        *self.call_started.lock().unwrap_or_else(|p| p.into_inner()) = (Instant::now(), allowed);
+        self.store.data_mut().import_time = Duration::ZERO;
+        self.store.set_epoch_deadline(1);
+    }
+
+    fn classify(&self, error: wasmtime::Error, allowed: Duration) -> CallFault {
+        if let Some(fault) = error.downcast_ref::<HostFault>() {
+            return CallFault::Host(fault.to_string());
+        }
+        if error.downcast_ref::<DeadlineExceeded>().is_some()
+            || matches!(
+                error.downcast_ref::<wasmtime::Trap>(),
+                Some(wasmtime::Trap::Interrupt)
+            )
+        {
+            return CallFault::Timeout(allowed);
+        }
+        let text = format!("{error:#}");
+        if text.contains("forcing trap when growing memory") {
+            return CallFault::MemoryLimit(self.limits.memory_bytes >> 20);
+        }
+        let trap = error
+            .downcast_ref::<wasmtime::Trap>()
+            .map(|t| t.to_string())
+            .unwrap_or_else(|| text.lines().next().unwrap_or("unknown").to_string());
+        match self.store.data().last_stderr_line() {
+            Some(line) => CallFault::Trap(format!("{trap} ({line})")),
+            None => CallFault::Trap(trap),
+        }
+    }
+
+    /// Call `describe`.
+    pub async fn describe(&mut self) -> Result<Info, CallFault> {
+        let allowed = self.limits.init_deadline;
+        self.arm(allowed);
+        let result = self.bindings.call_describe(&mut self.store).await;
+        result.map_err(|e| self.classify(e, allowed))
+    }
+
+    /// Call `init` with config and an optional snapshot.
+    pub async fn init(
+        &mut self,
+        config: &[(String, String)],
+        state: Option<&[u8]>,
+    ) -> Result<(), CallFault> {
+        let allowed = self.limits.init_deadline;
+        self.arm(allowed);
+        let result = self
+            .bindings
+            .call_init(
+                &mut self.store,
+                config,
+                state.map(|s| s.to_vec()).as_deref(),
+            )
+            .await;
+        match result {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(analyzer_fault(e)),
+            Err(e) => Err(self.classify(e, allowed)),
+        }
+    }
+
+    /// Call `analyze` on a batch, under a deadline scaled by its length.
+    pub async fn analyze(&mut self, batch: &[Event]) -> Result<Vec<Effect>, CallFault> {
+        let allowed = self.limits.deadline_for(batch.len());
+        self.arm(allowed);
+        let result = self.bindings.call_analyze(&mut self.store, batch).await;
+        match result {
+            Ok(Ok(effects)) => Ok(effects),
+            Ok(Err(e)) => Err(analyzer_fault(e)),
+            Err(e) => Err(self.classify(e, allowed)),
+        }
+    }
+
+    /// Call `snapshot`.
+    pub async fn snapshot(&mut self) -> Result<Vec<u8>, CallFault> {
+        let allowed = self.limits.init_deadline;
+        self.arm(allowed);
+        let result = self.bindings.call_snapshot(&mut self.store).await;
+        result.map_err(|e| self.classify(e, allowed))
+    }
+
+    /// Counters the plugin incremented in this instance.
+    pub fn counters(&self) -> &std::collections::BTreeMap<String, u64> {
+        &self.store.data().counters
+    }
+}
+
+fn analyzer_fault(e: AnalyzerError) -> CallFault {
+    match e {
+        AnalyzerError::NotReady(s) => CallFault::NotReady(s),
+        AnalyzerError::BadConfig(s) => CallFault::Analyzer(format!("bad config: {s}")),
+        AnalyzerError::Internal(s) => CallFault::Analyzer(s),
+    }
+}

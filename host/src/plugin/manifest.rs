@@ -1,0 +1,243 @@
+//! Plugin manifests: `<name>.toml` beside `<name>.wasm`.
+//!
+//! ```toml
+//! name = "leaderboard"
+//! wit = "mdp:analyzer@1.0.0"
+//! consumes = ["aggregate"]          # queue names or pub/sub channel patterns
+//! golden = "golden/basic.json"      # optional, relative to the manifest
+//! [config]                          # string key/values passed to init
+//! board_size = "500"
+//! [limits]
+//! memory_mib = 64
+//! deadline_ms = 50                  # per call; scaled by batch length
+//! [capabilities]
+//! key_prefixes = ["quote:", "scanners:"]
+//! channels = ["quote:", "scanners:"]
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{Capabilities, Limits, LoadOptions, WIT_VERSION};
+
+/// Why a manifest was refused.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("manifest {path}: {reason}")]
+pub struct ManifestError {
+    /// The manifest file.
+    pub path: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// Resource limits in a manifest.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManifestLimits {
+    /// Linear memory cap, MiB.
+    pub memory_mib: Option<u32>,
+    /// Per-call guest time, milliseconds (scaled by batch length).
+    pub deadline_ms: Option<u64>,
+    /// Largest batch, events.
+    pub max_batch: Option<usize>,
+}
+
+/// Capabilities in a manifest.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManifestCapabilities {
+    /// Key prefixes the plugin may write.
+    pub key_prefixes: Vec<String>,
+    /// Channel prefixes it may publish on.
+    pub channels: Vec<String>,
+}
+
+/// A plugin manifest.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Plugin name (also the `.wasm` file stem).
+    pub name: String,
+    /// The WIT package it targets, e.g. `mdp:analyzer@1.0.0`.
+    pub wit: String,
+    /// Queues or pub/sub channels/patterns it consumes.
+    pub consumes: Vec<String>,
+    /// A golden file run at load time (relative to the manifest).
+    pub golden: Option<PathBuf>,
+    /// Config passed to `init`.
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+    /// Limits.
+    pub limits: Option<ManifestLimits>,
+    /// Capabilities; absent = unrestricted.
+    pub capabilities: Option<ManifestCapabilities>,
+    /// The manifest's directory (not in the file).
+    #[serde(skip)]
+    pub dir: PathBuf,
+}
+
+impl Manifest {
+    /// Read and validate a manifest file.
+    pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
+        let err = |reason: String| ManifestError {
+            path: path.display().to_string(),
+            reason,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+        let mut manifest: Manifest =
+            toml::from_str(&text).map_err(|e| err(e.message().to_string()))?;
+        manifest.dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        manifest.validate().map_err(err)?;
+        Ok(manifest)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.name.is_empty()
+            || !self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(format!(
+                "name `{}` must be non-empty ASCII letters, digits, `-` or `_`",
+                self.name
+            ));
+        }
+        let (pkg, ver) = self
+            .wit
+            .split_once('@')
+            .ok_or_else(|| format!("wit `{}` must be `mdp:analyzer@<version>`", self.wit))?;
+        let (host_pkg, host_ver) = WIT_VERSION.split_once('@').expect("constant has a version");
+        if pkg != host_pkg {
+            return Err(format!(
+                "wit `{}`: this host implements {WIT_VERSION}",
+                self.wit
+            ));
+        }
+        let major = |v: &str| v.split('.').next().unwrap_or("").to_string();
+        if major(ver) != major(host_ver) {
+            return Err(format!(
+                "wit `{}` is another major version; this host implements {WIT_VERSION}",
+                self.wit
+            ));
+        }
+        if self.consumes.is_empty() {
+            return Err("consumes must name at least one queue or channel".into());
+        }
+        if let Some(l) = &self.limits {
+            if l.memory_mib == Some(0) || l.deadline_ms == Some(0) || l.max_batch == Some(0) {
+                return Err("limits must be positive".into());
+            }
+        }
+        Ok(())
+    }
+
+    /// The `.wasm` file this manifest describes.
+    pub fn wasm_path(&self) -> PathBuf {
+        self.dir.join(format!("{}.wasm", self.name))
+    }
+
+    /// The golden file path, if any.
+    pub fn golden_path(&self) -> Option<PathBuf> {
+        self.golden.as_ref().map(|g| self.dir.join(g))
+    }
+
+    /// Config pairs for `init`.
+    pub fn config_pairs(&self) -> Vec<(String, String)> {
+        self.config
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    /// Load options (name, limits, capabilities) for this plugin.
+    pub fn load_options(&self) -> LoadOptions {
+        let mut limits = Limits::default();
+        if let Some(l) = &self.limits {
+            if let Some(m) = l.memory_mib {
+                limits.memory_bytes = (m as usize) << 20;
+            }
+            if let Some(d) = l.deadline_ms {
+                limits.deadline_base = Duration::from_millis(d);
+            }
+            if let Some(b) = l.max_batch {
+                limits.max_batch = b;
+            }
+        }
+        LoadOptions {
+            name: Some(self.name.clone()),
+            limits,
+            capabilities: match &self.capabilities {
+                Some(c) => Capabilities {
+                    key_prefixes: Some(c.key_prefixes.clone()),
+                    channels: Some(c.channels.clone()),
+                },
+                None => Capabilities::unrestricted(),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.toml");
+        std::fs::write(&path, text).unwrap();
+        (dir, path)
+    }
+
+    #[test]
+    fn loads_a_full_manifest() {
+        let (_d, path) = write(
+            r#"name = "p"
+wit = "mdp:analyzer@1.0.0"
+consumes = ["quotes"]
+[config]
+a = "1"
+[limits]
+memory_mib = 32
+deadline_ms = 20
+[capabilities]
+key_prefixes = ["stocks:"]
+channels = ["stocks:"]
+"#,
+        );
+        let m = Manifest::load(&path).unwrap();
+        let o = m.load_options();
+        assert_eq!(o.limits.memory_bytes, 32 << 20);
+        assert_eq!(o.limits.deadline_base, Duration::from_millis(20));
+        assert!(o.capabilities.check_key("quote:x").is_err());
+        assert_eq!(m.config_pairs(), vec![("a".to_string(), "1".to_string())]);
+        assert!(m.wasm_path().ends_with("p.wasm"));
+    }
+
+    #[test]
+    fn refuses_unknown_keys_missing_fields_and_other_majors() {
+        let cases = [
+            (
+                "name = \"p\"\nwit = \"mdp:analyzer@1.0.0\"\nconsumes = [\"q\"]\ncolour = 1\n",
+                "unknown field",
+            ),
+            ("name = \"p\"\nconsumes = [\"q\"]\n", "missing field `wit`"),
+            (
+                "name = \"p\"\nwit = \"mdp:analyzer@2.0.0\"\nconsumes = [\"q\"]\n",
+                "another major",
+            ),
+            (
+                "name = \"p\"\nwit = \"mdp:analyzer@1.0.0\"\nconsumes = []\n",
+                "consumes",
+            ),
+        ];
+        for (text, expected) in cases {
+            let (_d, path) = write(text);
+            let e = Manifest::load(&path).unwrap_err();
+            assert!(e.to_string().contains(expected), "{e} lacks {expected}");
+        }
+    }
+}

@@ -1,0 +1,239 @@
+//! A [`Worker`] runs batches through one plugin instance with crash
+//! isolation: a fault drops the instance; the batch is retried once on a
+//! fresh one; if it fails again the batch is bisected to find and reject the
+//! poison event(s), and every good event's effects are kept.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::PluginError;
+use super::bindings::{Effect, Event};
+use super::effects::{kind, shift};
+use super::host_state::HostServices;
+use super::instance::{CallFault, Instance, Plugin};
+
+/// Why a batch produced no result at all.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BatchError {
+    /// The host's infrastructure failed (store down): retry the batch later.
+    #[error("{0}")]
+    Host(String),
+    /// The analyzer is not ready: retry the batch later.
+    #[error("analyzer not ready: {0}")]
+    NotReady(String),
+    /// The batch is larger than the plugin accepts.
+    #[error("batch of {len} events exceeds the plugin's limit of {max}")]
+    TooLarge {
+        /// Events in the batch.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A fresh instance could not be created or initialised.
+    #[error("plugin could not start: {0}")]
+    Start(String),
+}
+
+/// The result of one batch.
+#[derive(Debug, Default, Clone)]
+pub struct BatchOutput {
+    /// Effects in batch order (input indexes relative to the whole batch);
+    /// rejects included.
+    pub effects: Vec<Effect>,
+    /// Faults met and recovered from (each dropped an instance).
+    pub faults: Vec<CallFault>,
+}
+
+/// Runs batches through a plugin, recycling instances after faults.
+pub struct Worker {
+    plugin: Arc<Plugin>,
+    services: HostServices,
+    config: Vec<(String, String)>,
+    instance: Option<Instance>,
+    handoff: Option<Vec<u8>>,
+}
+
+impl Worker {
+    /// A worker for `plugin`; the first batch instantiates and `init`s it.
+    pub fn new(plugin: Arc<Plugin>, services: HostServices, config: Vec<(String, String)>) -> Self {
+        Worker {
+            plugin,
+            services,
+            config,
+            instance: None,
+            handoff: None,
+        }
+    }
+
+    /// The plugin this worker runs.
+    pub fn plugin(&self) -> &Arc<Plugin> {
+        &self.plugin
+    }
+
+    /// Give the next `init` a snapshot of a previous generation's state.
+    pub fn hand_over(&mut self, state: Vec<u8>) {
+        self.handoff = Some(state);
+    }
+
+    /// Instantiate and `init` now (rehydration before consuming).
+    pub async fn start(&mut self) -> Result<(), BatchError> {
+        self.instance().await.map(|_| ())
+    }
+
+    /// Snapshot the live instance's state (empty when none is live).
+    pub async fn snapshot(&mut self) -> Vec<u8> {
+        match self.instance.as_mut() {
+            Some(i) => i.snapshot().await.unwrap_or_default(),
+            None => Vec::new(),
+        }
+    }
+
+    /// Counters of the live instance.
+    pub fn counters(&self) -> std::collections::BTreeMap<String, u64> {
+        self.instance
+            .as_ref()
+            .map(|i| i.counters().clone())
+            .unwrap_or_default()
+    }
+
+    async fn instance(&mut self) -> Result<&mut Instance, BatchError> {
+        if self.instance.is_none() {
+            let mut instance = Instance::new(&self.plugin, &self.services)
+                .await
+                .map_err(|e: PluginError| BatchError::Start(e.to_string()))?;
+            let state = self.handoff.take();
+            match instance.init(&self.config, state.as_deref()).await {
+                Ok(()) => {}
+                Err(CallFault::Host(h)) => return Err(BatchError::Host(h)),
+                Err(CallFault::NotReady(r)) => return Err(BatchError::NotReady(r)),
+                Err(f) => {
+                    self.count("mdp_plugin_traps_total", 1);
+                    return Err(BatchError::Start(format!("init failed: {f}")));
+                }
+            }
+            self.instance = Some(instance);
+        }
+        Ok(self.instance.as_mut().expect("just created"))
+    }
+
+    fn count(&self, name: &'static str, n: u64) {
+        metrics::counter!(name, &self.plugin.metric_labels()).increment(n);
+    }
+
+    async fn call(&mut self, batch: &[Event]) -> Result<Vec<Effect>, CallFault> {
+        let instance = match self.instance().await {
+            Ok(i) => i,
+            Err(BatchError::Host(h)) => return Err(CallFault::Host(h)),
+            Err(BatchError::NotReady(r)) => return Err(CallFault::NotReady(r)),
+            Err(e) => return Err(CallFault::Trap(e.to_string())),
+        };
+        let started = Instant::now();
+        let result = instance.analyze(batch).await;
+        metrics::histogram!("mdp_plugin_call_seconds", &self.plugin.metric_labels())
+            .record(started.elapsed().as_secs_f64());
+        self.count("mdp_plugin_calls_total", 1);
+        if let Err(fault) = &result {
+            // A fault poisons the store: never call into it again.
+            self.instance = None;
+            match fault {
+                CallFault::Timeout(_) => self.count("mdp_plugin_timeouts_total", 1),
+                f if f.is_crash() => self.count("mdp_plugin_traps_total", 1),
+                _ => {}
+            }
+        }
+        result
+    }
+
+    /// Analyze a batch with crash isolation.
+    pub async fn analyze(&mut self, batch: &[Event]) -> Result<BatchOutput, BatchError> {
+        self.run(batch, true).await
+    }
+
+    /// Analyze a batch without retry or isolation: the first fault is
+    /// reported in `faults` with no effects (used for generations on probation).
+    pub async fn analyze_strict(&mut self, batch: &[Event]) -> Result<BatchOutput, BatchError> {
+        self.run(batch, false).await
+    }
+
+    async fn run(&mut self, batch: &[Event], isolate: bool) -> Result<BatchOutput, BatchError> {
+        let max = self.plugin.limits.max_batch;
+        if batch.len() > max {
+            return Err(BatchError::TooLarge {
+                len: batch.len(),
+                max,
+            });
+        }
+        self.count("mdp_plugin_events_total", batch.len() as u64);
+        let mut out = BatchOutput::default();
+        match self.call(batch).await {
+            Ok(effects) => out.effects = effects,
+            Err(fault) => {
+                fatal(&fault)?;
+                out.faults.push(fault.clone());
+                if !isolate {
+                    return Ok(out);
+                }
+                tracing::warn!(plugin = %self.plugin.name, %fault, events = batch.len(), "batch failed; retrying once on a fresh instance");
+                match self.call(batch).await {
+                    Ok(effects) => out.effects = effects,
+                    Err(fault) => {
+                        fatal(&fault)?;
+                        out.faults.push(fault.clone());
+                        self.isolate(batch, 0, fault, &mut out).await?;
+                    }
+                }
+            }
+        }
+        for e in &out.effects {
+            metrics::counter!("mdp_plugin_effects_total", "plugin" => self.plugin.name.to_string(), "kind" => kind(e))
+                .increment(1);
+        }
+        Ok(out)
+    }
+
+    /// `batch[..]` (starting at `offset` in the whole batch) failed with
+    /// `fault`: bisect it, keep the effects of parts that succeed, reject the
+    /// single events that still fail.
+    async fn isolate(
+        &mut self,
+        batch: &[Event],
+        offset: usize,
+        fault: CallFault,
+        out: &mut BatchOutput,
+    ) -> Result<(), BatchError> {
+        if batch.len() == 1 {
+            tracing::warn!(plugin = %self.plugin.name, index = offset, %fault, "rejecting poison event");
+            self.count("mdp_plugin_poison_events_total", 1);
+            out.effects.push(Effect::Reject(
+                super::bindings::mdp::analyzer::types::Reject {
+                    index: offset as u32,
+                    reason: fault.to_string(),
+                },
+            ));
+            return Ok(());
+        }
+        let mid = batch.len() / 2;
+        for (part, start) in [(&batch[..mid], offset), (&batch[mid..], offset + mid)] {
+            match self.call(part).await {
+                Ok(mut effects) => {
+                    shift(&mut effects, start as u32);
+                    out.effects.extend(effects);
+                }
+                Err(f) => {
+                    fatal(&f)?;
+                    Box::pin(self.isolate(part, start, f, out)).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Faults that are not the batch's fault end the attempt: the caller retries later.
+fn fatal(fault: &CallFault) -> Result<(), BatchError> {
+    match fault {
+        CallFault::Host(h) => Err(BatchError::Host(h.clone())),
+        CallFault::NotReady(r) => Err(BatchError::NotReady(r.clone())),
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,191 @@
+//! `mdp scan`: subscribe to store channels or patterns, batch messages by
+//! linger time, run the analyzer, write its effects back into the store.
+//! No idle back-off: a message is handled as soon as it arrives (the seed
+//! could wait up to 60 s after a quiet period). The subscription is
+//! re-established with backoff if the store connection goes away.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::{Backoff, EventBatch};
+use crate::plugin::{Capabilities, LiveError, LiveWorker, convert, effects};
+use crate::store::{Message, Store, Topic};
+
+/// Settings of one scanner.
+#[derive(Debug, Clone)]
+pub struct ScannerConfig {
+    /// Channels and patterns subscribed to.
+    pub topics: Vec<Topic>,
+    /// Most messages per analyzer call.
+    pub batch_size: usize,
+    /// Longest wait for a batch to fill after its first message.
+    pub linger: Duration,
+}
+
+impl Default for ScannerConfig {
+    fn default() -> Self {
+        ScannerConfig {
+            topics: Vec::new(),
+            batch_size: 256,
+            linger: Duration::from_millis(5),
+        }
+    }
+}
+
+/// Counters of a scanner (seed MDS names).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ScannerStats {
+    /// Messages analyzed.
+    pub processed: u64,
+    /// Writes applied.
+    pub published_results: u64,
+    /// Batches that produced no effects.
+    pub empty_results: u64,
+    /// Messages rejected by the analyzer.
+    pub rejected: u64,
+    /// Failures (store, plugin start); each followed by a retry.
+    pub errors: u64,
+    /// Times the subscription was re-established.
+    pub restarts: u64,
+}
+
+/// A scanner: one subscription, one plugin worker.
+pub struct Scanner {
+    config: ScannerConfig,
+    store: Arc<dyn Store>,
+    worker: LiveWorker,
+    capabilities: Capabilities,
+    stats: ScannerStats,
+}
+
+impl Scanner {
+    /// A scanner of `config.topics` through `worker`, writing to `store`.
+    pub fn new(config: ScannerConfig, store: Arc<dyn Store>, worker: LiveWorker) -> Self {
+        let capabilities = (*worker.plugin().capabilities).clone();
+        Scanner {
+            config,
+            store,
+            worker,
+            capabilities,
+            stats: ScannerStats::default(),
+        }
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> &ScannerStats {
+        &self.stats
+    }
+
+    fn count(&self, name: &'static str, n: u64) {
+        let plugin = self.worker.plugin().name.to_string();
+        metrics::counter!(name, "role" => "scan", "plugin" => plugin).increment(n);
+    }
+
+    /// Run until `shutdown` turns true.
+    pub async fn run(
+        &mut self,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> anyhow::Result<ScannerStats> {
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+        let mut first_time = true;
+        loop {
+            let mut sub = match self.store.subscribe(&self.config.topics).await {
+                Ok(s) => s,
+                Err(e) => {
+                    self.stats.errors += 1;
+                    self.count("mdp_error_total", 1);
+                    let delay = backoff.next_delay();
+                    tracing::warn!(error = %e, ?delay, "cannot subscribe; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => continue,
+                        _ = shutdown.changed() => return Ok(self.stats.clone()),
+                    }
+                }
+            };
+            if !first_time {
+                self.stats.restarts += 1;
+            }
+            first_time = false;
+            tracing::info!(topics = ?self.config.topics, plugin = %self.worker.plugin().name, "scanner subscribed");
+            loop {
+                let first = tokio::select! {
+                    m = sub.messages.recv() => m,
+                    _ = shutdown.changed() => return Ok(self.stats.clone()),
+                };
+                let Some(first) = first else {
+                    tracing::warn!("subscription ended; resubscribing");
+                    break;
+                };
+                if let Err(LiveError::Removed(name)) = self.worker.refresh().await {
+                    tracing::info!(plugin = %name, "plugin removed; scanner stopping");
+                    return Ok(self.stats.clone());
+                }
+                self.capabilities = (*self.worker.plugin().capabilities).clone();
+                let mut messages = vec![first];
+                let deadline = tokio::time::Instant::now() + self.config.linger;
+                while messages.len() < self.config.batch_size {
+                    match tokio::time::timeout_at(deadline, sub.messages.recv()).await {
+                        Ok(Some(m)) => messages.push(m),
+                        _ => break,
+                    }
+                }
+                if self.handle(&messages).await.is_err() {
+                    let delay = backoff.next_delay();
+                    tokio::time::sleep(delay).await;
+                } else {
+                    backoff.reset();
+                }
+            }
+        }
+    }
+
+    /// Analyze and apply one batch of messages. Pub/sub has no redelivery:
+    /// a batch that cannot be applied is retried once after a backoff, then
+    /// dropped and counted.
+    async fn handle(&mut self, messages: &[Message]) -> Result<(), ()> {
+        let batch = EventBatch {
+            events: messages
+                .iter()
+                .map(|m| convert::pubsub(&m.channel, &m.payload))
+                .collect(),
+            texts: messages.iter().map(|m| m.payload.to_string()).collect(),
+        };
+        let mut last_error = String::new();
+        for attempt in 0..2 {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            let output = match self.worker.analyze(&batch.events).await {
+                Ok(o) => o,
+                Err(e) => {
+                    last_error = e.to_string();
+                    continue;
+                }
+            };
+            let resolved = effects::resolve(&output.effects, &batch.texts, &self.capabilities);
+            for denied in &resolved.denied {
+                self.count("mdp_capability_denied_total", 1);
+                tracing::warn!(plugin = %self.worker.plugin().name, %denied, "effect refused");
+            }
+            if let Err(e) = self.store.apply(&resolved.writes, false).await {
+                last_error = e.to_string();
+                continue;
+            }
+            self.stats.processed += messages.len() as u64;
+            self.stats.published_results += resolved.writes.len() as u64;
+            self.stats.rejected += resolved.rejects.len() as u64;
+            if resolved.writes.is_empty() {
+                self.stats.empty_results += 1;
+            }
+            self.count("mdp_processed_total", messages.len() as u64);
+            self.count("mdp_published_total", resolved.writes.len() as u64);
+            return Ok(());
+        }
+        self.stats.errors += 1;
+        self.count("mdp_error_total", 1);
+        tracing::warn!(messages = messages.len(), error = %last_error, "scanner batch dropped");
+        Err(())
+    }
+}
