@@ -4,6 +4,7 @@
 //! panic or a backtrace.
 
 mod plugin;
+pub mod roles;
 
 use std::process::ExitCode;
 
@@ -36,6 +37,10 @@ pub enum Command {
     /// Author tools: run, inspect and scaffold analyzer plugins.
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
+    /// Consume queues and run analyzers on them (seed MDP/FDP).
+    Process(roles::ProcessArgs),
+    /// Run an analyzer on store pub/sub channels (seed MDS).
+    Scan(roles::ScanArgs),
 }
 
 /// Install the tracing subscriber (`RUST_LOG` filter, default `info`).
@@ -74,6 +79,8 @@ pub fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Plugin(cmd) => plugin::run(cmd).await,
+            Command::Process(args) => roles::process(args).await,
+            Command::Scan(args) => roles::scan(args).await,
         }
     });
     match result {

@@ -127,10 +127,10 @@ impl Manifest {
         if self.consumes.is_empty() {
             return Err("consumes must name at least one queue or channel".into());
         }
-        if let Some(l) = &self.limits {
-            if l.memory_mib == Some(0) || l.deadline_ms == Some(0) || l.max_batch == Some(0) {
-                return Err("limits must be positive".into());
-            }
+        if let Some(l) = &self.limits
+            && (l.memory_mib == Some(0) || l.deadline_ms == Some(0) || l.max_batch == Some(0))
+        {
+            return Err("limits must be positive".into());
         }
         Ok(())
     }

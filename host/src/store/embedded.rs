@@ -1,5 +1,6 @@
 //! TEMP stub for type-checking (replaced by the store branch).
 use super::*;
+use std::sync::Arc;
 /// stub
 #[derive(Default)]
 pub struct EmbeddedStore;
@@ -44,4 +45,8 @@ impl Store for EmbeddedStore {
     async fn subscribe(&self, _: &[Topic]) -> StoreResult<Subscription> {
         todo!()
     }
+}
+/// stub
+pub async fn open(_url: &str) -> anyhow::Result<Arc<dyn Store>> {
+    todo!()
 }

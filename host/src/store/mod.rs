@@ -153,3 +153,4 @@ pub trait Store: Send + Sync + 'static {
 }
 mod embedded;
 pub use embedded::EmbeddedStore;
+pub use embedded::open;

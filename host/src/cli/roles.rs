@@ -1,0 +1,345 @@
+//! `mdp process` and `mdp scan`: processor and scanner roles over a plugin
+//! directory that is watched for hot reloads.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio::sync::watch;
+
+use crate::plugin::{HostServices, LiveWorker, Registry, Runtime, RuntimeConfig, SystemClock};
+use crate::queue::{Queue, QueueSpec};
+use crate::refdata::{MassiveReference, MassiveRestConfig};
+use crate::role::processor::{Processor, ProcessorConfig};
+use crate::role::scanner::{Scanner, ScannerConfig};
+use crate::store::{Store, Topic};
+
+/// Backends and plugin settings shared by the roles that run analyzers.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AnalyzerHostArgs {
+    /// Queue broker: `amqp://…` (RabbitMQ) or `memory://` (embedded).
+    #[arg(long, env = "RABBITMQ_URL", default_value = "memory://")]
+    pub queue_url: String,
+    /// Result store (WDC) effects are written to and plugins read:
+    /// `redis://…` or `memory://`.
+    #[arg(long, env = "WDC_REDIS_URL", default_value = "memory://")]
+    pub store_url: String,
+    /// Internal store (MDC) for reference data; defaults to the result store.
+    #[arg(long, env = "MDC_REDIS_URL")]
+    pub mdc_url: Option<String>,
+    /// Directory of `<name>.wasm` + `<name>.toml` plugins (watched for changes).
+    #[arg(long, env = "MDP_PLUGIN_DIR", default_value = "target/plugins")]
+    pub plugin_dir: PathBuf,
+    /// Compiled-artifact cache (default: `<plugin-dir>/.cache`).
+    #[arg(long, env = "MDP_PLUGIN_CACHE")]
+    pub plugin_cache: Option<PathBuf>,
+    /// Massive REST base URL for reference data.
+    #[arg(
+        long,
+        env = "MASSIVE_REST_URL",
+        default_value = "https://api.massive.com"
+    )]
+    pub massive_rest_url: String,
+    /// Massive API key (falls back to POLYGON_API_KEY); without one,
+    /// reference data comes only from the store.
+    #[arg(long, env = "MASSIVE_API_KEY", hide_env_values = true)]
+    pub massive_api_key: Option<String>,
+}
+
+/// Open backends, the runtime and the plugin registry; start watching.
+pub struct AnalyzerHost {
+    /// Queue broker.
+    pub queue: Arc<dyn Queue>,
+    /// Result store.
+    pub store: Arc<dyn Store>,
+    /// Services handed to plugins.
+    pub services: HostServices,
+    /// The plugin registry.
+    pub registry: Arc<Registry>,
+    _watch: crate::plugin::WatchHandle,
+}
+
+impl AnalyzerHostArgs {
+    /// The API key from the flag, `MASSIVE_API_KEY` or `POLYGON_API_KEY`.
+    pub fn api_key(&self) -> Option<String> {
+        self.massive_api_key
+            .clone()
+            .or_else(|| std::env::var("POLYGON_API_KEY").ok())
+            .filter(|k| !k.trim().is_empty())
+    }
+
+    /// Connect everything.
+    pub async fn open(&self) -> anyhow::Result<AnalyzerHost> {
+        let queue = crate::queue::open(&self.queue_url).await?;
+        let store = crate::store::open(&self.store_url).await?;
+        let mdc = match &self.mdc_url {
+            Some(url) if url != &self.store_url => crate::store::open(url).await?,
+            _ => store.clone(),
+        };
+        let reference: Arc<dyn crate::plugin::ReferenceData> = match self.api_key() {
+            Some(api_key) => Arc::new(MassiveReference::new(
+                MassiveRestConfig {
+                    base_url: self.massive_rest_url.clone(),
+                    api_key,
+                    timeout: Duration::from_secs(10),
+                    attempts: 3,
+                },
+                mdc,
+            )?),
+            None => {
+                tracing::info!("no Massive API key: reference data comes from the store only");
+                Arc::new(crate::plugin::StoreReference::new(mdc))
+            }
+        };
+        let services = HostServices {
+            store: store.clone(),
+            reference,
+            clock: Arc::new(SystemClock),
+        };
+        if !self.plugin_dir.is_dir() {
+            bail!(
+                "plugin directory {} does not exist: build the plugins with scripts/build-plugins or pass --plugin-dir",
+                self.plugin_dir.display()
+            );
+        }
+        let runtime = Runtime::new(RuntimeConfig {
+            cache_dir: Some(
+                self.plugin_cache
+                    .clone()
+                    .unwrap_or_else(|| self.plugin_dir.join(".cache")),
+            ),
+            ..RuntimeConfig::default()
+        })?;
+        let registry = Registry::open(runtime, services.clone(), &self.plugin_dir)
+            .await
+            .with_context(|| format!("plugin directory {}", self.plugin_dir.display()))?;
+        let watch = registry.watch().map_err(anyhow::Error::msg)?;
+        Ok(AnalyzerHost {
+            queue,
+            store,
+            services,
+            registry,
+            _watch: watch,
+        })
+    }
+}
+
+impl AnalyzerHost {
+    /// A live worker for plugin `name`, or a clear error naming what is loaded.
+    pub fn worker(&self, name: &str) -> anyhow::Result<LiveWorker> {
+        let slot = self
+            .registry
+            .slot(name)
+            .filter(|s| s.current().is_some())
+            .with_context(|| {
+                format!(
+                    "plugin `{name}` is not loaded (loaded: {})",
+                    self.registry.names().join(", ")
+                )
+            })?;
+        Ok(LiveWorker::new(slot, self.services.clone())?)
+    }
+}
+
+/// `mdp process`.
+#[derive(Debug, clap::Args)]
+pub struct ProcessArgs {
+    /// Queue to consume (repeat with --plugin for several pairs).
+    #[arg(long = "queue", required = true)]
+    pub queues: Vec<String>,
+    /// Plugin to run on the queue at the same position.
+    #[arg(long = "plugin", required = true)]
+    pub plugins: Vec<String>,
+    /// Most events per analyzer call.
+    #[arg(long, default_value_t = 256)]
+    pub batch_size: usize,
+    /// Longest wait for a batch to fill, milliseconds.
+    #[arg(long, default_value_t = 5)]
+    pub linger_ms: u64,
+    /// Prefetch window.
+    #[arg(long, env = "PREFETCH_COUNT", default_value_t = 1024)]
+    pub prefetch: u16,
+    /// Message TTL of the declared queue, milliseconds (the seed's default).
+    #[arg(long, env = "MARKET_DATA_MESSAGE_TTL", default_value_t = 5000)]
+    pub message_ttl_ms: u64,
+    /// Dead-letter queue for rejected events.
+    #[arg(long)]
+    pub dead_letter: Option<String>,
+    /// Backends and plugins.
+    #[command(flatten)]
+    pub host: AnalyzerHostArgs,
+}
+
+/// `mdp scan`.
+#[derive(Debug, clap::Args)]
+pub struct ScanArgs {
+    /// Channel or pattern (`quote:*`) to subscribe to (repeatable).
+    #[arg(long = "subscribe", required = true)]
+    pub topics: Vec<String>,
+    /// Plugin to run.
+    #[arg(long)]
+    pub plugin: String,
+    /// Most messages per analyzer call.
+    #[arg(long, default_value_t = 256)]
+    pub batch_size: usize,
+    /// Longest wait for a batch to fill, milliseconds.
+    #[arg(long, default_value_t = 5)]
+    pub linger_ms: u64,
+    /// Backends and plugins.
+    #[command(flatten)]
+    pub host: AnalyzerHostArgs,
+}
+
+/// A watch that turns true on SIGTERM or ctrl-c.
+pub fn shutdown_signal() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(t) => t,
+                    Err(_) => {
+                        let _ = ctrl_c.await;
+                        let _ = tx.send(true);
+                        return;
+                    }
+                };
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        tracing::info!("shutting down: finishing batches in flight");
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+/// Start one processor per (queue, plugin) pair; returns their tasks.
+pub async fn spawn_processors(
+    host: &AnalyzerHost,
+    pairs: &[(String, String)],
+    config: &ProcessorConfig,
+    message_ttl: Option<Duration>,
+    shutdown: &watch::Receiver<bool>,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<anyhow::Result<()>>>> {
+    let mut tasks = Vec::new();
+    for (queue, plugin) in pairs {
+        host.queue
+            .declare(&QueueSpec {
+                name: queue.clone(),
+                message_ttl,
+                dead_letter: config.dead_letter.clone(),
+            })
+            .await
+            .with_context(|| format!("declare queue `{queue}`"))?;
+        if let Some(dlq) = &config.dead_letter {
+            host.queue
+                .declare(&QueueSpec {
+                    name: dlq.clone(),
+                    ..QueueSpec::default()
+                })
+                .await?;
+        }
+        let mut worker = host.worker(plugin)?;
+        worker
+            .start()
+            .await
+            .with_context(|| format!("plugin `{plugin}`: init"))?;
+        let config = ProcessorConfig {
+            queue: queue.clone(),
+            ..config.clone()
+        };
+        let mut processor = Processor::new(config, host.queue.clone(), host.store.clone(), worker);
+        let shutdown = shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            let stats = processor.run(shutdown).await?;
+            tracing::info!(?stats, "processor stopped");
+            Ok(())
+        }));
+    }
+    Ok(tasks)
+}
+
+/// Start a scanner.
+pub async fn spawn_scanner(
+    host: &AnalyzerHost,
+    topics: &[String],
+    plugin: &str,
+    config: ScannerConfig,
+    shutdown: &watch::Receiver<bool>,
+) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<()>>> {
+    let mut worker = host.worker(plugin)?;
+    worker
+        .start()
+        .await
+        .with_context(|| format!("plugin `{plugin}`: init"))?;
+    let config = ScannerConfig {
+        topics: topics.iter().map(|t| Topic::parse(t)).collect(),
+        ..config
+    };
+    let mut scanner = Scanner::new(config, host.store.clone(), worker);
+    let shutdown = shutdown.clone();
+    Ok(tokio::spawn(async move {
+        let stats = scanner.run(shutdown).await?;
+        tracing::info!(?stats, "scanner stopped");
+        Ok(())
+    }))
+}
+
+async fn join_all(
+    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
+) -> anyhow::Result<ExitCode> {
+    for t in tasks {
+        t.await.context("role task panicked")??;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Run `mdp process`.
+pub async fn process(args: ProcessArgs) -> anyhow::Result<ExitCode> {
+    if args.queues.len() != args.plugins.len() {
+        bail!(
+            "give one --plugin per --queue ({} queues, {} plugins)",
+            args.queues.len(),
+            args.plugins.len()
+        );
+    }
+    let host = args.host.open().await?;
+    let shutdown = shutdown_signal();
+    let pairs: Vec<(String, String)> = args
+        .queues
+        .iter()
+        .cloned()
+        .zip(args.plugins.iter().cloned())
+        .collect();
+    let config = ProcessorConfig {
+        prefetch: args.prefetch,
+        batch_size: args.batch_size.max(1),
+        linger: Duration::from_millis(args.linger_ms),
+        dead_letter: args.dead_letter.clone(),
+        ..ProcessorConfig::default()
+    };
+    let ttl = Some(Duration::from_millis(args.message_ttl_ms));
+    let tasks = spawn_processors(&host, &pairs, &config, ttl, &shutdown).await?;
+    join_all(tasks).await
+}
+
+/// Run `mdp scan`.
+pub async fn scan(args: ScanArgs) -> anyhow::Result<ExitCode> {
+    let host = args.host.open().await?;
+    let shutdown = shutdown_signal();
+    let config = ScannerConfig {
+        batch_size: args.batch_size.max(1),
+        linger: Duration::from_millis(args.linger_ms),
+        ..ScannerConfig::default()
+    };
+    let task = spawn_scanner(&host, &args.topics, &args.plugin, config, &shutdown).await?;
+    join_all(vec![task]).await
+}

@@ -1,0 +1,223 @@
+//! Hot reload under load: while a processor consumes a continuous stream,
+//! the plugin file is replaced several times (including a file that is not a
+//! component and a release that traps). Every event must be processed
+//! exactly once by some generation, the bad versions must be rolled back,
+//! state must be handed over, and the consumer must never restart.
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use mdp::plugin::{
+    FixedClock, HostServices, LiveWorker, LoadOutcome, Registry, Runtime, RuntimeConfig,
+    StoreReference,
+};
+use mdp::queue::{EmbeddedQueue, Queue, QueueSpec};
+use mdp::role::processor::{Processor, ProcessorConfig};
+use mdp::store::{EmbeddedStore, Store};
+
+/// The same component with a custom section appended: other bytes, same behaviour.
+fn variant(bytes: &[u8], tag: &str) -> Vec<u8> {
+    fn leb(mut n: usize, out: &mut Vec<u8>) {
+        loop {
+            let b = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(b);
+                break;
+            }
+            out.push(b | 0x80);
+        }
+    }
+    let name = b"mdp-test";
+    let mut payload = Vec::new();
+    leb(name.len(), &mut payload);
+    payload.extend_from_slice(name);
+    payload.extend_from_slice(tag.as_bytes());
+    let mut out = bytes.to_vec();
+    out.push(0);
+    leb(payload.len(), &mut out);
+    out.extend_from_slice(&payload);
+    out
+}
+
+fn manifest(generation: u32, trap: bool) -> String {
+    format!(
+        "name = \"tagger\"\nwit = \"mdp:analyzer@1.0.0\"\nconsumes = [\"q\"]\n[config]\ngeneration = \"{generation}\"\ntrap = \"{trap}\"\n"
+    )
+}
+
+/// Write both files via temp names renamed into place, as a deployment would.
+fn deploy(dir: &Path, wasm: &[u8], manifest: &str) {
+    std::fs::write(dir.join(".tagger.toml.tmp"), manifest).unwrap();
+    std::fs::rename(dir.join(".tagger.toml.tmp"), dir.join("tagger.toml")).unwrap();
+    std::fs::write(dir.join(".tagger.wasm.tmp"), wasm).unwrap();
+    std::fs::rename(dir.join(".tagger.wasm.tmp"), dir.join("tagger.wasm")).unwrap();
+}
+
+async fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replacing_the_plugin_under_load_loses_and_duplicates_nothing() {
+    let base = std::fs::read(support::plugin_wasm("tagger")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    deploy(dir.path(), &variant(&base, "1"), &manifest(1, false));
+
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::new());
+    let queue: Arc<dyn Queue> = Arc::new(EmbeddedQueue::new());
+    queue
+        .declare(&QueueSpec {
+            name: "q".into(),
+            ..QueueSpec::default()
+        })
+        .await
+        .unwrap();
+    let services = HostServices {
+        store: store.clone(),
+        reference: Arc::new(StoreReference::new(store.clone())),
+        clock: Arc::new(FixedClock::new(0)),
+    };
+    let runtime = Runtime::new(RuntimeConfig {
+        cache_dir: Some(dir.path().join(".cache")),
+        ..RuntimeConfig::default()
+    })
+    .unwrap();
+    let registry = Registry::open(runtime, services.clone(), dir.path())
+        .await
+        .unwrap();
+    let _watch = registry.watch().unwrap();
+    let slot = registry.slot("tagger").expect("tagger loaded");
+    assert_eq!(slot.current().unwrap().number, 1);
+
+    let live = LiveWorker::new(slot.clone(), services).unwrap();
+    let config = ProcessorConfig {
+        queue: "q".into(),
+        batch_size: 32,
+        linger: Duration::from_millis(2),
+        ..ProcessorConfig::default()
+    };
+    let mut processor = Processor::new(config, queue.clone(), store.clone(), live);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let consumer = tokio::spawn(async move {
+        let stats = processor.run(stop_rx).await;
+        (stats, processor)
+    });
+
+    const TOTAL: usize = 3000;
+    let producer = {
+        let queue = queue.clone();
+        tokio::spawn(async move {
+            for chunk in 0..TOTAL / 50 {
+                let bodies: Vec<Bytes> = (chunk * 50..(chunk + 1) * 50)
+                    .map(|i| Bytes::from(format!(r#"{{"event_type":"T","symbol":"S","id":"{i}","price":1,"size":1,"timestamp":1}}"#)))
+                    .collect();
+                queue.publish("q", &bodies).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(15)).await;
+            }
+        })
+    };
+
+    // Generation 2: new bytes and config.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    deploy(dir.path(), &variant(&base, "2"), &manifest(2, false));
+    wait_for("generation 2", || {
+        slot.current().is_some_and(|g| g.number == 2)
+    })
+    .await;
+
+    // A file that is not a component: rejected, generation 2 keeps serving.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    std::fs::write(dir.path().join(".tagger.wasm.tmp"), b"\0asm garbage").unwrap();
+    std::fs::rename(
+        dir.path().join(".tagger.wasm.tmp"),
+        dir.path().join("tagger.wasm"),
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        slot.current().unwrap().number,
+        2,
+        "a bad file must not replace the running generation"
+    );
+
+    // A release that traps on every batch: published, then rolled back by the consumer.
+    deploy(dir.path(), &variant(&base, "3"), &manifest(3, true));
+    wait_for("generation 3 published", || {
+        slot.current().is_some_and(|g| g.number >= 3)
+    })
+    .await;
+    wait_for("rollback to generation 2", || {
+        slot.current().is_some_and(|g| g.number == 2)
+    })
+    .await;
+
+    // A good release again.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    deploy(dir.path(), &variant(&base, "4"), &manifest(4, false));
+    wait_for("generation 4", || {
+        slot.current().is_some_and(|g| g.number == 4)
+    })
+    .await;
+    // Reloading the same files again changes nothing.
+    assert_eq!(registry.load("tagger").await, LoadOutcome::Unchanged);
+
+    producer.await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let tagged = store.lrange("tagged", 0, -1).await.unwrap();
+        if tagged.len() >= TOTAL || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop_tx.send(true).unwrap();
+    let (stats, processor) = consumer.await.unwrap();
+    let stats = stats.unwrap();
+
+    let tagged = store.lrange("tagged", 0, -1).await.unwrap();
+    let mut seen = vec![0u32; TOTAL];
+    let mut generations = std::collections::BTreeSet::new();
+    for entry in &tagged {
+        let v: serde_json::Value = serde_json::from_str(entry).unwrap();
+        let id: usize = v["id"].as_str().unwrap().trim_matches('"').parse().unwrap();
+        seen[id] += 1;
+        generations.insert(v["generation"].as_str().unwrap().to_string());
+    }
+    let missing: Vec<usize> = (0..TOTAL).filter(|i| seen[*i] == 0).collect();
+    let doubled: Vec<usize> = (0..TOTAL).filter(|i| seen[*i] > 1).collect();
+    assert!(
+        missing.is_empty(),
+        "events never processed: {:?}",
+        &missing[..missing.len().min(10)]
+    );
+    assert!(
+        doubled.is_empty(),
+        "events processed twice: {:?}",
+        &doubled[..doubled.len().min(10)]
+    );
+    assert!(
+        generations.contains("1") && generations.contains("2") && generations.contains("4"),
+        "{generations:?}"
+    );
+    assert!(
+        !generations.contains("3"),
+        "the trapping release must not have produced effects"
+    );
+    // State was handed over from generation to generation: the count never restarted.
+    assert_eq!(
+        store.get("tagger:seen").await.unwrap().as_deref(),
+        Some(TOTAL.to_string().as_str())
+    );
+    assert_eq!(stats.processed as usize, TOTAL);
+    assert!(processor.stats().processed as usize == TOTAL);
+}
