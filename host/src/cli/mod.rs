@@ -3,17 +3,22 @@
 //! User errors end with one clear line on stderr and a non-zero exit, never a
 //! panic or a backtrace.
 
+pub mod config;
 mod plugin;
 pub mod roles;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// mdp: market-data platform host with WebAssembly analyzers.
 #[derive(Debug, Parser)]
 #[command(name = "mdp", version, about, propagate_version = true)]
 pub struct Cli {
+    /// Configuration file (TOML, one table per subcommand); the environment
+    /// and flags override it.
+    #[arg(long, global = true, env = "MDP_CONFIG")]
+    pub config: Option<std::path::PathBuf>,
     /// Log format: `human` (default on a terminal) or `json`.
     #[arg(long, global = true, env = "MDP_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -41,6 +46,14 @@ pub enum Command {
     Process(roles::ProcessArgs),
     /// Run an analyzer on store pub/sub channels (seed MDS).
     Scan(roles::ScanArgs),
+    /// Print the effective configuration of a subcommand (secrets redacted):
+    /// `mdp config process --queue quotes --plugin massive-router`.
+    #[command(name = "config")]
+    ShowConfig {
+        /// The subcommand and its flags.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        args: Vec<String>,
+    },
 }
 
 /// Install the tracing subscriber (`RUST_LOG` filter, default `info`).
@@ -62,10 +75,77 @@ pub fn init_logging(format: Option<LogFormat>) {
     };
 }
 
+/// The config file named by `--config` / `MDP_CONFIG`, before clap parses.
+fn config_file_arg(args: &[String]) -> Option<std::path::PathBuf> {
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == "--config" {
+            return it.next().map(Into::into);
+        }
+        if let Some(v) = a.strip_prefix("--config=") {
+            return Some(v.into());
+        }
+    }
+    std::env::var_os("MDP_CONFIG").map(Into::into)
+}
+
+/// The clap command with the config file's values as defaults.
+fn command_with_file(args: &[String]) -> anyhow::Result<(clap::Command, config::FileValues)> {
+    let command = Cli::command();
+    let values = match config_file_arg(args) {
+        Some(path) => config::load_file(&path, &command)?,
+        None => config::FileValues::new(),
+    };
+    Ok((config::apply_file(command, &values), values))
+}
+
+/// `mdp config <subcommand> [flags]`.
+fn show_config(args: &[String], tail: &[String]) -> anyhow::Result<ExitCode> {
+    let (command, values) = command_with_file(args)?;
+    let sub = tail.first().cloned().unwrap_or_default();
+    let mut argv = vec!["mdp".to_string()];
+    argv.extend(tail.iter().cloned());
+    let matches = command.clone().try_get_matches_from(argv)?;
+    let Some((name, sub_matches)) = matches.subcommand() else {
+        anyhow::bail!("name a subcommand, e.g. `mdp config process`");
+    };
+    let sub_command = command
+        .find_subcommand(name)
+        .ok_or_else(|| anyhow::anyhow!("unknown subcommand `{sub}`"))?;
+    print!(
+        "[{name}]\n{}",
+        config::describe(sub_matches, sub_command, &values, name)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Parse arguments and run the chosen subcommand.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args: Vec<String> = std::env::args().collect();
+    let parsed = command_with_file(&args).and_then(|(command, _)| {
+        let matches = command.try_get_matches_from(&args)?;
+        Ok(Cli::from_arg_matches(&matches)?)
+    });
+    let cli = match parsed {
+        Ok(cli) => cli,
+        Err(e) => match e.downcast::<clap::Error>() {
+            Ok(clap_error) => clap_error.exit(),
+            Err(e) => {
+                eprintln!("mdp: {e:#}");
+                return ExitCode::from(2);
+            }
+        },
+    };
     init_logging(cli.log_format);
+    if let Command::ShowConfig { args: tail } = &cli.command {
+        return match show_config(&args, tail) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("mdp: {e:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -81,6 +161,7 @@ pub fn main() -> ExitCode {
             Command::Plugin(cmd) => plugin::run(cmd).await,
             Command::Process(args) => roles::process(args).await,
             Command::Scan(args) => roles::scan(args).await,
+            Command::ShowConfig { .. } => Ok(ExitCode::SUCCESS),
         }
     });
     match result {

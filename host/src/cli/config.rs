@@ -1,0 +1,168 @@
+//! One configuration model for every role: a TOML file, environment
+//! variables (the seed's names), and flags — flags win over the environment,
+//! which wins over the file, which wins over built-in defaults.
+//!
+//! The file has one table per subcommand whose keys are the long flag names:
+//!
+//! ```toml
+//! [process]
+//! queue-url = "amqp://guest:guest@rabbit:5672/%2f"
+//! store-url = "redis://redis:6379/1"
+//! [serve]
+//! listen = "0.0.0.0:8080"
+//! ```
+//!
+//! Unknown tables and keys are errors. `mdp config <subcommand> [flags]`
+//! prints the effective configuration, where each value came from, with
+//! secrets redacted.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Command};
+
+/// Arguments whose values are secrets.
+fn is_secret(id: &str) -> bool {
+    let id = id.to_ascii_lowercase();
+    ["key", "secret", "password", "token"]
+        .iter()
+        .any(|s| id.contains(s))
+}
+
+/// `scheme://user:password@host` → `scheme://user:***@host`.
+pub fn redact_url(value: &str) -> String {
+    if let Some((scheme, rest)) = value.split_once("://")
+        && let Some((creds, host)) = rest.split_once('@')
+        && let Some((user, _)) = creds.split_once(':')
+    {
+        return format!("{scheme}://{user}:***@{host}");
+    }
+    value.to_string()
+}
+
+/// The file's values, as `(subcommand, flag) → value`.
+pub type FileValues = BTreeMap<(String, String), String>;
+
+/// Read a configuration file, checking tables and keys against `command`.
+pub fn load_file(path: &Path, command: &Command) -> anyhow::Result<FileValues> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    let table: toml::Table =
+        toml::from_str(&text).with_context(|| format!("config file {}", path.display()))?;
+    let mut values = FileValues::new();
+    for (sub, body) in table {
+        let Some(subcommand) = command.find_subcommand(&sub) else {
+            bail!("config file {}: unknown section [{sub}]", path.display());
+        };
+        let toml::Value::Table(body) = body else {
+            bail!("config file {}: [{sub}] must be a table", path.display());
+        };
+        for (key, value) in body {
+            if !subcommand
+                .get_arguments()
+                .any(|a| a.get_long() == Some(key.as_str()))
+            {
+                bail!(
+                    "config file {}: [{sub}] has no setting `{key}` (see `mdp {sub} --help`)",
+                    path.display()
+                );
+            }
+            let text = match value {
+                toml::Value::String(s) => s,
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Float(f) => f.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                other => bail!(
+                    "config file {}: [{sub}] `{key}` must be a string, number or boolean, not {other}",
+                    path.display()
+                ),
+            };
+            values.insert((sub.clone(), key), text);
+        }
+    }
+    Ok(values)
+}
+
+/// Make the file's values the defaults of `command`'s arguments, so that the
+/// environment and flags still override them.
+pub fn apply_file(mut command: Command, values: &FileValues) -> Command {
+    for ((sub, key), value) in values {
+        let value: &'static str = Box::leak(value.clone().into_boxed_str());
+        let key = key.clone();
+        command = command.mut_subcommand(sub, move |s| {
+            let id = s
+                .get_arguments()
+                .find(|a| a.get_long() == Some(key.as_str()))
+                .map(|a| a.get_id().to_string());
+            match id {
+                Some(id) => s.mut_arg(id, |a| a.default_value(value).required(false)),
+                None => s,
+            }
+        });
+    }
+    command
+}
+
+/// The effective configuration of a parsed subcommand, one line per setting:
+/// `name = value  # source`, secrets redacted.
+pub fn describe(
+    matches: &ArgMatches,
+    command: &Command,
+    file_values: &FileValues,
+    sub: &str,
+) -> String {
+    let mut out = String::new();
+    for arg in command.get_arguments() {
+        let id = arg.get_id().as_str();
+        let Some(long) = arg.get_long() else { continue };
+        if matches!(id, "help" | "version") {
+            continue;
+        }
+        let values: Vec<String> = matches
+            .get_raw(id)
+            .map(|v| v.map(|s| s.to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        let source = match matches.value_source(id) {
+            Some(ValueSource::CommandLine) => "flag",
+            Some(ValueSource::EnvVariable) => "environment",
+            Some(ValueSource::DefaultValue)
+                if file_values.contains_key(&(sub.to_string(), long.to_string())) =>
+            {
+                "file"
+            }
+            Some(ValueSource::DefaultValue) => "default",
+            _ => "unset",
+        };
+        let shown = if values.is_empty() {
+            "-".to_string()
+        } else if is_secret(id) {
+            "<redacted>".to_string()
+        } else {
+            values
+                .iter()
+                .map(|v| redact_url(v))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        out.push_str(&format!("{long} = {shown}  # {source}\n"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_and_secrets_are_redacted() {
+        assert_eq!(
+            redact_url("amqp://guest:s3cret@h:5672/%2f"),
+            "amqp://guest:***@h:5672/%2f"
+        );
+        assert_eq!(redact_url("redis://h:6379/0"), "redis://h:6379/0");
+        assert!(is_secret("massive_api_key"));
+        assert!(!is_secret("queue_url"));
+    }
+}
