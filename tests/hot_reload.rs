@@ -69,6 +69,10 @@ async fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replacing_the_plugin_under_load_loses_and_duplicates_nothing() {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter("mdp=info")
+        .try_init();
     let base = std::fs::read(support::plugin_wasm("tagger")).unwrap();
     let dir = tempfile::tempdir().unwrap();
     deploy(dir.path(), &variant(&base, "1"), &manifest(1, false));
@@ -113,17 +117,21 @@ async fn replacing_the_plugin_under_load_loses_and_duplicates_nothing() {
         (stats, processor)
     });
 
-    const TOTAL: usize = 3000;
+    // A continuous stream until the test says stop; returns how many were sent.
+    let (producing_tx, producing) = tokio::sync::watch::channel(true);
     let producer = {
         let queue = queue.clone();
         tokio::spawn(async move {
-            for chunk in 0..TOTAL / 50 {
-                let bodies: Vec<Bytes> = (chunk * 50..(chunk + 1) * 50)
+            let mut sent = 0usize;
+            while *producing.borrow() {
+                let bodies: Vec<Bytes> = (sent..sent + 20)
                     .map(|i| Bytes::from(format!(r#"{{"event_type":"T","symbol":"S","id":"{i}","price":1,"size":1,"timestamp":1}}"#)))
                     .collect();
                 queue.publish("q", &bodies).await.unwrap();
-                tokio::time::sleep(Duration::from_millis(15)).await;
+                sent += 20;
+                tokio::time::sleep(Duration::from_millis(10)).await;
             }
+            sent
         })
     };
 
@@ -171,11 +179,17 @@ async fn replacing_the_plugin_under_load_loses_and_duplicates_nothing() {
     // Reloading the same files again changes nothing.
     assert_eq!(registry.load("tagger").await, LoadOutcome::Unchanged);
 
-    producer.await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    producing_tx.send(false).unwrap();
+    let total = producer.await.unwrap();
+    assert!(
+        total > 1000,
+        "the stream ran through every replacement ({total} events)"
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let tagged = store.lrange("tagged", 0, -1).await.unwrap();
-        if tagged.len() >= TOTAL || Instant::now() > deadline {
+        if tagged.len() >= total || Instant::now() > deadline {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -185,7 +199,7 @@ async fn replacing_the_plugin_under_load_loses_and_duplicates_nothing() {
     let stats = stats.unwrap();
 
     let tagged = store.lrange("tagged", 0, -1).await.unwrap();
-    let mut seen = vec![0u32; TOTAL];
+    let mut seen = vec![0u32; total];
     let mut generations = std::collections::BTreeSet::new();
     for entry in &tagged {
         let v: serde_json::Value = serde_json::from_str(entry).unwrap();
@@ -193,8 +207,8 @@ async fn replacing_the_plugin_under_load_loses_and_duplicates_nothing() {
         seen[id] += 1;
         generations.insert(v["generation"].as_str().unwrap().to_string());
     }
-    let missing: Vec<usize> = (0..TOTAL).filter(|i| seen[*i] == 0).collect();
-    let doubled: Vec<usize> = (0..TOTAL).filter(|i| seen[*i] > 1).collect();
+    let missing: Vec<usize> = (0..total).filter(|i| seen[*i] == 0).collect();
+    let doubled: Vec<usize> = (0..total).filter(|i| seen[*i] > 1).collect();
     assert!(
         missing.is_empty(),
         "events never processed: {:?}",
@@ -216,8 +230,8 @@ async fn replacing_the_plugin_under_load_loses_and_duplicates_nothing() {
     // State was handed over from generation to generation: the count never restarted.
     assert_eq!(
         store.get("tagger:seen").await.unwrap().as_deref(),
-        Some(TOTAL.to_string().as_str())
+        Some(total.to_string().as_str())
     );
-    assert_eq!(stats.processed as usize, TOTAL);
-    assert!(processor.stats().processed as usize == TOTAL);
+    assert_eq!(stats.processed as usize, total);
+    assert_eq!(processor.stats().processed as usize, total);
 }

@@ -45,6 +45,7 @@ pub struct PluginSlot {
     bad: Mutex<HashSet<String>>,
     changed: watch::Sender<u64>,
     next_number: Mutex<u64>,
+    rollbacks: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for PluginSlot {
@@ -64,6 +65,7 @@ impl PluginSlot {
             bad: Mutex::new(HashSet::new()),
             changed: watch::channel(0).0,
             next_number: Mutex::new(1),
+            rollbacks: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -136,6 +138,8 @@ impl PluginSlot {
             .increment(1);
         match previous {
             Some(prev) => {
+                self.rollbacks
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::error!(plugin = %self.name, generation = number, back_to = prev.number, %reason, "new generation keeps failing; rolled back");
                 self.current.store(Some(prev));
             }
@@ -145,6 +149,11 @@ impl PluginSlot {
             }
         }
         self.changed.send_modify(|v| *v += 1);
+    }
+
+    /// How many times a generation was rolled back.
+    pub fn rollbacks(&self) -> u64 {
+        self.rollbacks.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn is_bad(&self, fingerprint: &str) -> bool {
@@ -351,7 +360,11 @@ impl Registry {
             None,
             move |result: notify_debouncer_full::DebounceEventResult| {
                 if let Ok(events) = result {
-                    for event in events {
+                    // Reads (our own loads open the files) are not changes.
+                    for event in events
+                        .iter()
+                        .filter(|e| !e.kind.is_access() && !e.kind.is_other())
+                    {
                         for path in &event.paths {
                             if let Some(name) = plugin_name(path) {
                                 let _ = tx.send(name);

@@ -5,6 +5,14 @@
 
 use std::time::Duration;
 
+mod embedded;
+mod rabbitmq;
+
+pub use embedded::EmbeddedQueue;
+pub use rabbitmq::RabbitQueue;
+
+use std::sync::Arc;
+
 use async_trait::async_trait;
 
 /// Errors a queue operation can end with.
@@ -91,5 +99,18 @@ pub trait Queue: Send + Sync + 'static {
     /// Number of ready messages in `queue`.
     async fn depth(&self, queue: &str) -> QueueResult<u64>;
 }
-mod stub;
-pub use stub::{EmbeddedQueue, open};
+
+/// Open a broker by URL: `memory://` (or `embedded`) for the embedded broker,
+/// `amqp://` / `amqps://` for RabbitMQ.
+pub async fn open(url: &str) -> QueueResult<Arc<dyn Queue>> {
+    if url == "embedded" || url.starts_with("memory://") {
+        return Ok(Arc::new(EmbeddedQueue::new()));
+    }
+    if url.starts_with("amqp://") || url.starts_with("amqps://") {
+        return Ok(Arc::new(RabbitQueue::connect(url).await?));
+    }
+    Err(QueueError::Other(format!(
+        "unsupported queue URL `{}`: use memory:// or amqp://user:pass@host:port/vhost",
+        crate::store::redact(url)
+    )))
+}

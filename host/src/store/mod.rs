@@ -4,6 +4,16 @@
 
 use std::time::Duration;
 
+mod embedded;
+mod glob;
+mod redis;
+
+pub use embedded::EmbeddedStore;
+pub use glob::matches as glob_matches;
+pub use redis::RedisStore;
+
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 
@@ -151,6 +161,35 @@ pub trait Store: Send + Sync + 'static {
     /// connection per process and resubscribe after reconnecting.
     async fn subscribe(&self, topics: &[Topic]) -> StoreResult<Subscription>;
 }
-mod embedded;
-pub use embedded::EmbeddedStore;
-pub use embedded::open;
+
+/// Open a store by URL: `memory://` (or `embedded`) for the embedded store,
+/// `redis://` for Redis (the database index may be given as the path).
+pub async fn open(url: &str) -> StoreResult<Arc<dyn Store>> {
+    if url == "embedded" || url.starts_with("memory://") {
+        return Ok(Arc::new(EmbeddedStore::new()));
+    }
+    if url.starts_with("redis://")
+        || url.starts_with("rediss://")
+        || url.starts_with("redis+unix://")
+    {
+        return Ok(Arc::new(RedisStore::connect(url).await?));
+    }
+    Err(StoreError::Other(format!(
+        "unsupported store URL `{}`: use memory:// or redis://host:port/db",
+        redact(url)
+    )))
+}
+
+/// A URL with any password replaced by `***`.
+pub fn redact(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.split_once('@') {
+            Some((creds, host)) => {
+                let user = creds.split(':').next().unwrap_or("");
+                format!("{scheme}://{user}:***@{host}")
+            }
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
