@@ -9,7 +9,7 @@ mod embedded;
 mod rabbitmq;
 
 pub use embedded::EmbeddedQueue;
-pub use rabbitmq::RabbitQueue;
+pub use rabbitmq::{RabbitQueue, ttl_value as rabbitmq_ttl_value};
 
 use std::sync::Arc;
 

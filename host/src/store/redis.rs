@@ -43,7 +43,7 @@ enum Control {
 }
 
 fn map_err(url: &str, e: redis::RedisError) -> StoreError {
-    if e.code() == Some("WRONGTYPE") {
+    if e.code() == Some("WRONGTYPE") || e.to_string().contains("WRONGTYPE") {
         return StoreError::WrongType {
             key: String::new(),
             detail: e.to_string(),
