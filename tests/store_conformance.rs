@@ -361,5 +361,6 @@ async fn redis_restart_is_survived() {
         }
     }
     server.kill().ok();
+    server.wait().ok();
     assert!(delivered, "subscription resumed after the restart");
 }
