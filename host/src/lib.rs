@@ -7,8 +7,12 @@
 
 pub mod cli;
 pub mod event;
+pub mod feed;
 pub mod plugin;
 pub mod queue;
 pub mod refdata;
 pub mod role;
+pub mod sim;
 pub mod store;
+pub mod telemetry;
+pub mod widgets;

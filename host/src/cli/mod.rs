@@ -6,6 +6,7 @@
 pub mod config;
 mod plugin;
 pub mod roles;
+pub mod up;
 
 use std::process::ExitCode;
 
@@ -46,6 +47,15 @@ pub enum Command {
     Process(roles::ProcessArgs),
     /// Run an analyzer on store pub/sub channels (seed MDS).
     Scan(roles::ScanArgs),
+    /// Listen to an upstream feed and put its events on the queues.
+    #[command(subcommand)]
+    Listen(ListenCommand),
+    /// Run the whole pipeline in one process (simulated market, embedded backends by default).
+    Up(up::UpArgs),
+    /// Serve the widget WebSocket protocol and the dashboard (seed WDS).
+    Serve(crate::widgets::ServeArgs),
+    /// Serve a simulated Massive market (WebSocket + REST) on loopback.
+    Simulate(crate::sim::SimulateArgs),
     /// Print the effective configuration of a subcommand (secrets redacted):
     /// `mdp config process --queue quotes --plugin massive-router`.
     #[command(name = "config")]
@@ -54,6 +64,18 @@ pub enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         args: Vec<String>,
     },
+}
+
+/// Parse a time given as RFC 3339 or Unix milliseconds; returns Unix milliseconds.
+pub fn parse_at_ms(s: &str) -> anyhow::Result<u64> {
+    Ok(plugin::parse_at(s)? / 1000)
+}
+
+/// `mdp listen ...`.
+#[derive(Debug, Subcommand)]
+pub enum ListenCommand {
+    /// The Massive stocks WebSocket (seed MDL + MDQ).
+    Massive(crate::feed::massive::MassiveArgs),
 }
 
 /// Install the tracing subscriber (`RUST_LOG` filter, default `info`).
@@ -161,6 +183,10 @@ pub fn main() -> ExitCode {
             Command::Plugin(cmd) => plugin::run(cmd).await,
             Command::Process(args) => roles::process(args).await,
             Command::Scan(args) => roles::scan(args).await,
+            Command::Simulate(args) => crate::sim::run(args).await,
+            Command::Serve(args) => crate::widgets::run(args).await,
+            Command::Up(args) => up::run(args).await,
+            Command::Listen(ListenCommand::Massive(args)) => crate::feed::massive::run(args).await,
             Command::ShowConfig { .. } => Ok(ExitCode::SUCCESS),
         }
     });

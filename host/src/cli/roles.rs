@@ -74,6 +74,16 @@ impl AnalyzerHostArgs {
     pub async fn open(&self) -> anyhow::Result<AnalyzerHost> {
         let queue = crate::queue::open(&self.queue_url).await?;
         let store = crate::store::open(&self.store_url).await?;
+        self.open_with(queue, store).await
+    }
+
+    /// Build the host over already-open backends (for `mdp up`, whose roles
+    /// share one embedded queue and store).
+    pub async fn open_with(
+        &self,
+        queue: Arc<dyn Queue>,
+        store: Arc<dyn Store>,
+    ) -> anyhow::Result<AnalyzerHost> {
         let mdc = match &self.mdc_url {
             Some(url) if url != &self.store_url => crate::store::open(url).await?,
             _ => store.clone(),

@@ -1,0 +1,160 @@
+//! `mdp up`: every role in one process — simulator (unless a real API key is
+//! configured), the Massive listener, one processor per queue with the seed's
+//! default analyzers, the daily-range scanner, and the widget server with
+//! the dashboard — on the embedded backends by default, or on RabbitMQ +
+//! Redis when their URLs are given. Ctrl-c drains and exits cleanly.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use super::roles::{AnalyzerHostArgs, shutdown_signal, spawn_processors, spawn_scanner};
+use crate::feed::massive::{MassiveArgs, MassiveListener};
+use crate::role::processor::ProcessorConfig;
+use crate::role::scanner::ScannerConfig;
+use crate::sim::{Profile, SimulateArgs};
+use crate::widgets::ServeArgs;
+
+/// The seed's default wiring: queue → analyzers in order of preference.
+pub const DEFAULT_PROCESSORS: [(&str, &[&str]); 5] = [
+    ("aggregate", &["leaderboard", "massive-router"]),
+    ("trades", &["top-trades", "massive-router"]),
+    ("quotes", &["massive-router"]),
+    ("halts", &["massive-router"]),
+    ("unknown", &["massive-router"]),
+];
+
+/// `mdp up`.
+#[derive(Debug, clap::Args)]
+pub struct UpArgs {
+    /// Dashboard and widget WebSocket address.
+    #[arg(long, env = "MDP_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// Simulated market load when no real feed is configured.
+    #[arg(long, value_enum, default_value_t = Profile::Average)]
+    pub profile: Profile,
+    /// Symbols in the simulated market.
+    #[arg(long, default_value_t = 3000)]
+    pub symbols: usize,
+    /// Massive feed URL (used when an API key is configured).
+    #[arg(
+        long,
+        env = "MASSIVE_FEED_URL",
+        default_value = "wss://socket.massive.com"
+    )]
+    pub feed_url: String,
+    /// Message TTL of the market-data queues, ms.
+    #[arg(long, env = "MARKET_DATA_MESSAGE_TTL", default_value_t = 5000)]
+    pub message_ttl_ms: u64,
+    /// Backends and plugins.
+    #[command(flatten)]
+    pub host: AnalyzerHostArgs,
+}
+
+/// Run everything until ctrl-c / SIGTERM.
+pub async fn run(mut args: UpArgs) -> anyhow::Result<ExitCode> {
+    let shutdown = shutdown_signal();
+    // Simulated market unless real credentials are configured.
+    let _sim = if args.host.api_key().is_none() {
+        let sim = crate::sim::start(SimulateArgs {
+            listen: "127.0.0.1:0".into(),
+            symbols: args.symbols,
+            profile: args.profile,
+            ..SimulateArgs::default()
+        })
+        .await
+        .context("start the simulator")?;
+        args.feed_url = sim.ws_url();
+        args.host.massive_rest_url = sim.rest_url();
+        args.host.massive_api_key = Some("simulated".into());
+        tracing::info!(feed = %args.feed_url, "no Massive API key: using the simulated market");
+        Some(sim)
+    } else {
+        None
+    };
+
+    let queue = crate::queue::open(&args.host.queue_url).await?;
+    let store = crate::store::open(&args.host.store_url).await?;
+    let host = args.host.open_with(queue.clone(), store.clone()).await?;
+    if host.registry.names().is_empty() {
+        anyhow::bail!(
+            "no plugins in {}: build them with scripts/build-plugins (or pass --plugin-dir)",
+            args.host.plugin_dir.display()
+        );
+    }
+
+    let listener = MassiveListener::new(
+        MassiveArgs {
+            feed_url: args.feed_url.clone(),
+            api_key: args.host.massive_api_key.clone(),
+            subscriptions: "A.*,AM.*,T.*,Q.*,LULD.*".into(),
+            queue_url: args.host.queue_url.clone(),
+            message_ttl_ms: args.message_ttl_ms,
+            batch_frames: true,
+        },
+        queue.clone(),
+    );
+    listener.declare_queues().await?;
+
+    let loaded = host.registry.names();
+    let mut pairs = Vec::new();
+    for (queue_name, candidates) in DEFAULT_PROCESSORS {
+        match candidates.iter().find(|c| loaded.iter().any(|l| l == *c)) {
+            Some(plugin) => pairs.push((queue_name.to_string(), plugin.to_string())),
+            None => {
+                tracing::warn!(queue = queue_name, wanted = ?candidates, "no analyzer for this queue")
+            }
+        }
+    }
+    let ttl = Some(Duration::from_millis(args.message_ttl_ms));
+    let mut tasks =
+        spawn_processors(&host, &pairs, &ProcessorConfig::default(), ttl, &shutdown).await?;
+    if loaded.iter().any(|l| l == "daily-range") {
+        tasks.push(
+            spawn_scanner(
+                &host,
+                &["quote:*".to_string()],
+                "daily-range",
+                ScannerConfig::default(),
+                &shutdown,
+            )
+            .await?,
+        );
+    }
+    let serve = crate::widgets::serve(
+        store.clone(),
+        ServeArgs {
+            listen: args.listen.clone(),
+            ..ServeArgs::default()
+        },
+        shutdown.clone(),
+    )
+    .await?;
+    let feed = {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move { listener.run(shutdown).await })
+    };
+    println!(
+        "mdp is up: dashboard at http://{}/  (ctrl-c to stop)",
+        serve.addr
+    );
+    println!(
+        "analyzers: {}",
+        pairs
+            .iter()
+            .map(|(q, p)| format!("{q}→{p}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+
+    let mut done = shutdown.clone();
+    let _ = done.wait_for(|s| *s).await;
+    for t in tasks {
+        t.await.context("processor task")??;
+    }
+    feed.await.context("listener task")??;
+    let _ = serve.task.await;
+    println!("mdp stopped cleanly");
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,220 @@
+//! `mdp serve`: the widget data service (seed WDS). A WebSocket endpoint
+//! `/ws` speaking the seed's JSON protocol (seed-inventory §5.1: `auth`,
+//! `subscribe`, `unsubscribe`, `get`, status frames, raw payload pushes),
+//! fan-out through [`hub`], `/health`, `/metrics` and the dashboard at `/`.
+//!
+//! Compared with the seed: pattern subscriptions deliver; the pub/sub task is
+//! supervised and resubscribes; payloads are shared, not copied per client;
+//! slow clients cannot stall others; keys are compared in constant time;
+//! frame size, subscriptions per client and message rate are limited; no
+//! third-party API key is ever sent to a browser.
+
+pub mod hub;
+mod session;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tokio::sync::watch;
+
+use crate::store::Store;
+use hub::{Hub, SlowClientPolicy};
+
+/// Settings of the widget server.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "MDP_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// Widget store (WDC): `redis://…` or `memory://`.
+    #[arg(long, env = "WDC_REDIS_URL", default_value = "memory://")]
+    pub store_url: String,
+    /// Require the first frame to be `auth` with the shared key.
+    #[arg(long, env = "AUTH_ENABLED", default_value_t = false, action = clap::ArgAction::Set)]
+    pub auth_enabled: bool,
+    /// The shared key clients authenticate with.
+    #[arg(long, env = "AUTH_API_KEY", hide_env_values = true)]
+    pub auth_api_key: Option<String>,
+    /// Allowed `Origin` values (any when empty).
+    #[arg(long = "allow-origin")]
+    pub allow_origins: Vec<String>,
+    /// Messages a client may have queued before the slow-client policy applies.
+    #[arg(long, default_value_t = 4096)]
+    pub client_queue: usize,
+    /// What to do with a client that cannot keep up.
+    #[arg(long, value_enum, default_value_t = SlowClientPolicy::Disconnect)]
+    pub slow_client: SlowClientPolicy,
+    /// Subscriptions one client may hold.
+    #[arg(long, default_value_t = 256)]
+    pub max_subscriptions: usize,
+    /// Client frames per second allowed.
+    #[arg(long, default_value_t = 50)]
+    pub max_rate: u32,
+    /// Largest client frame, bytes.
+    #[arg(long, default_value_t = 16 * 1024)]
+    pub max_frame: usize,
+}
+
+impl Default for ServeArgs {
+    fn default() -> Self {
+        ServeArgs {
+            listen: "127.0.0.1:0".into(),
+            store_url: "memory://".into(),
+            auth_enabled: false,
+            auth_api_key: None,
+            allow_origins: Vec::new(),
+            client_queue: 4096,
+            slow_client: SlowClientPolicy::Disconnect,
+            max_subscriptions: 256,
+            max_rate: 50,
+            max_frame: 16 * 1024,
+        }
+    }
+}
+
+/// Shared state of one server.
+pub struct Server {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) hub: Arc<Hub>,
+    pub(crate) args: ServeArgs,
+    pub(crate) clients: AtomicU64,
+    pub(crate) next_id: AtomicU64,
+}
+
+/// A running widget server.
+pub struct ServeHandle {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its task (ends on shutdown).
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// Start serving on `args.listen` with `store`, until `shutdown` turns true.
+pub async fn serve(
+    store: Arc<dyn Store>,
+    args: ServeArgs,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<ServeHandle> {
+    if args.auth_enabled && args.auth_api_key.as_deref().unwrap_or("").is_empty() {
+        anyhow::bail!("AUTH_ENABLED is set but AUTH_API_KEY is empty: set a key or disable auth");
+    }
+    let server = Arc::new(Server {
+        hub: Hub::new(store.clone(), args.slow_client),
+        store,
+        args: args.clone(),
+        clients: AtomicU64::new(0),
+        next_id: AtomicU64::new(1),
+    });
+    let metrics = crate::telemetry::metrics_handle();
+    let app = Router::new()
+        .route(
+            "/",
+            get(|| async {
+                dashboard(
+                    "text/html; charset=utf-8",
+                    include_str!("assets/index.html"),
+                )
+            }),
+        )
+        .route(
+            "/app.js",
+            get(|| async {
+                dashboard(
+                    "text/javascript; charset=utf-8",
+                    include_str!("assets/app.js"),
+                )
+            }),
+        )
+        .route("/ws", get(ws))
+        .route("/health", get(health))
+        .route("/metrics", get(move || async move { metrics.render() }))
+        .with_state(server);
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot listen on {}: {e} (is the port in use? pass --listen)",
+                args.listen
+            )
+        })?;
+    let addr = listener.local_addr()?;
+    let task = tokio::spawn(async move {
+        let result = axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = shutdown.wait_for(|s| *s).await;
+            })
+            .await;
+        if let Err(e) = result {
+            tracing::error!(error = %e, "widget server stopped");
+        }
+    });
+    tracing::info!(%addr, "widget server listening");
+    Ok(ServeHandle { addr, task })
+}
+
+fn dashboard(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+async fn health(State(server): State<Arc<Server>>) -> Response {
+    let store_ok = server.store.get("mdp:health").await.is_ok();
+    let body = serde_json::json!({
+        "service": "Widget Data Service",
+        "status": if store_ok { "OK" } else { "ERROR" },
+        "status_code": u8::from(store_ok),
+        "image_version": env!("CARGO_PKG_VERSION"),
+        "active_ws_clients": server.clients.load(Ordering::Relaxed),
+        "feeds": server.hub.feeds(),
+    });
+    let code = if store_ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, axum::Json(body)).into_response()
+}
+
+async fn ws(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    if !server.args.allow_origins.is_empty() {
+        let origin = headers
+            .get(header::ORIGIN)
+            .and_then(|o| o.to_str().ok())
+            .unwrap_or("");
+        if !server.args.allow_origins.iter().any(|o| o == origin) {
+            metrics::counter!("mdp_wds_rejected_origin_total").increment(1);
+            return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
+        }
+    }
+    let max = server.args.max_frame;
+    upgrade
+        .max_message_size(max)
+        .on_upgrade(move |socket| session::run(server, socket))
+}
+
+/// Run `mdp serve` until ctrl-c.
+pub async fn run(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
+    let store = crate::store::open(&args.store_url).await?;
+    let shutdown = crate::cli::roles::shutdown_signal();
+    let handle = serve(store, args, shutdown).await?;
+    println!("dashboard: http://{}/", handle.addr);
+    handle.task.await?;
+    Ok(std::process::ExitCode::SUCCESS)
+}
