@@ -166,7 +166,7 @@ impl Market {
     /// Generate one trade (and its quote) at `now_ms`; returns the events.
     pub fn trade(&mut self, now_ms: u64) -> [Value; 2] {
         let i = self.pick();
-        let step: f64 = self.rng.random_range(-0.004..0.0042);
+        let step: f64 = self.rng.random_range(-0.0006..0.0006);
         let size = self.rng.random_range(1..50u64) * 100;
         let spread = self.rng.random_range(0.01..0.05f64);
         let exchange = self.rng.random_range(1..20u32);

@@ -1,0 +1,121 @@
+//! `mdp up` as a user runs it: a subprocess on a free port, a WebSocket
+//! client sees leaderboard and quote updates from the simulated market, and
+//! SIGTERM ends it cleanly.
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_serves_live_boards_and_quotes_and_stops_cleanly() {
+    // Make sure the plugins exist (builds them once if missing).
+    let plugins = support::plugin_wasm("leaderboard")
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let started = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mdp"))
+        .args([
+            "up",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--symbols",
+            "300",
+        ])
+        .arg("--plugin-dir")
+        .arg(&plugins)
+        .env_remove("MASSIVE_API_KEY")
+        .env_remove("POLYGON_API_KEY")
+        .env("MDP_PLUGIN_CACHE", tempfile::tempdir().unwrap().keep())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start mdp up");
+
+    // Readiness: /health answers.
+    let health = format!("http://127.0.0.1:{port}/health");
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(r) = client.get(&health).send().await
+            && r.status().is_success()
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "mdp up did not become ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let ready = started.elapsed();
+
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/ws"))
+        .await
+        .expect("ws");
+    for feed in ["scanners:top_volume", "quote:AAA"] {
+        let sub = serde_json::json!({"action": "subscribe", "feed": feed}).to_string();
+        ws.send(Message::Text(sub.into())).await.unwrap();
+    }
+    let (mut board, mut quote) = (false, false);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !(board && quote) && Instant::now() < deadline {
+        let Ok(Some(Ok(Message::Text(text)))) =
+            tokio::time::timeout(Duration::from_secs(5), ws.next()).await
+        else {
+            continue;
+        };
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        if let Some(rows) = v.as_array() {
+            board |= rows
+                .first()
+                .is_some_and(|r| r["rank"] == 1 && r["accumulated_volume"].as_u64().is_some());
+        } else if v["symbol"] == "AAA" {
+            assert_eq!(
+                v.as_object().unwrap().len(),
+                26,
+                "the seed's 26-field quote"
+            );
+            quote = true;
+        }
+    }
+    let first_update = started.elapsed();
+    assert!(board, "a top-volume board arrived");
+    assert!(quote, "a quote:AAA update arrived");
+    eprintln!("ready after {ready:?}, first board and quote after {first_update:?}");
+
+    // SIGTERM: drain and exit 0.
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let code = loop {
+        if let Some(code) = child.try_wait().unwrap() {
+            break code;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "mdp up did not stop after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(code.success(), "clean exit, got {code:?}");
+    let mut out = String::new();
+    use std::io::Read;
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    assert!(out.contains("stopped cleanly"), "{out}");
+}
