@@ -335,7 +335,7 @@ impl Analyzer for Leaderboard {
                 ));
                 continue;
             };
-            if !(a.close > 0.0) {
+            if a.close.is_nan() || a.close <= 0.0 {
                 effects.push(reject(
                     i,
                     format!("{}: aggregate without a positive close", a.symbol),
