@@ -1,10 +1,13 @@
 # Sourced: start_rabbitmq / stop_rabbitmq — a throwaway rabbitmq-server on
 # free loopback ports with its own data directory and Erlang port mapper;
 # exports MDP_TEST_AMQP_URL.
+# (set MDP_RABBIT_PORT to choose the AMQP port, e.g. to restart on the same one)
+command -v free_port >/dev/null 2>&1 || free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+
 start_rabbitmq() {
   MDP_RABBIT_DIR=$(mktemp -d -t mdp-rabbit.XXXXXX)
   local amqp dist epmd
-  amqp=$(free_port); dist=$(free_port); epmd=$(free_port)
+  amqp=${MDP_RABBIT_PORT:-$(free_port)}; dist=$(free_port); epmd=$(free_port)
   export ERL_EPMD_PORT=$epmd ERL_EPMD_ADDRESS=127.0.0.1
   export RABBITMQ_NODENAME="mdp-test-$$@localhost"
   export RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 RABBITMQ_NODE_PORT=$amqp RABBITMQ_DIST_PORT=$dist
