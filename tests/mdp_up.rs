@@ -119,3 +119,78 @@ async fn up_serves_live_boards_and_quotes_and_stops_cleanly() {
         .unwrap();
     assert!(out.contains("stopped cleanly"), "{out}");
 }
+
+#[tokio::test]
+async fn process_role_exposes_health_readiness_and_metrics() {
+    let plugins = support::plugin_wasm("massive-router")
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mdp"))
+        .args([
+            "process",
+            "--queue",
+            "quotes",
+            "--plugin",
+            "massive-router",
+            "--health-listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .arg("--plugin-dir")
+        .arg(&plugins)
+        .env("MDP_PLUGIN_CACHE", tempfile::tempdir().unwrap().keep())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let ready = loop {
+        if let Ok(r) = client
+            .get(format!("http://127.0.0.1:{port}/ready"))
+            .send()
+            .await
+            && r.status().is_success()
+        {
+            break true;
+        }
+        if Instant::now() > deadline {
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let metrics = client
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let health = client
+        .get(format!("http://127.0.0.1:{port}/health"))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(ready, "the processor became ready");
+    assert!(health.is_success());
+    assert!(
+        metrics.contains("mdp_plugin_instantiate_seconds"),
+        "{metrics}"
+    );
+    assert!(
+        status.success(),
+        "SIGTERM ends the processor cleanly: {status:?}"
+    );
+}

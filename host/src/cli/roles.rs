@@ -46,6 +46,9 @@ pub struct AnalyzerHostArgs {
     /// reference data comes only from the store.
     #[arg(long, env = "MASSIVE_API_KEY", hide_env_values = true)]
     pub massive_api_key: Option<String>,
+    /// Address for `/health`, `/ready` and `/metrics` (none when unset).
+    #[arg(long, env = "MDP_HEALTH_LISTEN")]
+    pub health_listen: Option<String>,
 }
 
 /// Open backends, the runtime and the plugin registry; start watching.
@@ -312,6 +315,16 @@ async fn join_all(
     Ok(ExitCode::SUCCESS)
 }
 
+/// Start the health/metrics endpoint when configured; returns the readiness switch.
+async fn admin(args: &AnalyzerHostArgs, role: &'static str) -> anyhow::Result<watch::Sender<bool>> {
+    let (tx, rx) = watch::channel(false);
+    if let Some(addr) = &args.health_listen {
+        let bound = crate::telemetry::serve_admin(addr, role, rx).await?;
+        tracing::info!(%bound, "health and metrics endpoint");
+    }
+    Ok(tx)
+}
+
 /// Run `mdp process`.
 pub async fn process(args: ProcessArgs) -> anyhow::Result<ExitCode> {
     if args.queues.len() != args.plugins.len() {
@@ -323,6 +336,7 @@ pub async fn process(args: ProcessArgs) -> anyhow::Result<ExitCode> {
     }
     let host = args.host.open().await?;
     let shutdown = shutdown_signal();
+    let ready = admin(&args.host, "process").await?;
     let pairs: Vec<(String, String)> = args
         .queues
         .iter()
@@ -338,6 +352,7 @@ pub async fn process(args: ProcessArgs) -> anyhow::Result<ExitCode> {
     };
     let ttl = Some(Duration::from_millis(args.message_ttl_ms));
     let tasks = spawn_processors(&host, &pairs, &config, ttl, &shutdown).await?;
+    let _ = ready.send(true);
     join_all(tasks).await
 }
 
@@ -345,11 +360,13 @@ pub async fn process(args: ProcessArgs) -> anyhow::Result<ExitCode> {
 pub async fn scan(args: ScanArgs) -> anyhow::Result<ExitCode> {
     let host = args.host.open().await?;
     let shutdown = shutdown_signal();
+    let ready = admin(&args.host, "scan").await?;
     let config = ScannerConfig {
         batch_size: args.batch_size.max(1),
         linger: Duration::from_millis(args.linger_ms),
         ..ScannerConfig::default()
     };
     let task = spawn_scanner(&host, &args.topics, &args.plugin, config, &shutdown).await?;
+    let _ = ready.send(true);
     join_all(vec![task]).await
 }
