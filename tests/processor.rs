@@ -362,3 +362,107 @@ async fn embedded_shutdown_finishes_the_batch_in_flight() {
 async fn distributed_shutdown_finishes_the_batch_in_flight() {
     shutdown_finishes_the_batch_in_flight(distributed().await).await;
 }
+
+/// The store goes away under a running processor: nothing is acked while it
+/// is down, messages are requeued and processed once it is back, and each
+/// event's effects land exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_outage_requeues_and_nothing_is_applied_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let start = || {
+        std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .current_dir(dir.path())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server")
+    };
+    let mut server = start();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let store = mdp::store::open(&format!("redis://127.0.0.1:{port}/"))
+        .await
+        .unwrap();
+    let b = Backends {
+        queue: Arc::new(EmbeddedQueue::new()),
+        store: store.clone(),
+        prefix: support::unique("o"),
+    };
+    let q = format!("{}-outage", b.prefix);
+    b.queue
+        .declare(&QueueSpec {
+            name: q.clone(),
+            ..QueueSpec::default()
+        })
+        .await
+        .unwrap();
+    let (stop, task) = spawn(
+        &b,
+        &q,
+        None,
+        live("tagger", &[("generation", "x")], &b.store).await,
+    );
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let bodies: Vec<Bytes> = (0..100)
+        .map(|i| {
+            Bytes::from(format!(
+                r#"{{"event_type":"T","symbol":"S","id":"{i}","price":1,"size":1,"timestamp":1}}"#
+            ))
+        })
+        .collect();
+    b.queue.publish(&q, &bodies).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let mut server = start();
+    let store2 = store.clone();
+    eventually("all events applied after the store came back", || {
+        let store = store2.clone();
+        async move {
+            store
+                .lrange("tagged", 0, -1)
+                .await
+                .map(|l| l.len() >= 100)
+                .unwrap_or(false)
+        }
+    })
+    .await;
+    stop.send(true).unwrap();
+    let stats = task.await.unwrap();
+    let mut ids: Vec<usize> = store
+        .lrange("tagged", 0, -1)
+        .await
+        .unwrap()
+        .iter()
+        .map(|t| {
+            serde_json::from_str::<serde_json::Value>(t).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .trim_matches('"')
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(
+        ids,
+        (0..100).collect::<Vec<_>>(),
+        "each event's effects exactly once"
+    );
+    assert!(stats.error > 0, "the outage was seen and counted");
+    assert_eq!(stats.acked, 100);
+    server.kill().ok();
+    server.wait().ok();
+}
