@@ -272,15 +272,7 @@ async fn two_processors_share_a_queue_exactly_once(b: Backends) {
     s1.send(true).unwrap();
     s2.send(true).unwrap();
     let (a, bb) = (t1.await.unwrap(), t2.await.unwrap());
-    let tagged = b.store.lrange("tagged", 0, -1).await.unwrap();
-    let mut ids: Vec<usize> = tagged
-        .iter()
-        .map(|t| {
-            let v: serde_json::Value = serde_json::from_str(t).unwrap();
-            v["id"].as_str().unwrap().trim_matches('"').parse().unwrap()
-        })
-        .collect();
-    ids.sort_unstable();
+    let ids = support::tagged_ids(&b.store.lrange("tagged", 0, -1).await.unwrap());
     assert_eq!(ids, (0..N).collect::<Vec<_>>(), "each event exactly once");
     assert_eq!(a.processed + bb.processed, N as u64);
     assert!(
@@ -368,34 +360,8 @@ async fn distributed_shutdown_finishes_the_batch_in_flight() {
 /// event's effects land exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_outage_requeues_and_nothing_is_applied_twice() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let start = || {
-        std::process::Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .current_dir(dir.path())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server")
-    };
-    let mut server = start();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let store = mdp::store::open(&format!("redis://127.0.0.1:{port}/"))
-        .await
-        .unwrap();
+    let mut redis = support::PrivateRedis::start().await;
+    let store = mdp::store::open(&redis.url()).await.unwrap();
     let b = Backends {
         queue: Arc::new(EmbeddedQueue::new()),
         store: store.clone(),
@@ -415,8 +381,7 @@ async fn store_outage_requeues_and_nothing_is_applied_twice() {
         None,
         live("tagger", &[("generation", "x")], &b.store).await,
     );
-    server.kill().unwrap();
-    server.wait().unwrap();
+    redis.kill();
     let bodies: Vec<Bytes> = (0..100)
         .map(|i| {
             Bytes::from(format!(
@@ -426,7 +391,7 @@ async fn store_outage_requeues_and_nothing_is_applied_twice() {
         .collect();
     b.queue.publish(&q, &bodies).await.unwrap();
     tokio::time::sleep(Duration::from_millis(800)).await;
-    let mut server = start();
+    redis.restart().await;
     let store2 = store.clone();
     eventually("all events applied after the store came back", || {
         let store = store2.clone();
@@ -441,21 +406,7 @@ async fn store_outage_requeues_and_nothing_is_applied_twice() {
     .await;
     stop.send(true).unwrap();
     let stats = task.await.unwrap();
-    let mut ids: Vec<usize> = store
-        .lrange("tagged", 0, -1)
-        .await
-        .unwrap()
-        .iter()
-        .map(|t| {
-            serde_json::from_str::<serde_json::Value>(t).unwrap()["id"]
-                .as_str()
-                .unwrap()
-                .trim_matches('"')
-                .parse()
-                .unwrap()
-        })
-        .collect();
-    ids.sort_unstable();
+    let ids = support::tagged_ids(&store.lrange("tagged", 0, -1).await.unwrap());
     assert_eq!(
         ids,
         (0..100).collect::<Vec<_>>(),
@@ -463,6 +414,4 @@ async fn store_outage_requeues_and_nothing_is_applied_twice() {
     );
     assert!(stats.error > 0, "the outage was seen and counted");
     assert_eq!(stats.acked, 100);
-    server.kill().ok();
-    server.wait().ok();
 }

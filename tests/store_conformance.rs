@@ -285,41 +285,14 @@ suite!(
 /// fail with `Unavailable` meanwhile, then recover; subscriptions resume.
 #[tokio::test]
 async fn redis_restart_is_survived() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let start = || {
-        std::process::Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .current_dir(dir.path())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server")
-    };
-    let mut server = start();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let store = mdp::store::open(&format!("redis://127.0.0.1:{port}/"))
-        .await
-        .unwrap();
+    let mut redis = support::PrivateRedis::start().await;
+    let store = mdp::store::open(&redis.url()).await.unwrap();
     let mut sub = store
         .subscribe(&[Topic::Pattern("r:*".into())])
         .await
         .unwrap();
     store.apply(&[set("k", "1", None)], false).await.unwrap();
-    server.kill().unwrap();
-    server.wait().unwrap();
+    redis.kill();
     let mut failures = 0;
     for _ in 0..3 {
         if let Err(e) = store.apply(&[set("k", "2", None)], false).await {
@@ -328,7 +301,7 @@ async fn redis_restart_is_survived() {
         }
     }
     assert!(failures > 0, "writes fail while the server is down");
-    let mut server = start();
+    redis.restart().await;
     let mut recovered = false;
     for _ in 0..50 {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -360,7 +333,5 @@ async fn redis_restart_is_survived() {
             break;
         }
     }
-    server.kill().ok();
-    server.wait().ok();
     assert!(delivered, "subscription resumed after the restart");
 }
