@@ -37,7 +37,7 @@ fn flags_beat_environment_beats_file() {
         "[process]\nprefetch = 7\nqueue-url = \"amqp://file/\"\nstore-url = \"redis://file/\"\nmassive-api-key = \"from-file\"\n",
     );
     let out = mdp()
-        .arg("--config")
+        .arg("--config-file")
         .arg(&path)
         .args([
             "config",
@@ -81,7 +81,7 @@ fn unknown_keys_and_sections_are_errors() {
     ] {
         let (_d, path) = file(text);
         let out = mdp()
-            .arg("--config")
+            .arg("--config-file")
             .arg(&path)
             .args(["config", "process"])
             .output()

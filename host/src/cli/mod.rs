@@ -19,7 +19,7 @@ pub struct Cli {
     /// Configuration file (TOML, one table per subcommand); the environment
     /// and flags override it.
     #[arg(long, global = true, env = "MDP_CONFIG")]
-    pub config: Option<std::path::PathBuf>,
+    pub config_file: Option<std::path::PathBuf>,
     /// Log format: `human` (default on a terminal) or `json`.
     #[arg(long, global = true, env = "MDP_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -97,14 +97,14 @@ pub fn init_logging(format: Option<LogFormat>) {
     };
 }
 
-/// The config file named by `--config` / `MDP_CONFIG`, before clap parses.
+/// The config file named by `--config-file` / `MDP_CONFIG`, before clap parses.
 fn config_file_arg(args: &[String]) -> Option<std::path::PathBuf> {
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        if a == "--config" {
+        if a == "--config-file" {
             return it.next().map(Into::into);
         }
-        if let Some(v) = a.strip_prefix("--config=") {
+        if let Some(v) = a.strip_prefix("--config-file=") {
             return Some(v.into());
         }
     }
