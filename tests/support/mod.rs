@@ -39,10 +39,14 @@ pub fn plugin_wasm(name: &str) -> PathBuf {
     static BUILT: OnceLock<()> = OnceLock::new();
     let file = format!("{name}.wasm");
     let find = || {
-        ["target/plugins", "target/test-plugins"]
-            .iter()
-            .map(|d| repo_root().join(d).join(&file))
-            .find(|p| p.exists())
+        [
+            "target/plugins",
+            "target/test-plugins",
+            "target/polyglot-plugins",
+        ]
+        .iter()
+        .map(|d| repo_root().join(d).join(&file))
+        .find(|p| p.exists())
     };
     if find().is_none() {
         BUILT.get_or_init(|| {
