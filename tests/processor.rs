@@ -45,6 +45,16 @@ async fn distributed() -> Backends {
     }
 }
 
+async fn declare(b: &Backends, name: &str) {
+    b.queue
+        .declare(&QueueSpec {
+            name: name.to_string(),
+            ..QueueSpec::default()
+        })
+        .await
+        .unwrap();
+}
+
 fn manifest(name: &str, config: &[(&str, &str)]) -> Manifest {
     let mut text =
         format!("name = \"{name}\"\nwit = \"mdp:analyzer@1.0.0\"\nconsumes = [\"q\"]\n[config]\n");
@@ -113,13 +123,7 @@ fn quote(sym: &str, i: usize) -> String {
 
 async fn router_writes_and_publishes_the_seed_keys(b: Backends) {
     let q = format!("{}-quotes", b.prefix);
-    b.queue
-        .declare(&QueueSpec {
-            name: q.clone(),
-            ..QueueSpec::default()
-        })
-        .await
-        .unwrap();
+    declare(&b, &q).await;
     let mut sub = b
         .store
         .subscribe(&[Topic::Pattern(format!("stocks:quotes:{}*", b.prefix))])
@@ -237,13 +241,7 @@ async fn poison_events_are_dead_lettered_and_the_rest_applied(b: Backends) {
 
 async fn two_processors_share_a_queue_exactly_once(b: Backends) {
     let q = format!("{}-shared", b.prefix);
-    b.queue
-        .declare(&QueueSpec {
-            name: q.clone(),
-            ..QueueSpec::default()
-        })
-        .await
-        .unwrap();
+    declare(&b, &q).await;
     let (s1, t1) = spawn(
         &b,
         &q,
@@ -294,13 +292,7 @@ async fn two_processors_share_a_queue_exactly_once(b: Backends) {
 
 async fn shutdown_finishes_the_batch_in_flight(b: Backends) {
     let q = format!("{}-drain", b.prefix);
-    b.queue
-        .declare(&QueueSpec {
-            name: q.clone(),
-            ..QueueSpec::default()
-        })
-        .await
-        .unwrap();
+    declare(&b, &q).await;
     let bodies: Vec<Bytes> = (0..500)
         .map(|i| Bytes::from(quote(&format!("{}D", b.prefix), i)))
         .collect();
@@ -368,13 +360,7 @@ async fn store_outage_requeues_and_nothing_is_applied_twice() {
         prefix: support::unique("o"),
     };
     let q = format!("{}-outage", b.prefix);
-    b.queue
-        .declare(&QueueSpec {
-            name: q.clone(),
-            ..QueueSpec::default()
-        })
-        .await
-        .unwrap();
+    declare(&b, &q).await;
     let (stop, task) = spawn(
         &b,
         &q,

@@ -172,19 +172,27 @@ async fn processor(
         batch_size: 256,
         ..ProcessorConfig::default()
     };
-    let mut p = Processor::new(config, queue.clone(), store, live);
+    let mut p = Processor::new(config, queue.clone(), store.clone(), live);
     let (tx, rx) = tokio::sync::watch::channel(false);
     let started = Instant::now();
     let task = tokio::spawn(async move { p.run(rx).await });
+    // One consumer keeps queue order: the last event is processed last.
+    let last_key = format!("stocks:quotes:S{}", (n - 1) % 500);
+    let last_mark = format!("\"timestamp\":{}", n - 1);
     loop {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        if queue.depth(&name).await? == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        if store
+            .get(&last_key)
+            .await?
+            .is_some_and(|v| v.contains(&last_mark))
+        {
             break;
         }
     }
+    let elapsed = started.elapsed();
     tx.send(true)?;
     let stats = task.await??;
-    Ok(stats.processed as f64 / started.elapsed().as_secs_f64())
+    Ok(stats.processed as f64 / elapsed.as_secs_f64())
 }
 
 #[tokio::main]

@@ -184,9 +184,17 @@ impl Worker {
                 }
             }
         }
+        // Count per kind once per batch, not per effect (labels allocate).
+        let mut by_kind: [(&'static str, u64); 7] =
+            ["put", "push", "zadd", "hset", "del", "publish", "reject"].map(|k| (k, 0));
         for e in &out.effects {
-            metrics::counter!("mdp_plugin_effects_total", "plugin" => self.plugin.name.to_string(), "kind" => kind(e))
-                .increment(1);
+            if let Some(slot) = by_kind.iter_mut().find(|(k, _)| *k == kind(e)) {
+                slot.1 += 1;
+            }
+        }
+        for (k, n) in by_kind.into_iter().filter(|(_, n)| *n > 0) {
+            metrics::counter!("mdp_plugin_effects_total", "plugin" => self.plugin.name.to_string(), "kind" => k)
+                .increment(n);
         }
         Ok(out)
     }

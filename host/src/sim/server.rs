@@ -109,6 +109,12 @@ pub async fn start(args: SimulateArgs) -> anyhow::Result<SimHandle> {
     })
 }
 
+impl Shared {
+    fn market(&self) -> std::sync::MutexGuard<'_, Market> {
+        self.market.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 fn frames_of(kind: &'static str, events: Vec<Value>) -> Vec<Arc<Frame>> {
     events
         .chunks(FRAME_EVENTS)
@@ -140,7 +146,7 @@ async fn generate(shared: Arc<Shared>, rate: u64) {
         let (mut trades, mut quotes, mut luld) =
             (Vec::with_capacity(n), Vec::with_capacity(n), Vec::new());
         let bars = {
-            let mut market = shared.market.lock().unwrap_or_else(|p| p.into_inner());
+            let mut market = shared.market();
             for _ in 0..n {
                 let [t, q] = market.trade(now);
                 trades.push(t);
@@ -325,11 +331,7 @@ async fn snapshot(
 ) -> Response {
     guard!(shared, headers, q);
     let now = shared.clock.now_ms();
-    let snap = shared
-        .market
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .snapshot(&ticker, now);
+    let snap = shared.market().snapshot(&ticker, now);
     match snap {
         Some(t) => Json(json!({"request_id": "sim", "status": "OK", "ticker": t})).into_response(),
         None => error(StatusCode::NOT_FOUND, "NOT_FOUND", "Ticker not found."),
@@ -344,11 +346,7 @@ async fn aggs(
 ) -> Response {
     guard!(shared, headers, q);
     let now = shared.clock.now_ms();
-    let bars = shared
-        .market
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .daily_bars(&ticker, now);
+    let bars = shared.market().daily_bars(&ticker, now);
     let bars = bars.unwrap_or_default();
     Json(json!({"ticker": ticker, "status": "OK", "request_id": "sim", "resultsCount": bars.len(), "count": bars.len(), "adjusted": true, "results": bars})).into_response()
 }
@@ -375,7 +373,7 @@ async fn ratios(
 ) -> Response {
     guard!(shared, headers, q);
     let ticker = q.get("ticker").cloned().unwrap_or_default();
-    let market = shared.market.lock().unwrap_or_else(|p| p.into_inner());
+    let market = shared.market();
     let results: Vec<Value> = market
         .ticker(&ticker)
         .map(|t| vec![json!({"ticker": t.symbol, "date": "2026-01-02", "price": t.prev_close, "average_volume": t.avg_volume})])
@@ -391,7 +389,7 @@ async fn float(
 ) -> Response {
     guard!(shared, headers, q);
     let ticker = q.get("ticker").cloned().unwrap_or_default();
-    let market = shared.market.lock().unwrap_or_else(|p| p.into_inner());
+    let market = shared.market();
     let results: Vec<Value> = market
         .ticker(&ticker)
         .map(|t| vec![json!({"ticker": t.symbol, "free_float": t.free_float, "free_float_percent": 90.0, "effective_date": "2026-01-02"})])
