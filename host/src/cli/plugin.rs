@@ -24,6 +24,24 @@ pub enum PluginCommand {
     Test(TestArgs),
     /// Print what a plugin says about itself and the WIT version it targets.
     Inspect(InspectArgs),
+    /// Create a working analyzer project (source, manifest, golden test).
+    New(NewArgs),
+}
+
+/// `mdp plugin new`.
+#[derive(Debug, clap::Args)]
+pub struct NewArgs {
+    /// Plugin name (lowercase, digits, `-`).
+    pub name: String,
+    /// Language.
+    #[arg(long, value_enum, default_value_t = crate::plugin::scaffold::Lang::Rust)]
+    pub lang: crate::plugin::scaffold::Lang,
+    /// Parent folder of the new project.
+    #[arg(long, default_value = "plugins")]
+    pub dir: PathBuf,
+    /// Path of the mdp-sdk crate (Rust projects depend on it).
+    #[arg(long, default_value = "sdk")]
+    pub sdk: PathBuf,
 }
 
 /// `mdp plugin test`.
@@ -237,5 +255,19 @@ pub async fn run(cmd: PluginCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         PluginCommand::Test(args) => test(args).await,
         PluginCommand::Inspect(args) => inspect(args).await,
+        PluginCommand::New(args) => {
+            crate::plugin::scaffold::check_name(&args.name)?;
+            // Only Rust projects depend on the SDK crate by path.
+            let sdk = if args.lang == crate::plugin::scaffold::Lang::Rust {
+                std::fs::canonicalize(&args.sdk).with_context(|| {
+                    format!("SDK not found at {} (pass --sdk)", args.sdk.display())
+                })?
+            } else {
+                args.sdk.clone()
+            };
+            let root = crate::plugin::scaffold::scaffold(&args.name, args.lang, &args.dir, &sdk)?;
+            println!("created {}", root.display());
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }

@@ -22,6 +22,7 @@ mod live;
 pub mod manifest;
 mod reference;
 pub mod registry;
+pub mod scaffold;
 mod worker;
 
 pub use capability::{Capabilities, Denied};
