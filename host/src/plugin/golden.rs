@@ -135,6 +135,20 @@ pub async fn run(
     })?;
     for (step, s) in golden.steps.iter().enumerate() {
         clock.set(s.now_us.unwrap_or(golden.now_us));
+        if let Some(m) = &s.market {
+            let write = Write::Set {
+                key: "mdc:market_status".into(),
+                value: m.clone(),
+                ttl: None,
+            };
+            store
+                .apply(&[write], false)
+                .await
+                .map_err(|e| GoldenError::Batch {
+                    step,
+                    reason: e.to_string(),
+                })?;
+        }
         let texts: Vec<String> = s.events.iter().map(|e| e.to_string()).collect();
         let events = s
             .events
