@@ -265,7 +265,10 @@ mod tests {
             "title": "Atos (Nasdaq: ATOS) and GM (NYSE:GM) team up",
             "summary": "Again (nasdaq:atos); (amex: xyz); not (NYSE: TOOLONGX); (LSE: VOD)",
         });
-        let got = run(&mut h, &[article, json!({"title": "no tags", "companies": []})]);
+        let got = run(
+            &mut h,
+            &[article, json!({"title": "no tags", "companies": []})],
+        );
         let got = keys(&got);
         assert_eq!(
             got,
@@ -299,7 +302,10 @@ mod tests {
         assert_eq!(feed.len(), 2, "capped at news_feed_list_max");
         assert!(feed[0].contains("\"link\":2"), "newest first: {feed:?}");
         assert_eq!(h.host(|h| h.store.lrange("news:ticker:GM", 0, -1)).len(), 3);
-        assert_eq!(h.host(|h| h.store.expiry_ms("news:ticker:GM")), Some(60_000));
+        assert_eq!(
+            h.host(|h| h.store.expiry_ms("news:ticker:GM")),
+            Some(60_000)
+        );
         assert!(matches!(
             Harness::<NewsFeed>::new().init(&[("news_ticker_list_max", "many")]),
             Err(AnalyzerError::BadConfig(_))
