@@ -1008,3 +1008,33 @@ mod tests {
         ));
     }
 }
+
+#[cfg(test)]
+mod golden {
+    /// Runs a golden file; with `MDP_BLESS=1` records its effects instead.
+    fn check(name: &str) {
+        let path = format!("{}/golden/{name}", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        if std::env::var_os("MDP_BLESS").is_some() {
+            let out = mdp_sdk::testing::record_golden::<super::DailyRange>(&text);
+            std::fs::write(&path, out).unwrap();
+        } else {
+            mdp_sdk::testing::run_golden::<super::DailyRange>(&text);
+        }
+    }
+
+    #[test]
+    fn sessions_golden_file() {
+        check("sessions.json");
+    }
+
+    #[test]
+    fn dst_golden_file() {
+        check("dst.json");
+    }
+
+    #[test]
+    fn rehydration_golden_file() {
+        check("rehydration.json");
+    }
+}
