@@ -37,12 +37,15 @@ pub const FEED_KEY: &str = "news:feed:latest";
 /// US primary-listing exchange codes (NYSE, NYSE American, Nasdaq).
 pub const US_EXCHANGES: [&str; 3] = ["XNYS", "XASE", "XNAS"];
 
-/// The exchange tag of a raw article: `(Nasdaq: ATOS)`, `(NYSE:GM)`, `(AMEX: XYZ)`.
+/// The exchange tag of a raw article, spelled out so that Rust, Python and
+/// JavaScript regex engines agree exactly (ASCII letters and whitespace only).
+pub const TAG_PATTERN: &str = r"\((?:[Nn][Aa][Ss][Dd][Aa][Qq]|[Nn][Yy][Ss][Ee]|[Aa][Mm][Ee][Xx])[ \t\n\r\x0B\x0C]*:[ \t\n\r\x0B\x0C]*([A-Za-z]{1,6})\)";
+
+/// The compiled exchange tag of a raw article: `(Nasdaq: ATOS)`, `(NYSE:GM)`, `(AMEX: XYZ)`.
 fn tag_regex() -> &'static Regex {
     static RE: OnceLock<Regex> = OnceLock::new();
     RE.get_or_init(|| {
-        Regex::new(r"\((?i:nasdaq|nyse|amex)[ \t\n\r\x0B\x0C]*:[ \t\n\r\x0B\x0C]*([A-Za-z]{1,6})\)")
-            .expect("valid regex")
+        Regex::new(TAG_PATTERN).expect("valid regex")
     })
 }
 
@@ -133,8 +136,8 @@ impl Analyzer for NewsFeed {
                     effects.push(reject(i, "news article is not a JSON object"));
                     continue;
                 }
-                Err(e) => {
-                    effects.push(reject(i, format!("news article is not JSON: {e}")));
+                Err(_) => {
+                    effects.push(reject(i, "news article is not JSON"));
                     continue;
                 }
             };
