@@ -9,8 +9,8 @@ mod support;
 use std::sync::Arc;
 
 use mdp::plugin::{
-    FixedClock, HostServices, Limits, LoadOptions, Plugin, Runtime, RuntimeConfig,
-    StoreReference, Worker, convert, effects, golden,
+    FixedClock, HostServices, Limits, LoadOptions, Plugin, Runtime, RuntimeConfig, StoreReference,
+    Worker, convert, effects, golden,
 };
 use mdp::store::{EmbeddedStore, Store};
 use mdp_sdk::wire::EffectRecord;
@@ -70,7 +70,10 @@ async fn run_twin(
     let mut worker = Worker::new(plugin, services, config);
     worker.start().await.unwrap();
     let mut texts: Vec<String> = messages.iter().map(|m| m.to_string()).collect();
-    let mut events: Vec<_> = messages.iter().map(|m| convert::pubsub("news", m)).collect();
+    let mut events: Vec<_> = messages
+        .iter()
+        .map(|m| convert::pubsub("news", m))
+        .collect();
     let trade = r#"{"event_type":"T","symbol":"MSFT","exchange":4,"id":"1","tape":3,"price":1.5,"size":100,"conditions":[],"timestamp":1,"sequence_number":1}"#;
     events.push(convert::decode(trade).unwrap());
     texts.push(trade.to_string());
@@ -142,6 +145,9 @@ async fn twins_agree_on_bad_input_config_and_counters() {
     for name in &TWINS[1..] {
         let (got, counters) = run_twin(&runtime, name, &config, &messages).await;
         assert_eq!(got, rust, "{name} effects differ from Rust's");
-        assert_eq!(counters, rust_counters, "{name} counters differ from Rust's");
+        assert_eq!(
+            counters, rust_counters,
+            "{name} counters differ from Rust's"
+        );
     }
 }

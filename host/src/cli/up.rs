@@ -117,7 +117,9 @@ pub async fn run(mut args: UpArgs) -> anyhow::Result<ExitCode> {
         // The seed's news queue keeps messages 15 minutes (FDL default).
         let news = [("news".to_string(), "news-feed".to_string())];
         let ttl = Some(Duration::from_millis(NEWS_MESSAGE_TTL_MS));
-        tasks.extend(spawn_processors(&host, &news, &ProcessorConfig::default(), ttl, &shutdown).await?);
+        tasks.extend(
+            spawn_processors(&host, &news, &ProcessorConfig::default(), ttl, &shutdown).await?,
+        );
         pairs.extend(news);
     }
     if loaded.iter().any(|l| l == "daily-range") {

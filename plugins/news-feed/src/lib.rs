@@ -44,9 +44,7 @@ pub const TAG_PATTERN: &str = r"\((?:[Nn][Aa][Ss][Dd][Aa][Qq]|[Nn][Yy][Ss][Ee]|[
 /// The compiled exchange tag of a raw article: `(Nasdaq: ATOS)`, `(NYSE:GM)`, `(AMEX: XYZ)`.
 fn tag_regex() -> &'static Regex {
     static RE: OnceLock<Regex> = OnceLock::new();
-    RE.get_or_init(|| {
-        Regex::new(TAG_PATTERN).expect("valid regex")
-    })
+    RE.get_or_init(|| Regex::new(TAG_PATTERN).expect("valid regex"))
 }
 
 /// True when `s` can be a ticker key: 1–16 ASCII letters, digits, `.`, `-`, `/`.
