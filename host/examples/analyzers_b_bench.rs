@@ -119,7 +119,7 @@ async fn main() -> anyhow::Result<()> {
     };
     bench(&runtime, "daily-range", &quote).await?;
     let article = |n: usize| {
-        let payload = if n % 2 == 0 {
+        let payload = if n.is_multiple_of(2) {
             format!(
                 r#"{{"link":"https://x/{n}","title":"Deal {n}","summary":"s","companies":[{{"companyId":1,"name":"A","ticker":"AAPL","primaryListing":{{"ticker":"AAPL","exchangeCode":"XNAS"}}}},{{"companyId":2,"name":"S","ticker":"SAP","primaryListing":{{"ticker":"SAP","exchangeCode":"XETR"}}}}]}}"#
             )
