@@ -402,6 +402,7 @@ impl Analyzer for DailyRange {
 
     fn analyze(&mut self, batch: &[Event]) -> Result<Vec<Effect>, AnalyzerError> {
         let now_us = host::now_us();
+        host::counter("dra.processed", batch.len() as u64);
         let mut effects = Vec::new();
         let anchor = day_anchor(now_us);
         if anchor != self.anchor {
@@ -515,7 +516,6 @@ impl Analyzer for DailyRange {
                 effects.push(publish(key, body));
             }
         }
-        host::counter("dra.processed", batch.len() as u64);
         if alerts > 0 {
             host::counter("dra.alerts", alerts);
         }
