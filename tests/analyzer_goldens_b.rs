@@ -2,7 +2,8 @@
 //! their golden files (the same ones `cargo test -p daily-range` and
 //! `cargo test -p news-feed` run natively), the manifests' capabilities
 //! against every effect those files expect, and daily-range as the `quote:*`
-//! scanner end to end on the embedded store and on Redis.
+//! scanner end to end on the embedded store and on Redis, and news-feed as
+//! the `news` processor on the embedded backends and on RabbitMQ + Redis.
 
 #[path = "support/mod.rs"]
 mod support;
@@ -216,4 +217,134 @@ async fn embedded_daily_range_scanner() {
 async fn redis_daily_range_scanner() {
     let store = mdp::store::open(&support::redis_url()).await.unwrap();
     daily_range_scans_quote_channels(store).await;
+}
+
+/// news-feed as `mdp process` on the `news` queue: articles land on the
+/// global list and on their tickers' lists with the seed's TTLs, newest first.
+async fn news_feed_processes_the_news_queue(
+    queue: Arc<dyn mdp::queue::Queue>,
+    store: Arc<dyn Store>,
+) {
+    use bytes::Bytes;
+    use mdp::queue::QueueSpec;
+    use mdp::role::processor::{Processor, ProcessorConfig};
+
+    let run = support::unique("n");
+    let q = format!("{run}-news");
+    queue
+        .declare(&QueueSpec {
+            name: q.clone(),
+            ..QueueSpec::default()
+        })
+        .await
+        .unwrap();
+    // A ticker unique to this run: six letters, as exchange tags allow.
+    let mut n = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros();
+    let ticker: String = (0..6)
+        .map(|_| {
+            let c = char::from(b'A' + (n % 26) as u8);
+            n /= 26;
+            c
+        })
+        .collect();
+    let articles = [
+        format!(
+            r#"{{"link":"{run}/1","title":"Deal","summary":"","companies":[{{"ticker":"{t}","primaryListing":{{"ticker":"{t}","exchangeCode":"XNAS"}}}},{{"ticker":"SAP","primaryListing":{{"ticker":"SAP","exchangeCode":"XETR"}}}}]}}"#,
+            t = ticker.to_lowercase()
+        ),
+        format!(r#"{{"link":"{run}/2","title":"Markets","summary":"nothing tagged"}}"#),
+        format!(r#"{{"link":"{run}/3","title":"More (NYSE: {ticker})","summary":""}}"#),
+    ];
+    let bodies: Vec<Bytes> = articles.iter().map(|a| Bytes::from(a.clone())).collect();
+    queue.publish(&q, &bodies).await.unwrap();
+
+    let services = HostServices {
+        store: store.clone(),
+        reference: Arc::new(OpenMarket),
+        clock: Arc::new(FixedClock::new(1_773_064_800_000_000)),
+    };
+    let runtime = Runtime::new(RuntimeConfig::default()).unwrap();
+    let m = manifest("news-feed");
+    let plugin = Plugin::load(
+        &runtime,
+        std::fs::read(support::plugin_wasm("news-feed")).unwrap(),
+        m.load_options(),
+        &services,
+    )
+    .await
+    .unwrap();
+    let worker = LiveWorker::new(PluginSlot::fixed(plugin, m), services).unwrap();
+    let config = ProcessorConfig {
+        queue: q.clone(),
+        ..ProcessorConfig::default()
+    };
+    let mut processor = Processor::new(config, queue.clone(), store.clone(), worker);
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(async move { processor.run(rx).await.unwrap() });
+
+    let links = |entries: Vec<String>| -> Vec<String> {
+        entries
+            .iter()
+            .filter_map(|e| serde_json::from_str::<serde_json::Value>(e).ok())
+            .filter_map(|v| v["link"].as_str().map(str::to_string))
+            .filter(|l| l.starts_with(&run))
+            .collect()
+    };
+    let feed = eventually("all three articles on the feed", || {
+        let store = store.clone();
+        let links = &links;
+        async move {
+            let l = links(store.lrange("news:feed:latest", 0, -1).await.unwrap());
+            (l.len() == 3).then_some(l)
+        }
+    })
+    .await;
+    assert_eq!(
+        feed,
+        [3, 2, 1].map(|n| format!("{run}/{n}")),
+        "newest first"
+    );
+    let ticker_key = format!("news:ticker:{ticker}");
+    let on_ticker = links(store.lrange(&ticker_key, 0, -1).await.unwrap());
+    assert_eq!(on_ticker, [3, 1].map(|n| format!("{run}/{n}")));
+    let ttl = store
+        .ttl(&ticker_key)
+        .await
+        .unwrap()
+        .expect("ticker list expires");
+    assert!((604_000..=604_800).contains(&ttl), "ttl {ttl}");
+    let ttl = store
+        .ttl("news:feed:latest")
+        .await
+        .unwrap()
+        .expect("feed expires");
+    assert!((172_000..=172_800).contains(&ttl), "ttl {ttl}");
+    // The article is stored byte for byte as it was queued.
+    let stored = store.lrange(&ticker_key, -1, -1).await.unwrap();
+    assert_eq!(stored, vec![articles[0].clone()]);
+
+    stop.send(true).unwrap();
+    let stats = task.await.unwrap();
+    assert_eq!(stats.processed, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_news_feed_processor() {
+    news_feed_processes_the_news_queue(
+        Arc::new(mdp::queue::EmbeddedQueue::new()),
+        Arc::new(EmbeddedStore::new()),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn distributed_news_feed_processor() {
+    news_feed_processes_the_news_queue(
+        mdp::queue::open(&support::amqp_url()).await.unwrap(),
+        mdp::store::open(&support::redis_url()).await.unwrap(),
+    )
+    .await;
 }
