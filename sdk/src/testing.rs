@@ -457,10 +457,9 @@ pub fn run_golden<A: Analyzer>(text: &str) {
     }
 }
 
-/// Run a golden file's steps natively and return the file with each step's
-/// `effects` replaced by what the analyzer produced (pretty JSON): how a new
-/// golden file is recorded. Review the result before committing it.
-pub fn record_golden<A: Analyzer>(text: &str) -> String {
+/// Fill a golden file's expected effects with what the analyzer produces now
+/// (for writing new golden files: review the result before committing it).
+pub fn bless_golden<A: Analyzer>(text: &str) -> String {
     let mut golden = Golden::parse(text).expect("golden file parses");
     let mut harness = Harness::<A>::new();
     load_golden_state(&golden);

@@ -327,15 +327,15 @@ pub struct GoldenStep {
     /// Clock for this batch, Unix microseconds (default: the file's `now_us`).
     #[serde(default)]
     pub now_us: Option<u64>,
+    /// The batch: queue JSON objects (or pub/sub payloads for scanners).
+    pub events: Vec<Value>,
+    /// The effects expected, in order.
+    pub effects: Vec<EffectRecord>,
     /// Market status from this batch on (`open`, `closed`, `pre-market`,
     /// `after-hours`); absent keeps the previous one. Lets a golden file
     /// cross session transitions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub market: Option<String>,
-    /// The batch: queue JSON objects (or pub/sub payloads for scanners).
-    pub events: Vec<Value>,
-    /// The effects expected, in order.
-    pub effects: Vec<EffectRecord>,
 }
 
 /// A golden test: config, starting cache and reference data, then batches and

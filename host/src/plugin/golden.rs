@@ -135,6 +135,18 @@ pub async fn run(
     })?;
     for (step, s) in golden.steps.iter().enumerate() {
         clock.set(s.now_us.unwrap_or(golden.now_us));
+        let texts: Vec<String> = s.events.iter().map(|e| e.to_string()).collect();
+        let events = s
+            .events
+            .iter()
+            .zip(&texts)
+            .map(|(v, t)| convert::decode_value(v, t))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| GoldenError::Batch {
+                step,
+                reason: e.to_string(),
+            })?;
+        // The step's market status, served by StoreReference from here on.
         if let Some(m) = &s.market {
             let write = Write::Set {
                 key: "mdc:market_status".into(),
@@ -149,17 +161,6 @@ pub async fn run(
                     reason: e.to_string(),
                 })?;
         }
-        let texts: Vec<String> = s.events.iter().map(|e| e.to_string()).collect();
-        let events = s
-            .events
-            .iter()
-            .zip(&texts)
-            .map(|(v, t)| convert::decode_value(v, t))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| GoldenError::Batch {
-                step,
-                reason: e.to_string(),
-            })?;
         let out = worker
             .analyze(&events)
             .await

@@ -1016,7 +1016,7 @@ mod golden {
         let path = format!("{}/golden/{name}", env!("CARGO_MANIFEST_DIR"));
         let text = std::fs::read_to_string(&path).unwrap();
         if std::env::var_os("MDP_BLESS").is_some() {
-            let out = mdp_sdk::testing::record_golden::<super::DailyRange>(&text);
+            let out = mdp_sdk::testing::bless_golden::<super::DailyRange>(&text);
             std::fs::write(&path, out).unwrap();
         } else {
             mdp_sdk::testing::run_golden::<super::DailyRange>(&text);
