@@ -91,6 +91,7 @@ async fn twins_agree_on_bad_input_config_and_counters() {
     let runtime = Runtime::new(RuntimeConfig::default()).unwrap();
     let messages = [
         "not json",
+        "NaN",
         "[1,2]",
         "\"text\"",
         "null",
@@ -118,8 +119,9 @@ async fn twins_agree_on_bad_input_config_and_counters() {
         .collect();
     let expected = [
         "reject 0: news article is not JSON",
-        "reject 1: news article is not a JSON object",
+        "reject 1: news article is not JSON",
         "reject 2: news article is not a JSON object",
+        "reject 3: news article is not a JSON object",
         "push news:feed:latest 5 Some(172800)",
         "publish news:feed:latest",
         "push news:ticker:GM 100 Some(60)",
@@ -138,7 +140,7 @@ async fn twins_agree_on_bad_input_config_and_counters() {
         "publish news:feed:latest",
         "push news:ticker:AB 100 Some(60)",
         "publish news:ticker:AB",
-        "reject 8: not a news article",
+        "reject 9: not a news article",
     ];
     assert_eq!(summary, expected);
     assert_eq!(rust_counters.get("fda.skipped_tickers"), Some(&4));

@@ -29,6 +29,11 @@ TAG = re.compile(
 TICKER_CHARS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.-/")
 
 
+def no_constants(name: str) -> Any:
+    """Refuse NaN and Infinity, which are not JSON (serde and JSON.parse agree)."""
+    raise ValueError(f"{name} is not JSON")
+
+
 def valid_ticker(s: str) -> bool:
     """1 to 16 ASCII letters, digits, '.', '-' or '/'."""
     return all(c in TICKER_CHARS for c in s) and 1 <= len(s) <= 16
@@ -110,7 +115,7 @@ class WitWorld(wit_world.WitWorld):
                 effects.append(t.Effect_Reject(t.Reject(index=i, reason="not a news article")))
                 continue
             try:
-                article = json.loads(event.value.json)
+                article = json.loads(event.value.json, parse_constant=no_constants)
             except ValueError:
                 effects.append(t.Effect_Reject(t.Reject(index=i, reason="news article is not JSON")))
                 continue
