@@ -348,3 +348,56 @@ async fn distributed_news_feed_processor() {
     )
     .await;
 }
+
+/// A hot reload hands daily-range's state to the next instance through the
+/// Wasm `snapshot` export: the new instance alerts against the old highs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daily_range_state_survives_a_snapshot_handover() {
+    use mdp::plugin::{Worker, convert};
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::new());
+    let services = HostServices {
+        store: store.clone(),
+        reference: Arc::new(OpenMarket),
+        clock: Arc::new(FixedClock::new(1_773_064_800_000_000)),
+    };
+    let runtime = Runtime::new(RuntimeConfig::default()).unwrap();
+    let plugin = Plugin::load(
+        &runtime,
+        std::fs::read(support::plugin_wasm("daily-range")).unwrap(),
+        manifest("daily-range").load_options(),
+        &services,
+    )
+    .await
+    .unwrap();
+    let tick = |high: f64| {
+        convert::pubsub(
+            "quote:AAPL",
+            &format!(r#"{{"symbol":"AAPL","high":{high},"low":9.0}}"#),
+        )
+    };
+    let alerts = |out: &mdp::plugin::BatchOutput| {
+        out.effects
+            .iter()
+            .filter(|e| mdp::plugin::effects::kind(e) == "push")
+            .count()
+    };
+    let mut old = Worker::new(plugin.clone(), services.clone(), vec![]);
+    old.start().await.unwrap();
+    let out = old.analyze(&[tick(10.0)]).await.unwrap();
+    assert_eq!(alerts(&out), 0, "first print");
+    let state = old.snapshot().await;
+    assert!(!state.is_empty());
+
+    let mut new = Worker::new(plugin.clone(), services.clone(), vec![]);
+    new.hand_over(state);
+    new.start().await.unwrap();
+    let out = new.analyze(&[tick(10.0), tick(10.5)]).await.unwrap();
+    assert_eq!(alerts(&out), 1, "10.5 beats the handed-over 10.0");
+
+    // Without the state (and nothing stored yet: effects were not applied),
+    // a fresh instance sees a first print again.
+    let mut cold = Worker::new(plugin, services, vec![]);
+    cold.start().await.unwrap();
+    let out = cold.analyze(&[tick(10.5)]).await.unwrap();
+    assert_eq!(alerts(&out), 0);
+}
