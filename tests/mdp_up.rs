@@ -31,6 +31,9 @@ async fn up_serves_live_boards_and_quotes_and_stops_cleanly() {
             &format!("127.0.0.1:{port}"),
             "--symbols",
             "300",
+            // A Monday morning: the simulated market is open whenever the test runs.
+            "--sim-at",
+            "2026-03-09T10:00:00-04:00",
         ])
         .arg("--plugin-dir")
         .arg(&plugins)

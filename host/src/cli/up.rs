@@ -50,6 +50,10 @@ pub struct UpArgs {
     /// Message TTL of the market-data queues, ms.
     #[arg(long, env = "MARKET_DATA_MESSAGE_TTL", default_value_t = 5000)]
     pub message_ttl_ms: u64,
+    /// Start of the simulated market's clock (RFC 3339), when the simulator
+    /// runs; default: now (a closed market sends nothing).
+    #[arg(long, env = "MDP_SIM_AT")]
+    pub sim_at: Option<String>,
     /// Backends and plugins.
     #[command(flatten)]
     pub host: AnalyzerHostArgs,
@@ -64,6 +68,7 @@ pub async fn run(mut args: UpArgs) -> anyhow::Result<ExitCode> {
             listen: "127.0.0.1:0".into(),
             symbols: args.symbols,
             profile: args.profile,
+            at: args.sim_at.clone(),
             ..SimulateArgs::default()
         })
         .await
