@@ -2,7 +2,8 @@
 //! configured), the Massive listener, one processor per queue with the seed's
 //! default analyzers (news-feed on `news` when loaded), the daily-range
 //! scanner, and the widget server with the dashboard — on the embedded
-//! backends by default, or on RabbitMQ + Redis when their URLs are given. Ctrl-c drains and exits cleanly.
+//! backends by default, or on RabbitMQ + Redis when their URLs are given.
+//! Ctrl-c drains and exits cleanly.
 
 use std::process::ExitCode;
 use std::time::Duration;
