@@ -442,6 +442,9 @@ pub fn run_golden<A: Analyzer>(text: &str) {
     harness.init(&config).expect("init succeeds");
     for (n, step) in golden.steps.iter().enumerate() {
         harness.set_clock_us(step.now_us.unwrap_or(golden.now_us));
+        if let Some(m) = &step.market {
+            with_host(|h| h.reference.market = Some(market_status_named(m)));
+        }
         let messages: Vec<String> = step.events.iter().map(|e| e.to_string()).collect();
         let got = harness.analyze_json(&messages).expect("analyze succeeds");
         if got != step.effects {
@@ -452,4 +455,34 @@ pub fn run_golden<A: Analyzer>(text: &str) {
             );
         }
     }
+}
+
+/// Fill a golden file's expected effects with what the analyzer produces now
+/// (for writing new golden files: review the result before committing it).
+pub fn bless_golden<A: Analyzer>(text: &str) -> String {
+    let mut golden = Golden::parse(text).expect("golden file parses");
+    let mut harness = Harness::<A>::new();
+    load_golden_state(&golden);
+    let config: Vec<(String, String)> = golden
+        .config
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let pairs: Vec<(&str, &str)> = config
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    harness.init(&pairs).expect("init succeeds");
+    let now_us = golden.now_us;
+    for step in &mut golden.steps {
+        harness.set_clock_us(step.now_us.unwrap_or(now_us));
+        if let Some(m) = &step.market {
+            with_host(|h| h.reference.market = Some(market_status_named(m)));
+        }
+        let messages: Vec<String> = step.events.iter().map(|e| e.to_string()).collect();
+        step.effects = harness.analyze_json(&messages).expect("analyze succeeds");
+    }
+    let mut out = serde_json::to_string_pretty(&golden).expect("serializable");
+    out.push('\n');
+    out
 }

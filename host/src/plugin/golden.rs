@@ -146,6 +146,21 @@ pub async fn run(
                 step,
                 reason: e.to_string(),
             })?;
+        // The step's market status, served by StoreReference from here on.
+        if let Some(m) = &s.market {
+            let write = Write::Set {
+                key: "mdc:market_status".into(),
+                value: m.clone(),
+                ttl: None,
+            };
+            store
+                .apply(&[write], false)
+                .await
+                .map_err(|e| GoldenError::Batch {
+                    step,
+                    reason: e.to_string(),
+                })?;
+        }
         let out = worker
             .analyze(&events)
             .await
