@@ -196,6 +196,46 @@ impl Market {
         [trade, quote]
     }
 
+    /// A quote update without a trade (NBBO moves more often than trades).
+    pub fn quote(&mut self, now_ms: u64) -> Value {
+        let i = self.pick();
+        let spread = self.rng.random_range(0.01..0.05f64);
+        let (bx, ax) = (self.rng.random_range(1..20u32), self.rng.random_range(1..20u32));
+        let (bs, as_) = (
+            self.rng.random_range(1..20u64) * 100,
+            self.rng.random_range(1..20u64) * 100,
+        );
+        let t = &mut self.tickers[i];
+        t.sequence += 1 + (t.sequence % 3); // increasing, with gaps
+        json!({
+            "ev": "Q", "sym": t.symbol, "bx": bx, "bp": round2(t.price - spread / 2.0), "bs": bs,
+            "ax": ax, "ap": round2(t.price + spread / 2.0), "as": as_, "t": now_ms, "q": t.sequence, "z": 3,
+        })
+    }
+
+    /// A net order imbalance event (ns timestamp, `T` ticker).
+    pub fn noi(&mut self, now_ms: u64) -> Value {
+        let i = self.pick();
+        let (o, p) = (
+            self.rng.random_range(1..100u64) * 100,
+            self.rng.random_range(1..100u64) * 100,
+        );
+        let t = &self.tickers[i];
+        json!({"ev": "NOI", "T": t.symbol, "t": now_ms * 1_000_000, "at": 1600, "a": "C",
+               "i": t.sequence, "x": 10, "o": o, "p": p, "b": t.price})
+    }
+
+    /// A symbol drawn by activity (Zipf-like), with its last price.
+    pub fn pick_symbol(&mut self) -> (String, f64) {
+        let i = self.pick();
+        (self.tickers[i].symbol.clone(), self.tickers[i].price)
+    }
+
+    /// A uniform random number in `[0, n)` from the market's generator.
+    pub fn random_below(&mut self, n: u64) -> u64 {
+        self.rng.random_range(0..n.max(1))
+    }
+
     fn agg_event(t: &Ticker, bar: &Bar, ev: &str, len_ms: u64) -> Value {
         let vwap = if bar.volume > 0 {
             bar.notional / bar.volume as f64
