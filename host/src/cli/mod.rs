@@ -189,7 +189,9 @@ pub fn main() -> ExitCode {
             Command::Serve(args) => crate::widgets::run(args).await,
             Command::Up(args) => up::run(args).await,
             Command::Listen(ListenCommand::Massive(args)) => crate::feed::massive::run(args).await,
-            Command::Listen(ListenCommand::Finlight(args)) => crate::feed::finlight::run(args).await,
+            Command::Listen(ListenCommand::Finlight(args)) => {
+                crate::feed::finlight::run(args).await
+            }
             Command::ShowConfig { .. } => Ok(ExitCode::SUCCESS),
         }
     });

@@ -151,11 +151,7 @@ impl FinlightFilter {
             }
         }
         for s in &self.sources {
-            if s.is_empty()
-                || !s.contains('.')
-                || s.contains(['/', ' ', ':'])
-                || !s.is_ascii()
-            {
+            if s.is_empty() || !s.contains('.') || s.contains(['/', ' ', ':']) || !s.is_ascii() {
                 return Err(format!(
                     "source `{s}` is not a domain like `www.reuters.com`"
                 ));
@@ -214,7 +210,11 @@ impl FinlightStats {
     }
     /// Current state (`connecting`, `admitted`, `preempted`, ...).
     pub fn state(&self) -> String {
-        self.state.lock().unwrap_or_else(|p| p.into_inner()).0.clone()
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .clone()
     }
 }
 
@@ -321,8 +321,7 @@ impl FinlightListener {
     pub fn status_json(&self) -> Value {
         let s = &self.stats;
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let (state, last_error, lease) =
-            s.state.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let (state, last_error, lease) = s.state.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let last = load(&s.last_message_ms);
         json!({
             "feed": "finlight",
@@ -372,7 +371,9 @@ impl FinlightListener {
         );
         let mut filter_rx = self.filter.subscribe();
         let outcome = loop {
-            let ended = self.session(&mut shutdown, &mut filter_rx, &mut backoff).await;
+            let ended = self
+                .session(&mut shutdown, &mut filter_rx, &mut backoff)
+                .await;
             self.stats.connected.store(false, Ordering::Relaxed);
             let wait = match ended {
                 Ended::Stop(outcome) => break outcome,
@@ -487,7 +488,8 @@ impl FinlightListener {
         }
         self.stats.set_state("subscribing");
         let opened = tokio::time::Instant::now();
-        let mut ping = tokio::time::interval(Duration::from_millis(self.args.ping_interval_ms.max(10)));
+        let mut ping =
+            tokio::time::interval(Duration::from_millis(self.args.ping_interval_ms.max(10)));
         ping.tick().await;
         let pong_timeout = Duration::from_millis(self.args.pong_timeout_ms.max(10));
         let mut last_pong = tokio::time::Instant::now();
@@ -581,14 +583,21 @@ impl FinlightListener {
                         .and_then(Value::as_u64)
                         .unwrap_or(900_000);
                     let _ = ws.close(Some(close(4003, "admin kick"))).await;
-                    return Ended::Wait(Duration::from_millis(after), format!("admin_kick (retry after {after} ms)"));
+                    return Ended::Wait(
+                        Duration::from_millis(after),
+                        format!("admin_kick (retry after {after} ms)"),
+                    );
                 }
                 "error" => {
                     self.stats.errors.fetch_add(1, Ordering::Relaxed);
                     let text = msg
                         .get("data")
                         .or_else(|| msg.get("error"))
-                        .map(|v| v.as_str().map(String::from).unwrap_or_else(|| v.to_string()))
+                        .map(|v| {
+                            v.as_str()
+                                .map(String::from)
+                                .unwrap_or_else(|| v.to_string())
+                        })
                         .unwrap_or_default();
                     let lower = text.to_lowercase();
                     if lower.contains("limit") {
@@ -654,7 +663,9 @@ impl FinlightListener {
     /// Publish one article unchanged (enhanced: skip recently seen links).
     async fn article(&self, data: &Value) {
         self.stats.articles.fetch_add(1, Ordering::Relaxed);
-        self.stats.last_message_ms.store(now_ms(), Ordering::Relaxed);
+        self.stats
+            .last_message_ms
+            .store(now_ms(), Ordering::Relaxed);
         if !self.args.raw
             && let Some(link) = data.get("link").and_then(Value::as_str)
         {
@@ -723,8 +734,12 @@ pub fn admin_router(listener: Arc<FinlightListener>) -> Router {
                             _ => return Err("query must be a string or null".into()),
                         }
                     }
-                    "tickers" => f.tickers = strings(v).ok_or("tickers must be a list of strings")?,
-                    "sources" => f.sources = strings(v).ok_or("sources must be a list of strings")?,
+                    "tickers" => {
+                        f.tickers = strings(v).ok_or("tickers must be a list of strings")?
+                    }
+                    "sources" => {
+                        f.sources = strings(v).ok_or("sources must be a list of strings")?
+                    }
                     "language" => {
                         f.language = v.as_str().ok_or("language must be a string")?.to_string()
                     }
@@ -743,7 +758,10 @@ pub fn admin_router(listener: Arc<FinlightListener>) -> Router {
     }
     Router::new()
         .route("/", get(|State(l): L| async move { Json(l.status_json()) }))
-        .route("/status", get(|State(l): L| async move { Json(l.status_json()) }))
+        .route(
+            "/status",
+            get(|State(l): L| async move { Json(l.status_json()) }),
+        )
         .route(
             "/filter",
             get(|State(l): L| async move { Json(l.filter()) }).post(set),

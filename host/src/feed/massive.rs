@@ -232,7 +232,11 @@ impl ListenerStats {
 
     /// The current state (`connecting`, `streaming`, `market_closed`, ...).
     pub fn state(&self) -> String {
-        self.state.lock().unwrap_or_else(|p| p.into_inner()).0.clone()
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .clone()
     }
 
     /// Events counted on `queue` (one of [`MARKET_QUEUES`]).
@@ -473,7 +477,12 @@ impl MassiveListener {
                 break;
             }
             let ended = self
-                .session(&mut shutdown, &mut settings_rx, &mut backoff, recorder.as_ref())
+                .session(
+                    &mut shutdown,
+                    &mut settings_rx,
+                    &mut backoff,
+                    recorder.as_ref(),
+                )
                 .await;
             self.stats.connected.store(false, Ordering::Relaxed);
             let wait = match ended {
@@ -803,10 +812,7 @@ impl MassiveListener {
 fn topics_of(body: &Value) -> Option<Vec<String>> {
     let v = body.get("subscriptions").unwrap_or(body);
     match v {
-        Value::Array(items) => items
-            .iter()
-            .map(|i| i.as_str().map(String::from))
-            .collect(),
+        Value::Array(items) => items.iter().map(|i| i.as_str().map(String::from)).collect(),
         Value::String(s) => Some(s.split(',').map(String::from).collect()),
         _ => None,
     }
@@ -864,7 +870,9 @@ pub fn admin_router(listener: Arc<MassiveListener>) -> Router {
             "/subscriptions",
             get(settings).post(|State(l): L, Json(body): Json<Value>| async move {
                 let r = topics_of(&body)
-                    .ok_or_else(|| "expected a JSON array of topics like [\"T.*\",\"Q.AAPL\"]".to_string())
+                    .ok_or_else(|| {
+                        "expected a JSON array of topics like [\"T.*\",\"Q.AAPL\"]".to_string()
+                    })
                     .and_then(|t| l.set_subscriptions(&t));
                 answer(&l, r)
             }),

@@ -16,8 +16,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
+use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -35,7 +35,11 @@ const SOURCES: [&str; 5] = [
     "www.marketwatch.com",
     "finance.yahoo.com",
 ];
-const MICS: [(&str, &str); 3] = [("XNAS", "NASDAQ"), ("XNYS", "NYSE"), ("XASE", "NYSE American")];
+const MICS: [(&str, &str); 3] = [
+    ("XNAS", "NASDAQ"),
+    ("XNYS", "NYSE"),
+    ("XASE", "NYSE American"),
+];
 
 /// Something injected into a session.
 #[derive(Debug, Clone)]
@@ -112,7 +116,9 @@ impl FinlightShared {
         }
     }
 
-    fn sessions(&self) -> std::sync::MutexGuard<'_, Vec<(u64, String, mpsc::UnboundedSender<Ctl>)>> {
+    fn sessions(
+        &self,
+    ) -> std::sync::MutexGuard<'_, Vec<(u64, String, mpsc::UnboundedSender<Ctl>)>> {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -202,13 +208,21 @@ impl FinlightShared {
         let action = body.get("action").and_then(Value::as_str).unwrap_or("");
         let ctl = match action {
             "article" => {
-                let count = body.get("count").and_then(Value::as_u64).unwrap_or(1).min(10_000);
+                let count = body
+                    .get("count")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(1)
+                    .min(10_000);
                 let links: Vec<Value> = (0..count)
                     .map(|_| self.publish_article()["link"].clone())
                     .collect();
                 return Ok(json!({"published": links}));
             }
-            "kick" => Ctl::Kick(body.get("retryAfter").and_then(Value::as_u64).unwrap_or(900_000)),
+            "kick" => Ctl::Kick(
+                body.get("retryAfter")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(900_000),
+            ),
             "error" => Ctl::Error(
                 body.get("text")
                     .and_then(Value::as_str)
@@ -285,7 +299,11 @@ impl Filter {
         let list = |k: &str| -> Vec<String> {
             v.get(k)
                 .and_then(Value::as_array)
-                .map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|s| s.as_str().map(String::from))
+                        .collect()
+                })
                 .unwrap_or_default()
         };
         let mut tickers = list("tickers");
@@ -367,7 +385,12 @@ async fn upgrade_raw(
     upgrade(ws, headers, shared, true)
 }
 
-fn upgrade(ws: WebSocketUpgrade, headers: HeaderMap, shared: Arc<FinlightShared>, raw: bool) -> Response {
+fn upgrade(
+    ws: WebSocketUpgrade,
+    headers: HeaderMap,
+    shared: Arc<FinlightShared>,
+    raw: bool,
+) -> Response {
     let key = headers
         .get("x-api-key")
         .and_then(|v| v.to_str().ok())
@@ -375,7 +398,11 @@ fn upgrade(ws: WebSocketUpgrade, headers: HeaderMap, shared: Arc<FinlightShared>
         .to_string();
     if key.is_empty() || shared.api_key.as_deref().is_some_and(|k| k != key) {
         shared.stats.refused.fetch_add(1, Ordering::Relaxed);
-        return (StatusCode::UNAUTHORIZED, Json(json!({"error": "Invalid API key"}))).into_response();
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"error": "Invalid API key"})),
+        )
+            .into_response();
     }
     let takeover = headers
         .get("x-takeover")
@@ -433,7 +460,11 @@ async fn session(
             Ok(v @ Value::Object(_)) => Filter::parse(&v),
             _ => {
                 let _ = socket
-                    .send(WsMessage::Text(json!({"action": "error", "error": "invalid subscription"}).to_string().into()))
+                    .send(WsMessage::Text(
+                        json!({"action": "error", "error": "invalid subscription"})
+                            .to_string()
+                            .into(),
+                    ))
                     .await;
                 send_close(&mut socket, 1003, "invalid subscription").await;
                 return;
@@ -443,7 +474,11 @@ async fn session(
     };
     let mut articles = shared.articles.subscribe();
     let admit = json!({"action": "admit", "leaseId": format!("lease-{id}"), "serverNow": shared.clock.now_ms(), "clientNonce": filter.nonce});
-    if socket.send(WsMessage::Text(admit.to_string().into())).await.is_err() {
+    if socket
+        .send(WsMessage::Text(admit.to_string().into()))
+        .await
+        .is_err()
+    {
         return;
     }
     shared.stats.admitted.fetch_add(1, Ordering::Relaxed);
@@ -459,7 +494,11 @@ async fn session(
             .cloned();
         if let Some(a) = latest {
             let msg = filter.shape(&a, raw);
-            if socket.send(WsMessage::Text(msg.to_string().into())).await.is_err() {
+            if socket
+                .send(WsMessage::Text(msg.to_string().into()))
+                .await
+                .is_err()
+            {
                 return;
             }
             shared.stats.sent.fetch_add(1, Ordering::Relaxed);

@@ -200,7 +200,10 @@ impl Market {
     pub fn quote(&mut self, now_ms: u64) -> Value {
         let i = self.pick();
         let spread = self.rng.random_range(0.01..0.05f64);
-        let (bx, ax) = (self.rng.random_range(1..20u32), self.rng.random_range(1..20u32));
+        let (bx, ax) = (
+            self.rng.random_range(1..20u32),
+            self.rng.random_range(1..20u32),
+        );
         let (bs, as_) = (
             self.rng.random_range(1..20u64) * 100,
             self.rng.random_range(1..20u64) * 100,

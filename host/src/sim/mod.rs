@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 pub use server::{SimHandle, SimStats, start};
 
 /// Load profiles (protocols.md §4.2, events/s on one `T.*,Q.*,A.*,AM.*` connection).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Profile {
     /// Pre/after hours: 200 trades + 800 quotes per second.

@@ -356,11 +356,7 @@ impl Shared {
     }
 
     fn set_profile(&self, p: Profile) {
-        self.set_rates(
-            p.trades_per_sec(),
-            p.quotes_per_sec(),
-            p == Profile::Stress,
-        );
+        self.set_rates(p.trades_per_sec(), p.quotes_per_sec(), p == Profile::Stress);
     }
 
     fn broadcast(&self, frame: Frame, recorder: Option<&Recorder>, t: u64) {
@@ -730,7 +726,11 @@ async fn session(mut socket: WebSocket, shared: Arc<Shared>) {
 }
 
 fn admin_error(msg: impl std::fmt::Display) -> Response {
-    (StatusCode::BAD_REQUEST, Json(json!({"error": msg.to_string()}))).into_response()
+    (
+        StatusCode::BAD_REQUEST,
+        Json(json!({"error": msg.to_string()})),
+    )
+        .into_response()
 }
 
 async fn admin_stats(State(shared): State<Arc<Shared>>) -> Json<Value> {
@@ -786,7 +786,10 @@ async fn admin_profile(State(shared): State<Arc<Shared>>, Json(body): Json<Value
         };
         shared.set_profile(p);
     } else if let Some(rate) = body.get("rate").and_then(Value::as_u64) {
-        let quotes = body.get("quote_rate").and_then(Value::as_u64).unwrap_or(rate);
+        let quotes = body
+            .get("quote_rate")
+            .and_then(Value::as_u64)
+            .unwrap_or(rate);
         shared.set_rates(rate, quotes, false);
     } else {
         return admin_error("expected {\"profile\": ...} or {\"rate\": N, \"quote_rate\": M}");
