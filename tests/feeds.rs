@@ -378,6 +378,36 @@ async fn a_second_connection_with_the_same_key_evicts_the_first() {
     second.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_dropped_as_a_slow_consumer() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let sim = sim(SimulateArgs {
+        symbols: 500,
+        rate: Some(20_000),
+        send_buffer_frames: 64,
+        ..quiet()
+    })
+    .await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("{}/stocks", sim.ws_url()))
+        .await
+        .unwrap();
+    for m in [
+        r#"{"action":"auth","params":"k"}"#,
+        r#"{"action":"subscribe","params":"T.*,Q.*"}"#,
+    ] {
+        ws.send(Message::Text(m.into())).await.unwrap();
+    }
+    // Never read: the server's buffers fill, latency grows, then it gives up on us.
+    let stats = sim.stats();
+    assert!(
+        eventually(90, || stats.slow_consumers.load(Ordering::Relaxed) == 1).await,
+        "{}",
+        stats.to_json()
+    );
+    drop(ws);
+}
+
 #[tokio::test]
 async fn closed_market_is_polled_not_hammered() {
     let sim = sim(SimulateArgs {
@@ -593,7 +623,7 @@ fn finlight_args(sim: &SimHandle, prefix: &str) -> FinlightArgs {
         url: sim.finlight_url(),
         api_key: Some("news-key".into()),
         ping_interval_ms: 100,
-        pong_timeout_ms: 5_000,
+        pong_timeout_ms: 1_000,
         rate_limit_wait_ms: 200,
         blocked_wait_ms: 200,
         max_backoff_ms: 500,
@@ -644,6 +674,15 @@ async fn finlight_end_to_end(queue: Arc<dyn Queue>) {
         "pings answered"
     );
     assert_eq!(l.stats.bad_frames.load(Ordering::Relaxed), 0);
+    // The server stops answering pings: the pong watchdog reconnects.
+    fl.admin(&serde_json::json!({"action": "mute"})).unwrap();
+    assert!(
+        eventually(20, || l.stats.pong_timeouts.load(Ordering::Relaxed) == 1
+            && l.stats.admits.load(Ordering::Relaxed) == 4)
+        .await,
+        "{}",
+        l.status_json()
+    );
 
     // The queue holds the articles unchanged.
     let mut consumer = queue.consume(&format!("{prefix}.news"), 100).await.unwrap();

@@ -100,7 +100,9 @@ async fn main() -> anyhow::Result<()> {
         (
             "per-event",
             false,
-            &[4_000u64, 8_000, 12_000, 16_000, 24_000, 32_000, 48_000, 64_000][..],
+            &[
+                4_000u64, 8_000, 12_000, 16_000, 24_000, 32_000, 48_000, 64_000,
+            ][..],
         ),
         (
             "frame-batched",
@@ -116,7 +118,11 @@ async fn main() -> anyhow::Result<()> {
                 s.offered,
                 s.delivered,
                 s.messages as f64 / window.as_secs_f64(),
-                if s.sustained { "sustained" } else { "NOT sustained" }
+                if s.sustained {
+                    "sustained"
+                } else {
+                    "NOT sustained"
+                }
             );
             if !s.sustained {
                 break;

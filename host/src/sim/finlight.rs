@@ -9,7 +9,8 @@
 //! `POST /admin/finlight` on the simulator's main port injects behaviour
 //! into every open session: `{"action": "article", "count": n}` (publish now),
 //! `"kick"` (`admin_kick`, optional `retryAfter` ms), `"error"` (`text`),
-//! `"close"` (`code`), `"preempt"`, `"duplicate"` (re-send the last article).
+//! `"close"` (`code`), `"preempt"`, `"duplicate"` (re-send the last article),
+//! `"mute"` (stop answering pings, to trip the client's pong watchdog).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -49,6 +50,7 @@ enum Ctl {
     Error(String),
     Close(u16),
     Duplicate,
+    Mute,
 }
 
 /// Counters of the Finlight side.
@@ -235,9 +237,10 @@ impl FinlightShared {
             },
             "preempt" => Ctl::Preempt("Another connection took over this key".into()),
             "duplicate" => Ctl::Duplicate,
+            "mute" => Ctl::Mute,
             other => {
                 return Err(format!(
-                    "unknown action `{other}` (article, kick, error, close, preempt, duplicate)"
+                    "unknown action `{other}` (article, kick, error, close, preempt, duplicate, mute)"
                 ));
             }
         };
@@ -507,6 +510,7 @@ async fn session(
     }
     let deadline = tokio::time::Instant::now() + shared.max_lifetime;
     let mut idle = tokio::time::Instant::now() + shared.idle_timeout;
+    let mut muted = false;
     loop {
         tokio::select! {
             _ = tokio::time::sleep_until(deadline) => {
@@ -523,6 +527,7 @@ async fn session(
                 if let WsMessage::Text(t) = msg
                     && let Ok(v) = serde_json::from_str::<Value>(&t)
                     && v["action"] == "ping"
+                    && !muted
                 {
                     shared.stats.pongs.fetch_add(1, Ordering::Relaxed);
                     let pong = json!({"action": "pong", "t": v["t"]});
@@ -566,6 +571,7 @@ async fn session(
                         send_close(&mut socket, code, "closed by the simulator").await;
                         return;
                     }
+                    Ctl::Mute => muted = true,
                     Ctl::Duplicate => {
                         if let Some(m) = &last_sent {
                             let _ = socket.send(WsMessage::Text(m.to_string().into())).await;

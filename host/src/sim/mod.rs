@@ -127,6 +127,9 @@ pub struct SimulateArgs {
     /// Finlight: maximum connection lifetime, ms (the real service: 2 h).
     #[arg(long, default_value_t = 7_200_000)]
     pub finlight_max_lifetime_ms: u64,
+    /// Frames buffered per Massive connection before it is dropped as a slow consumer.
+    #[arg(long, default_value_t = 4096)]
+    pub send_buffer_frames: usize,
     /// Record every Massive frame sent to this JSONL file.
     #[arg(long)]
     pub record: Option<std::path::PathBuf>,
@@ -155,6 +158,7 @@ impl Default for SimulateArgs {
             fault: Vec::new(),
             max_connections: 1,
             auth_timeout_ms: 10_000,
+            send_buffer_frames: 4096,
             news_per_min: 6.0,
             finlight_max_connections: 1,
             finlight_idle_timeout_ms: 600_000,

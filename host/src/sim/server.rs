@@ -28,6 +28,8 @@ use crate::feed::{RecordedFrame, Recorder};
 
 /// Most events in one WebSocket frame (frames stay well under 64 KiB).
 const FRAME_EVENTS: usize = 200;
+/// A frame send blocked this long means the client stopped reading.
+const SEND_TIMEOUT: Duration = Duration::from_secs(3);
 /// Event kinds counted by the simulator, in [`SimStats::sent`] order.
 pub const KINDS: [&str; 7] = ["T", "Q", "A", "AM", "LULD", "NOI", "other"];
 
@@ -160,6 +162,7 @@ pub(super) struct Shared {
     pub(super) clock: SimClock,
     api_key: Option<String>,
     frames: broadcast::Sender<Arc<Frame>>,
+    frames_capacity: usize,
     control: broadcast::Sender<Control>,
     /// Authenticated sessions in connection order: (id, key).
     sessions: Mutex<Vec<(u64, String)>>,
@@ -236,7 +239,7 @@ pub async fn start(args: SimulateArgs) -> anyhow::Result<SimHandle> {
         None => chrono::Utc::now().timestamp_millis() as u64,
     };
     let clock = SimClock::new(origin, args.speed);
-    let (frames, _) = broadcast::channel(4096);
+    let (frames, _) = broadcast::channel(args.send_buffer_frames.max(1));
     let (control, _) = broadcast::channel(256);
     let market = Arc::new(Mutex::new(Market::new(args.symbols.max(1), args.seed)));
     let stats = Arc::new(SimStats::default());
@@ -246,6 +249,7 @@ pub async fn start(args: SimulateArgs) -> anyhow::Result<SimHandle> {
         clock: clock.clone(),
         api_key: args.api_key.clone(),
         frames,
+        frames_capacity: args.send_buffer_frames.max(1),
         control,
         sessions: Mutex::new(Vec::new()),
         next_id: AtomicU64::new(1),
@@ -445,7 +449,7 @@ async fn replay(
             tokio::task::yield_now().await;
         }
         // Wait for room rather than make a fast replay evict its client.
-        while shared.frames.len() > 3000 {
+        while shared.frames.len() > shared.frames_capacity * 3 / 4 {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         let t = f.t;
@@ -703,8 +707,17 @@ async fn session(mut socket: WebSocket, shared: Arc<Shared>) {
                         continue;
                     }
                     if let Some((text, kinds)) = subs.filter(&frame) {
-                        if socket.send(WsMessage::Text(text.into())).await.is_err() {
-                            return;
+                        match tokio::time::timeout(SEND_TIMEOUT, socket.send(WsMessage::Text(text.into()))).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(_)) => return,
+                            Err(_) => {
+                                // The client stopped reading: latency grew past the limit.
+                                shared.stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
+                                tracing::warn!(session = id, "simulator: slow consumer (send blocked) disconnected");
+                                let slow = socket.send(WsMessage::Text(status("slow_consumer", "Slow consumer: send buffer full").into()));
+                                let _ = tokio::time::timeout(Duration::from_millis(100), slow).await;
+                                return;
+                            }
                         }
                         shared.stats.frames.fetch_add(1, Ordering::Relaxed);
                         for k in kinds {
