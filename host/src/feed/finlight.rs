@@ -53,10 +53,10 @@ pub struct FinlightArgs {
     /// Advanced query, e.g. `ticker:AAPL OR ticker:NVDA`.
     #[arg(long, env = "FINLIGHT_QUERY")]
     pub query: Option<String>,
-    /// Tickers (comma separated; enhanced only).
+    /// Tickers (comma separated or a JSON array; enhanced only).
     #[arg(long, env = "FINLIGHT_TICKERS", value_delimiter = ',')]
     pub tickers: Vec<String>,
-    /// Source domains (comma separated).
+    /// Source domains (comma separated or a JSON array).
     #[arg(long, env = "FINLIGHT_SOURCES", value_delimiter = ',')]
     pub sources: Vec<String>,
     /// Language (ISO 639-1).
@@ -269,8 +269,8 @@ impl FinlightListener {
     pub fn new(args: FinlightArgs, queue: Arc<dyn Queue>) -> Self {
         let filter = FinlightFilter {
             query: args.query.clone().filter(|q| !q.trim().is_empty()),
-            tickers: args.tickers.clone(),
-            sources: args.sources.clone(),
+            tickers: super::list_setting(&args.tickers),
+            sources: super::list_setting(&args.sources),
             language: args.language.clone(),
         };
         let stats = Arc::new(FinlightStats::default());

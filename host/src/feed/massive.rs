@@ -55,7 +55,7 @@ pub struct MassiveArgs {
     /// API key (falls back to POLYGON_API_KEY).
     #[arg(long, env = "MASSIVE_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
-    /// Subscriptions, comma separated (seed default).
+    /// Subscriptions, comma separated or a JSON array (seed default).
     #[arg(
         long,
         env = "MASSIVE_SUBSCRIPTIONS",
@@ -338,13 +338,7 @@ impl MassiveListener {
     /// A listener publishing to `queue`. Settings from `args` that do not
     /// validate are kept as given and fail at connect time (logged).
     pub fn new(args: MassiveArgs, queue: Arc<dyn Queue>) -> Self {
-        let subscriptions: Vec<String> = args
-            .subscriptions
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(String::from)
-            .collect();
+        let subscriptions = super::list_setting(&[&args.subscriptions]);
         let settings = MassiveSettings {
             feed_url: args.feed_url.trim_end_matches('/').to_string(),
             market: args.market.clone(),

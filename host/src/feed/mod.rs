@@ -51,6 +51,32 @@ impl Backoff {
     }
 }
 
+/// A list setting given as a JSON array (the seed's `["A.*","T.*"]`) or
+/// comma separated; entries trimmed, empty ones dropped.
+pub fn list_setting<S: AsRef<str>>(values: &[S]) -> Vec<String> {
+    let joined = values
+        .iter()
+        .map(|v| v.as_ref())
+        .collect::<Vec<_>>()
+        .join(",");
+    let trimmed = joined.trim();
+    if trimmed.starts_with('[')
+        && let Ok(list) = serde_json::from_str::<Vec<String>>(trimmed)
+    {
+        return list
+            .into_iter()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect();
+    }
+    trimmed
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
+}
+
 /// Unix milliseconds now.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -119,6 +145,17 @@ impl Recorder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn list_settings_accept_json_arrays_and_commas() {
+        assert_eq!(list_setting(&[r#"["A.*", "T.*"]"#]), ["A.*", "T.*"]);
+        assert_eq!(list_setting(&["A.*, T.*,"]), ["A.*", "T.*"]);
+        // clap splits a JSON array at its commas; rejoined it parses again.
+        assert_eq!(
+            list_setting(&[r#"["AAPL""#, r#""NVDA"]"#]),
+            ["AAPL", "NVDA"]
+        );
+    }
 
     #[test]
     fn backoff_doubles_with_jitter_up_to_the_cap_and_resets() {
