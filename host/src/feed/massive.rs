@@ -925,7 +925,8 @@ mod tests {
                     x ^= x << 13;
                     x ^= x >> 7;
                     x ^= x << 17;
-                    b"[]{}\",:evTsymp0123 "[(x % 20) as usize]
+                    let alphabet = b"[]{}\",:evTsymp0123 ";
+                    alphabet[(x % alphabet.len() as u64) as usize]
                 })
                 .collect();
             let _ = parse_frame(&String::from_utf8_lossy(&bytes));
