@@ -144,8 +144,11 @@ async fn nothing_lost(queue: Arc<dyn Queue>, batch: bool) {
     );
     let stats = sim.stats();
     assert!(
-        eventually(30, || stats.sent("AM") > 0 && stats.sent_total() > 20_000).await,
-        "the simulator streams, minute bars included: {}",
+        eventually(60, || stats.sent("AM") > 0
+            && stats.sent("LULD") > 0
+            && stats.sent_total() > 20_000)
+        .await,
+        "the simulator streams, minute bars and LULD included: {}",
         stats.to_json()
     );
     sim.clock
@@ -195,7 +198,7 @@ async fn nothing_lost(queue: Arc<dyn Queue>, batch: bool) {
         );
     }
     eprintln!("events by type on the queues: {got:?}");
-    for kind in ["T", "Q", "A", "AM", "NOI"] {
+    for kind in ["T", "Q", "A", "AM", "LULD", "NOI"] {
         assert!(stats.sent(kind) > 0, "{kind} was exercised");
     }
     running.stop().await;
@@ -819,6 +822,26 @@ async fn finlight_raw_stream_filters_and_auth() {
     assert_eq!(r.status(), 200);
     assert!(eventually(20, || l.stats.admits.load(Ordering::Relaxed) == 2).await);
     assert_eq!(l.filter().sources, vec!["www.reuters.com".to_string()]);
+}
+
+#[tokio::test]
+async fn finlight_connection_lifetime_limit_is_survived() {
+    let sim = sim(SimulateArgs {
+        finlight_max_lifetime_ms: 300,
+        ..quiet()
+    })
+    .await;
+    let q: Arc<dyn Queue> = Arc::new(EmbeddedQueue::new());
+    let prefix = support::unique("life");
+    let (l, _stop, _task) = finlight(finlight_args(&sim, &prefix), q);
+    assert!(
+        eventually(30, || l.stats.admits.load(Ordering::Relaxed) >= 3).await,
+        "reconnects after each server-side close: {}",
+        l.status_json()
+    );
+    let fl = sim.finlight();
+    fl.publish_article();
+    assert!(eventually(20, || l.stats.articles.load(Ordering::Relaxed) >= 1).await);
 }
 
 /// A short, seeded fuzz run of the Massive frame parser (the cargo-fuzz
