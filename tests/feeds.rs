@@ -244,7 +244,7 @@ async fn streaming(
 /// Arm `fault`, wait for the reaction counter, then for a new session that streams.
 async fn fault_reconnects(fault: Fault, counter: impl Fn(&MassiveListener) -> u64) {
     let (sim, running) = streaming(|a| MassiveArgs {
-        stall_timeout_ms: 1_000,
+        stall_timeout_ms: 2_000,
         ..a
     })
     .await;
@@ -257,7 +257,7 @@ async fn fault_reconnects(fault: Fault, counter: impl Fn(&MassiveListener) -> u6
     );
     let events = l.stats.events.load(Ordering::Relaxed);
     assert!(
-        eventually(20, || l.stats.sessions.load(Ordering::Relaxed) == 2
+        eventually(20, || l.stats.sessions.load(Ordering::Relaxed) >= 2
             && l.stats.events.load(Ordering::Relaxed) > events)
         .await,
         "reconnected and streaming after {fault:?}: {}",
