@@ -29,7 +29,7 @@ use axum::{Json, Router};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 use super::{Backoff, Recorder, now_ms};
@@ -38,6 +38,14 @@ use crate::queue::{Queue, QueueSpec};
 
 /// Largest frame accepted, bytes (larger ones are dropped and counted).
 pub const MAX_FRAME_BYTES: usize = 1 << 20;
+
+/// Frames read ahead of the publisher.
+const PIPELINE_FRAMES: usize = 64;
+/// Most events merged into one publish per queue.
+const MAX_BATCH_EVENTS: usize = 2000;
+
+/// A parsed frame's events per queue.
+type Routed = BTreeMap<&'static str, Vec<Value>>;
 
 /// Topic codes a subscription may use (protocols.md §1.4, stocks).
 pub const TOPICS: [&str; 6] = ["T", "Q", "A", "AM", "LULD", "NOI"];
@@ -185,6 +193,8 @@ pub struct ListenerStats {
     pub events: AtomicU64,
     /// Messages published.
     pub published: AtomicU64,
+    /// Events whose publish the broker confirmed.
+    pub confirmed: AtomicU64,
     /// Frames that could not be parsed (garbage, truncated, not UTF-8).
     pub bad_frames: AtomicU64,
     /// Frames over [`MAX_FRAME_BYTES`].
@@ -399,6 +409,7 @@ impl MassiveListener {
             "sessions": load(&s.sessions),
             "events": load(&s.events),
             "published": load(&s.published),
+            "confirmed": load(&s.confirmed),
             "per_queue": per_queue,
             "last_message_time": (last > 0).then(|| chrono::DateTime::from_timestamp_millis(last as i64).map(|t| t.to_rfc3339())),
             "last_message_ms": last,
@@ -454,9 +465,24 @@ impl MassiveListener {
         Ok(self.settings())
     }
 
-    /// Run until `shutdown`, reconnecting as needed.
-    pub async fn run(&self, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+    /// Run until `shutdown`, reconnecting as needed. Frames are read on one
+    /// side and published on the other, through a bounded channel: the
+    /// publisher merges the frames waiting into one publish per queue, so
+    /// confirm round trips are shared, and a broker that falls behind slows
+    /// the reading down (the feed then sees a slow consumer) instead of
+    /// growing memory. On shutdown the frames read are published first.
+    pub async fn run(&self, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
         self.declare_queues().await?;
+        let (tx, rx) = mpsc::channel(PIPELINE_FRAMES);
+        let (read, ()) = tokio::join!(self.read_loop(shutdown, tx), self.publish_loop(rx));
+        read
+    }
+
+    async fn read_loop(
+        &self,
+        mut shutdown: watch::Receiver<bool>,
+        tx: mpsc::Sender<Routed>,
+    ) -> anyhow::Result<()> {
         let recorder = match &self.args.record {
             Some(path) => Some(Recorder::create(path).await?),
             None => None,
@@ -476,6 +502,7 @@ impl MassiveListener {
                     &mut settings_rx,
                     &mut backoff,
                     recorder.as_ref(),
+                    &tx,
                 )
                 .await;
             self.stats.connected.store(false, Ordering::Relaxed);
@@ -575,6 +602,7 @@ impl MassiveListener {
         settings_rx: &mut watch::Receiver<MassiveSettings>,
         backoff: &mut Backoff,
         recorder: Option<&Recorder>,
+        tx: &mpsc::Sender<Routed>,
     ) -> Ended {
         let mut current = settings_rx.borrow_and_update().clone();
         let url = format!("{}/{}", current.feed_url, current.market);
@@ -731,7 +759,14 @@ impl MassiveListener {
             self.stats
                 .last_message_ms
                 .store(now_ms(), Ordering::Relaxed);
-            self.publish(frame.routed).await;
+            for (queue, events) in &frame.routed {
+                let n = events.len() as u64;
+                self.stats.events.fetch_add(n, Ordering::Relaxed);
+                self.stats.per_queue[queue_index(queue)].fetch_add(n, Ordering::Relaxed);
+            }
+            if tx.send(frame.routed).await.is_err() {
+                return Ended::Shutdown;
+            }
         }
     }
 
@@ -767,39 +802,66 @@ impl MassiveListener {
         tracing::warn!(error = %why, "bad frame skipped");
     }
 
-    async fn publish(&self, routed: BTreeMap<&'static str, Vec<Value>>) {
-        for (queue, events) in routed {
-            let n = events.len() as u64;
-            self.stats.events.fetch_add(n, Ordering::Relaxed);
-            let i = MARKET_QUEUES
-                .iter()
-                .position(|q| *q == queue)
-                .unwrap_or(MARKET_QUEUES.len() - 1);
-            self.stats.per_queue[i].fetch_add(n, Ordering::Relaxed);
-            let bodies: Vec<Bytes> = if self.args.batch_frames {
-                vec![Bytes::from(Value::Array(events).to_string())]
-            } else {
-                events
-                    .into_iter()
-                    .map(|e| Bytes::from(e.to_string()))
-                    .collect()
+    /// Publish frames as they come, merging those waiting (up to
+    /// [`MAX_BATCH_EVENTS`] per queue) and publishing the queues concurrently.
+    async fn publish_loop(&self, mut rx: mpsc::Receiver<Routed>) {
+        while let Some(first) = rx.recv().await {
+            let mut merged: [Vec<Value>; 5] = Default::default();
+            let add = |merged: &mut [Vec<Value>; 5], routed: Routed| {
+                for (queue, events) in routed {
+                    merged[queue_index(queue)].extend(events);
+                }
             };
-            match self.queue.publish(&self.queues[i], &bodies).await {
-                Ok(()) => {
-                    self.stats
-                        .published
-                        .fetch_add(bodies.len() as u64, Ordering::Relaxed);
-                    metrics::counter!("mdp_mdq_messages_total", "queue" => queue).increment(n);
+            add(&mut merged, first);
+            while merged.iter().map(Vec::len).max().unwrap_or(0) < MAX_BATCH_EVENTS {
+                match rx.try_recv() {
+                    Ok(routed) => add(&mut merged, routed),
+                    Err(_) => break,
                 }
-                Err(e) => {
-                    self.stats.publish_errors.fetch_add(1, Ordering::Relaxed);
-                    metrics::counter!("mdp_listener_publish_errors_total", "feed" => "massive")
-                        .increment(1);
-                    tracing::warn!(error = %e, queue, events = n, "publish failed; events lost");
-                }
+            }
+            let publishes = merged
+                .into_iter()
+                .enumerate()
+                .filter(|(_, events)| !events.is_empty())
+                .map(|(i, events)| self.publish_queue(i, events));
+            futures_util::future::join_all(publishes).await;
+        }
+    }
+
+    async fn publish_queue(&self, i: usize, events: Vec<Value>) {
+        let queue = MARKET_QUEUES[i];
+        let n = events.len() as u64;
+        let bodies: Vec<Bytes> = if self.args.batch_frames {
+            vec![Bytes::from(Value::Array(events).to_string())]
+        } else {
+            events
+                .into_iter()
+                .map(|e| Bytes::from(e.to_string()))
+                .collect()
+        };
+        match self.queue.publish(&self.queues[i], &bodies).await {
+            Ok(()) => {
+                self.stats
+                    .published
+                    .fetch_add(bodies.len() as u64, Ordering::Relaxed);
+                self.stats.confirmed.fetch_add(n, Ordering::Relaxed);
+                metrics::counter!("mdp_mdq_messages_total", "queue" => queue).increment(n);
+            }
+            Err(e) => {
+                self.stats.publish_errors.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("mdp_listener_publish_errors_total", "feed" => "massive")
+                    .increment(1);
+                tracing::warn!(error = %e, queue, events = n, "publish failed; events lost");
             }
         }
     }
+}
+
+fn queue_index(queue: &str) -> usize {
+    MARKET_QUEUES
+        .iter()
+        .position(|q| *q == queue)
+        .unwrap_or(MARKET_QUEUES.len() - 1)
 }
 
 /// A list of topics given as a JSON array or `{"subscriptions": [...]}` or a comma string.
