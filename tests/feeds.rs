@@ -482,6 +482,7 @@ async fn admin_api_reports_status_and_validates_changes() {
     assert!(status["per_queue"]["trades"].as_u64().unwrap() > 0);
     assert_eq!(status["per_queue"]["quotes"], 0);
     assert!(status["last_message_time"].is_string());
+    assert_eq!(http.get(url("/ready")).send().await.unwrap().status(), 200);
 
     for (path, body, reason) in [
         (
