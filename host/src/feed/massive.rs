@@ -4,7 +4,8 @@
 //! unknown event types routed to `unknown` without aborting the frame),
 //! conversion to the seed's queue JSON, routing to
 //! `trades|aggregate|quotes|halts|unknown`, publishing with confirms (one
-//! message per event, or one array message per queue per frame).
+//! message per event, or array messages) on a pipelined publisher that
+//! merges the frames waiting into one publish per queue.
 //!
 //! Robustness (issue #6): every disconnect status is handled distinctly —
 //! `auth_failed` and `max_connections` wait long and log loudly (retrying
