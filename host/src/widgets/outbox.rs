@@ -4,17 +4,20 @@
 //! from the hub and replies to its requests, in order. The queue is bounded
 //! both in frames (`client_queue`) and in bytes (`client_queue_bytes`,
 //! counting each payload as if the client owned it, although payloads are
-//! shared). When a push does not fit, the [`SlowClientPolicy`] decides:
+//! shared). A client that reads fast enough never reaches the bound and gets
+//! every message. When a push does not fit, the client is *behind* and the
+//! [`SlowClientPolicy`] decides:
 //!
-//! - `disconnect`: the client is closed with 1013 ("too slow").
-//! - `conflate`: while the client is behind, a push replaces the payload
-//!   still queued for the same channel (the client gets only the newest value
-//!   per channel, in first-queued order); a push for a channel with nothing
-//!   queued is appended. Only when the queue is full of distinct channels is
-//!   the client closed, so memory stays bounded however slow it is.
+//! - `disconnect`: the queue is dropped and the client closed with 1013.
+//! - `conflate`: the queue is compacted to the newest payload per channel
+//!   (replies are kept), and until the client has drained its queue every
+//!   push replaces the payload still queued for its channel instead of
+//!   adding one; a push for a channel with nothing queued is appended. Only
+//!   when even one payload per channel does not fit is the client closed
+//!   with 1013 — so memory stays bounded however slow it is.
 //!
-//! A reply that does not fit always closes the client (replies are never
-//! dropped or merged). The hub never waits on a client.
+//! A reply that does not fit closes the client (replies are never dropped or
+//! merged). The hub never waits on a client.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -55,20 +58,62 @@ pub enum Outgoing {
 
 #[derive(Debug)]
 struct Slot {
-    /// The channel of a push (conflation key); `None` for replies.
+    /// The channel of a push (conflation key); `None` for replies and closes.
     channel: Option<Arc<str>>,
-    /// The frame; `None` when a newer payload was moved to the map.
     frame: Outgoing,
+}
+
+impl Slot {
+    fn len(&self) -> usize {
+        match &self.frame {
+            Outgoing::Text(t) => t.len(),
+            Outgoing::Close(..) => 0,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
 struct State {
     queue: VecDeque<Slot>,
-    /// Conflate policy: channels with a push still queued → newest payload.
-    latest: HashMap<Arc<str>, Utf8Bytes>,
+    /// Sequence number of `queue[0]`.
+    head: u64,
     bytes: usize,
+    /// Conflating (the client is behind): channel → sequence of its queued push.
+    behind: Option<HashMap<Arc<str>, u64>>,
     /// A close is queued or done: accept nothing more.
     closing: bool,
+}
+
+impl State {
+    fn fits(&self, len: usize, max_frames: usize, max_bytes: usize) -> bool {
+        self.queue.len() < max_frames && (self.queue.is_empty() || self.bytes + len <= max_bytes)
+    }
+
+    /// Keep the newest push per channel (and every reply); index the rest.
+    fn compact(&mut self) -> HashMap<Arc<str>, u64> {
+        let mut newest: HashMap<Arc<str>, usize> = HashMap::new();
+        for (i, slot) in self.queue.iter().enumerate() {
+            if let Some(c) = &slot.channel {
+                newest.insert(c.clone(), i);
+            }
+        }
+        let mut i = 0;
+        self.queue.retain(|slot| {
+            let keep = match &slot.channel {
+                Some(c) => newest.get(c) == Some(&i),
+                None => true,
+            };
+            i += 1;
+            keep
+        });
+        self.bytes = self.queue.iter().map(Slot::len).sum();
+        let head = self.head;
+        self.queue
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.channel.clone().map(|c| (c, head + i as u64)))
+            .collect()
+    }
 }
 
 /// A client's bounded queue, shared by the hub (producer) and the client's
@@ -107,33 +152,41 @@ impl Outbox {
         if s.closing {
             return Offer::Closed;
         }
-        if self.policy == SlowClientPolicy::Conflate
-            && let Some(old) = s.latest.get_mut(channel)
+        if s.behind.is_none() && !s.fits(payload.len(), self.max_frames, self.max_bytes) {
+            if self.policy == SlowClientPolicy::Disconnect {
+                self.overflow(&mut s);
+                return Offer::Overflow;
+            }
+            let index = s.compact();
+            s.behind = Some(index);
+        }
+        let head = s.head;
+        if let Some(queued) = s
+            .behind
+            .as_ref()
+            .and_then(|b| b.get(channel))
+            .copied()
+            .filter(|q| *q >= head)
         {
-            let (old_len, new_len) = (old.len(), payload.len());
-            *old = payload.clone();
-            s.bytes = s.bytes - old_len + new_len;
+            let slot = &mut s.queue[(queued - head) as usize];
+            let old = slot.len();
+            slot.frame = Outgoing::Text(payload.clone());
+            s.bytes = s.bytes - old + payload.len();
             return Offer::Conflated;
         }
-        if s.queue.len() >= self.max_frames
-            || (s.bytes + payload.len() > self.max_bytes && !s.queue.is_empty())
-        {
+        if !s.fits(payload.len(), self.max_frames, self.max_bytes) {
             self.overflow(&mut s);
             return Offer::Overflow;
         }
         s.bytes += payload.len();
-        if self.policy == SlowClientPolicy::Conflate {
-            s.latest.insert(channel.clone(), payload.clone());
-            s.queue.push_back(Slot {
-                channel: Some(channel.clone()),
-                frame: Outgoing::Close(0, ""),
-            });
-        } else {
-            s.queue.push_back(Slot {
-                channel: None,
-                frame: Outgoing::Text(payload.clone()),
-            });
+        let seq = s.head + s.queue.len() as u64;
+        if let Some(b) = s.behind.as_mut() {
+            b.insert(channel.clone(), seq);
         }
+        s.queue.push_back(Slot {
+            channel: Some(channel.clone()),
+            frame: Outgoing::Text(payload.clone()),
+        });
         drop(s);
         self.ready.notify_one();
         Offer::Queued
@@ -145,9 +198,7 @@ impl Outbox {
         if s.closing {
             return false;
         }
-        if s.queue.len() >= self.max_frames
-            || (s.bytes + text.len() > self.max_bytes && !s.queue.is_empty())
-        {
+        if !s.fits(text.len(), self.max_frames, self.max_bytes) {
             self.overflow(&mut s);
             return false;
         }
@@ -178,8 +229,9 @@ impl Outbox {
 
     /// Too slow: drop everything queued and close with 1013 right away.
     fn overflow(&self, s: &mut State) {
+        s.head += s.queue.len() as u64;
         s.queue.clear();
-        s.latest.clear();
+        s.behind = None;
         s.bytes = 0;
         s.closing = true;
         s.queue.push_back(Slot {
@@ -210,17 +262,13 @@ impl Outbox {
                     let Some(slot) = s.queue.pop_front() else {
                         break;
                     };
-                    let frame = match slot.channel {
-                        Some(channel) => match s.latest.remove(&channel) {
-                            Some(p) => Outgoing::Text(p),
-                            None => continue,
-                        },
-                        None => slot.frame,
-                    };
-                    if let Outgoing::Text(t) = &frame {
-                        s.bytes = s.bytes.saturating_sub(t.len());
-                    }
-                    out.push(frame);
+                    s.head += 1;
+                    s.bytes -= slot.len();
+                    out.push(slot.frame);
+                }
+                if s.queue.is_empty() {
+                    // Caught up: deliver everything again.
+                    s.behind = None;
                 }
                 if !out.is_empty() {
                     return;
@@ -244,39 +292,59 @@ mod tests {
             .collect()
     }
 
-    #[tokio::test]
-    async fn conflation_keeps_the_newest_per_channel_in_first_queued_order() {
-        let ob = Outbox::new(3, 1 << 20, SlowClientPolicy::Conflate);
-        let (a, b): (Arc<str>, Arc<str>) = ("a".into(), "b".into());
-        assert_eq!(ob.push(&a, &"a1".into()), Offer::Queued);
-        assert_eq!(ob.push(&b, &"b1".into()), Offer::Queued);
-        assert!(ob.reply("r".into()));
-        for i in 2..100 {
-            assert_eq!(ob.push(&a, &format!("a{i}").into()), Offer::Conflated);
-        }
-        assert_eq!(ob.len(), (3, 6), "a99 + b1 + r");
-        assert_eq!(ob.push(&"c".into(), &"c1".into()), Offer::Overflow);
+    async fn drain(ob: &Outbox) -> Vec<String> {
         let mut out = Vec::new();
-        ob.take(&mut out, 10).await;
-        assert_eq!(texts(&out), ["close 1013"], "overflow drops the queue");
+        ob.take(&mut out, 1000).await;
+        texts(&out)
     }
 
     #[tokio::test]
-    async fn conflated_frames_come_out_newest() {
-        let ob = Outbox::new(8, 1 << 20, SlowClientPolicy::Conflate);
+    async fn below_the_bound_everything_is_delivered_in_order() {
+        let ob = Outbox::new(4, 1 << 20, SlowClientPolicy::Conflate);
+        let a: Arc<str> = "a".into();
+        for i in 0..4 {
+            assert_eq!(ob.push(&a, &format!("a{i}").into()), Offer::Queued);
+        }
+        assert_eq!(drain(&ob).await, ["a0", "a1", "a2", "a3"]);
+    }
+
+    #[tokio::test]
+    async fn behind_clients_get_the_newest_per_channel_and_catch_up() {
+        let ob = Outbox::new(4, 1 << 20, SlowClientPolicy::Conflate);
+        let (a, b): (Arc<str>, Arc<str>) = ("a".into(), "b".into());
+        ob.push(&a, &"a0".into());
+        ob.push(&b, &"b0".into());
+        assert!(ob.reply("r".into()));
+        ob.push(&a, &"a1".into());
+        // Full: compacts to b0, r, a1, then conflates into a1's slot.
+        for i in 2..100 {
+            assert_eq!(ob.push(&a, &format!("a{i}").into()), Offer::Conflated);
+        }
+        assert_eq!(ob.push(&"c".into(), &"c0".into()), Offer::Queued);
+        assert_eq!(ob.len(), (4, 2 + 1 + 3 + 2));
+        assert_eq!(ob.push(&"d".into(), &"d0".into()), Offer::Overflow);
+        assert_eq!(drain(&ob).await, ["close 1013"], "overflow drops the queue");
+        assert_eq!(ob.push(&a, &"x".into()), Offer::Closed);
+    }
+
+    #[tokio::test]
+    async fn conflation_ends_when_the_client_has_drained() {
+        let ob = Outbox::new(2, 1 << 20, SlowClientPolicy::Conflate);
         let a: Arc<str> = "a".into();
         ob.push(&a, &"1".into());
         ob.push(&a, &"2".into());
-        ob.push(&"b".into(), &"x".into());
+        assert_eq!(ob.push(&a, &"3".into()), Offer::Conflated, "compacted to 2, replaced by 3");
+        assert_eq!(ob.push(&a, &"4".into()), Offer::Conflated);
         let mut out = Vec::new();
-        ob.take(&mut out, 10).await;
-        assert_eq!(texts(&out), ["2", "x"]);
-        assert_eq!(ob.len(), (0, 0));
-        assert_eq!(
-            ob.push(&a, &"3".into()),
-            Offer::Queued,
-            "caught up: queued again"
-        );
+        ob.take(&mut out, 1).await;
+        assert_eq!(texts(&out), ["4"]);
+        assert_eq!(ob.push(&a, &"5".into()), Offer::Queued, "drained: caught up");
+        assert_eq!(ob.push(&a, &"5b".into()), Offer::Queued);
+        assert_eq!(ob.push(&a, &"5c".into()), Offer::Conflated, "behind again");
+        assert_eq!(drain(&ob).await, ["5c"]);
+        assert_eq!(ob.push(&a, &"6".into()), Offer::Queued);
+        assert_eq!(ob.push(&a, &"7".into()), Offer::Queued, "caught up: no merging");
+        assert_eq!(drain(&ob).await, ["6", "7"]);
     }
 
     #[tokio::test]
