@@ -333,17 +333,29 @@ mod tests {
         let a: Arc<str> = "a".into();
         ob.push(&a, &"1".into());
         ob.push(&a, &"2".into());
-        assert_eq!(ob.push(&a, &"3".into()), Offer::Conflated, "compacted to 2, replaced by 3");
+        assert_eq!(
+            ob.push(&a, &"3".into()),
+            Offer::Conflated,
+            "compacted to 2, replaced by 3"
+        );
         assert_eq!(ob.push(&a, &"4".into()), Offer::Conflated);
         let mut out = Vec::new();
         ob.take(&mut out, 1).await;
         assert_eq!(texts(&out), ["4"]);
-        assert_eq!(ob.push(&a, &"5".into()), Offer::Queued, "drained: caught up");
+        assert_eq!(
+            ob.push(&a, &"5".into()),
+            Offer::Queued,
+            "drained: caught up"
+        );
         assert_eq!(ob.push(&a, &"5b".into()), Offer::Queued);
         assert_eq!(ob.push(&a, &"5c".into()), Offer::Conflated, "behind again");
         assert_eq!(drain(&ob).await, ["5c"]);
         assert_eq!(ob.push(&a, &"6".into()), Offer::Queued);
-        assert_eq!(ob.push(&a, &"7".into()), Offer::Queued, "caught up: no merging");
+        assert_eq!(
+            ob.push(&a, &"7".into()),
+            Offer::Queued,
+            "caught up: no merging"
+        );
         assert_eq!(drain(&ob).await, ["6", "7"]);
     }
 
