@@ -242,9 +242,10 @@ async fn limits_close_abusive_clients_without_hurting_others() {
     assert!(closed, "a flooding client is closed with 1008");
     let mut huge = connect(&url).await;
     let _ = huge.send(Message::Text("x".repeat(10_000).into())).await;
-    assert!(
-        recv(&mut huge).await.get("closed").is_some(),
-        "an oversized frame closes the connection"
+    assert_eq!(
+        recv(&mut huge).await,
+        json!({"closed": 1009}),
+        "an oversized frame closes the connection with 1009"
     );
     store.apply(&[publish("f", "1")], false).await.unwrap();
     assert_eq!(
@@ -252,6 +253,19 @@ async fn limits_close_abusive_clients_without_hurting_others() {
         json!(1),
         "other clients are unaffected"
     );
+    // Each rejection is counted by reason.
+    let metrics = reqwest::get(url.replace("ws://", "http://").replace("/ws", "/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for reason in ["rate", "subscriptions", "frame_size"] {
+        assert!(
+            metrics.contains(&format!("mdp_wds_rejected_total{{reason=\"{reason}\"}}")),
+            "{reason} counted:\n{metrics}"
+        );
+    }
 }
 
 #[tokio::test]
