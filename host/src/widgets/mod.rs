@@ -154,6 +154,15 @@ pub async fn serve(
                 )
             }),
         )
+        .route(
+            "/feed.js",
+            get(|| async {
+                dashboard(
+                    "text/javascript; charset=utf-8",
+                    include_str!("assets/feed.js"),
+                )
+            }),
+        )
         .route("/ws", get(ws))
         .route("/health", get(health))
         .route("/metrics", get(move || async move { metrics.render() }))
