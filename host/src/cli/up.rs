@@ -47,6 +47,10 @@ pub struct UpArgs {
     /// Message TTL of the market-data queues, ms.
     #[arg(long, env = "MARKET_DATA_MESSAGE_TTL", default_value_t = 5000)]
     pub message_ttl_ms: u64,
+    /// Simulated clock start (RFC 3339), e.g. a time when the market is
+    /// open; default: now (the simulator is silent while the market is closed).
+    #[arg(long, env = "MDP_SIM_AT")]
+    pub sim_at: Option<String>,
     /// Backends and plugins.
     #[command(flatten)]
     pub host: AnalyzerHostArgs,
@@ -61,6 +65,7 @@ pub async fn run(mut args: UpArgs) -> anyhow::Result<ExitCode> {
             listen: "127.0.0.1:0".into(),
             symbols: args.symbols,
             profile: args.profile,
+            at: args.sim_at.clone(),
             ..SimulateArgs::default()
         })
         .await
