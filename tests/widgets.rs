@@ -736,3 +736,43 @@ fn rss_kib() -> usize {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
 }
+
+#[tokio::test]
+async fn a_client_that_never_reads_anything_is_dropped() {
+    let args = ServeArgs {
+        client_queue: 8,
+        ..ServeArgs::default()
+    };
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::new());
+    let (url, _stop) = server(store.clone(), args).await;
+    let health = url.replace("ws://", "http://").replace("/ws", "/health");
+    let clients = || async {
+        reqwest::get(&health).await.unwrap().json::<Value>().await.unwrap()["active_ws_clients"]
+            .as_u64()
+            .unwrap()
+    };
+    let mut stuck = connect(&url).await;
+    send(&mut stuck, json!({"action": "subscribe", "feed": "big"})).await;
+    recv(&mut stuck).await;
+    assert_eq!(clients().await, 1);
+    // Far more than socket buffers hold; `stuck` is never read from again.
+    let pad = "z".repeat(256 * 1024);
+    for _ in 0..20 {
+        let writes: Vec<Write> = (0..10)
+            .map(|_| publish("big", &format!("\"{pad}\"")))
+            .collect();
+        store.apply(&writes, false).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The writer is blocked on the full socket; the server still lets go.
+    let mut n = clients().await;
+    for _ in 0..300 {
+        if n == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        n = clients().await;
+    }
+    assert_eq!(n, 0, "the connection of a client that never reads is dropped");
+    drop(stuck);
+}

@@ -122,6 +122,8 @@ impl State {
 pub struct Outbox {
     state: Mutex<State>,
     ready: Notify,
+    /// Turns true when the client is cut off as too slow.
+    killed: tokio::sync::watch::Sender<bool>,
     max_frames: usize,
     max_bytes: usize,
     policy: SlowClientPolicy,
@@ -136,6 +138,7 @@ impl Outbox {
         Arc::new(Outbox {
             state: Mutex::new(State::default()),
             ready: Notify::new(),
+            killed: tokio::sync::watch::Sender::new(false),
             max_frames: max_frames.max(1),
             max_bytes: max_bytes.max(1),
             policy,
@@ -227,8 +230,14 @@ impl Outbox {
         self.ready.notify_one();
     }
 
+    /// Turns true when the client has been cut off as too slow.
+    pub fn killed(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.killed.subscribe()
+    }
+
     /// Too slow: drop everything queued and close with 1013 right away.
     fn overflow(&self, s: &mut State) {
+        self.killed.send_replace(true);
         s.head += s.queue.len() as u64;
         s.queue.clear();
         s.behind = None;

@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 
 use super::Server;
 use super::auth::{AuthError, Grant};
-use super::outbox::{Outbox, Outgoing};
+use super::outbox::{Outbox, Outgoing, TOO_SLOW};
 
 /// Frames the writer sends before flushing.
 const WRITE_BATCH: usize = 64;
@@ -55,36 +55,60 @@ async fn snapshot(server: &Server, key: &str, limit: i64) -> Value {
     }
 }
 
-/// Write the outbox to the socket until a close frame or a write error.
+/// How long a client cut off as too slow gets to take its close frame.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+fn close_frame(code: u16, reason: &'static str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: reason.into(),
+    }))
+}
+
+/// Write one batch from the outbox; false when the connection is done.
+async fn write_batch(
+    sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
+    outbox: &Outbox,
+    batch: &mut Vec<Outgoing>,
+) -> bool {
+    outbox.take(batch, WRITE_BATCH).await;
+    let mut closing = false;
+    for frame in batch.drain(..) {
+        let msg = match frame {
+            Outgoing::Text(t) => Message::Text(t),
+            Outgoing::Close(code, reason) => {
+                closing = true;
+                close_frame(code, reason)
+            }
+        };
+        if sink.feed(msg).await.is_err() {
+            return false;
+        }
+        if closing {
+            break;
+        }
+    }
+    sink.flush().await.is_ok() && !closing
+}
+
+/// Write the outbox to the socket until a close frame or a write error. A
+/// client cut off as too slow gets 1013, or — if it does not even read that
+/// within [`CLOSE_GRACE`] — its connection is dropped: a writer blocked on a
+/// client that never reads cannot hold the connection open.
 async fn write(mut sink: futures_util::stream::SplitSink<WebSocket, Message>, outbox: Arc<Outbox>) {
     let mut batch = Vec::with_capacity(WRITE_BATCH);
+    let mut killed = outbox.killed();
     loop {
-        outbox.take(&mut batch, WRITE_BATCH).await;
-        let mut closing = false;
-        for frame in batch.drain(..) {
-            let msg = match frame {
-                Outgoing::Text(t) => Message::Text(t),
-                Outgoing::Close(code, reason) => {
-                    if code == 1013 {
-                        metrics::counter!("mdp_wds_disconnects_total", "reason" => "slow")
-                            .increment(1);
-                    }
-                    closing = true;
-                    Message::Close(Some(CloseFrame {
-                        code,
-                        reason: reason.into(),
-                    }))
-                }
-            };
-            if sink.feed(msg).await.is_err() {
+        tokio::select! {
+            biased;
+            _ = async { killed.wait_for(|k| *k).await.is_ok() } => {
+                metrics::counter!("mdp_wds_disconnects_total", "reason" => "slow").increment(1);
+                let _ = tokio::time::timeout(CLOSE_GRACE, sink.send(close_frame(1013, TOO_SLOW))).await;
                 return;
             }
-            if closing {
-                break;
-            }
-        }
-        if sink.flush().await.is_err() || closing {
-            return;
+            more = write_batch(&mut sink, &outbox, &mut batch) => if !more {
+                return;
+            },
         }
     }
 }
