@@ -740,7 +740,7 @@ fn rss_kib() -> usize {
 #[tokio::test]
 async fn a_client_that_never_reads_anything_is_dropped() {
     let args = ServeArgs {
-        client_queue: 8,
+        client_queue: 64,
         ..ServeArgs::default()
     };
     let store: Arc<dyn Store> = Arc::new(EmbeddedStore::new());
@@ -755,9 +755,11 @@ async fn a_client_that_never_reads_anything_is_dropped() {
     send(&mut stuck, json!({"action": "subscribe", "feed": "big"})).await;
     recv(&mut stuck).await;
     assert_eq!(clients().await, 1);
-    // Far more than socket buffers hold; `stuck` is never read from again.
+    // 100 MiB, far more than the socket buffers and the queue hold, in bursts
+    // the writer keeps up with until the socket is full; `stuck` is never
+    // read from again.
     let pad = "z".repeat(256 * 1024);
-    for _ in 0..20 {
+    for _ in 0..40 {
         let writes: Vec<Write> = (0..10)
             .map(|_| publish("big", &format!("\"{pad}\"")))
             .collect();
