@@ -14,9 +14,19 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// A child process, killed if still running when dropped.
+struct Up(Child);
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// `mdp up` on `port` with the built plugins; returns once `/health` answers.
-fn start_up(port: u16, plugins: &std::path::Path, cache: &std::path::Path) -> Child {
-    let child = Command::new(env!("CARGO_BIN_EXE_mdp"))
+fn start_up(port: u16, plugins: &std::path::Path, cache: &std::path::Path) -> Up {
+    let up = Up(Command::new(env!("CARGO_BIN_EXE_mdp"))
         .args([
             "up",
             "--listen",
@@ -35,7 +45,7 @@ fn start_up(port: u16, plugins: &std::path::Path, cache: &std::path::Path) -> Ch
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .expect("start mdp up");
+        .expect("start mdp up"));
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
@@ -44,7 +54,7 @@ fn start_up(port: u16, plugins: &std::path::Path, cache: &std::path::Path) -> Ch
             let mut out = String::new();
             let _ = s.read_to_string(&mut out);
             if out.starts_with("HTTP/1.0 200") || out.starts_with("HTTP/1.1 200") {
-                return child;
+                return up;
             }
         }
         assert!(Instant::now() < deadline, "mdp up did not become ready");
@@ -52,7 +62,8 @@ fn start_up(port: u16, plugins: &std::path::Path, cache: &std::path::Path) -> Ch
     }
 }
 
-fn stop(child: &mut Child) {
+fn stop(up: &mut Up) {
+    let child = &mut up.0;
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();

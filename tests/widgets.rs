@@ -581,8 +581,7 @@ async fn origin_allow_list() {
     let (url, _stop) = server(Arc::new(EmbeddedStore::new()), args).await;
     let err = connect_with(&url, &[("Origin", "https://evil.example")])
         .await
-        .err()
-        .expect("a foreign origin is refused");
+        .expect_err("a foreign origin is refused");
     assert!(err.contains("403"), "{err}");
     assert!(
         connect_with(&url, &[]).await.is_err(),
@@ -669,7 +668,7 @@ async fn a_conflating_server_keeps_slow_clients_bounded_and_current() {
     let pad = "p".repeat(64 * 1024);
     let reader = tokio::spawn(async move {
         let mut n = 0;
-        let mut last = vec![0u64; CHANNELS];
+        let mut last = [0u64; CHANNELS];
         while n < CHANNELS * ROUNDS {
             let v = recv(&mut fast).await;
             if v.get("closed").is_some() {
@@ -710,7 +709,7 @@ async fn a_conflating_server_keeps_slow_clients_bounded_and_current() {
     // The slow client is still connected; what it gets is bounded (its queue
     // plus what the kernel buffered) and ends with the newest of each channel.
     let mut got = 0;
-    let mut newest = vec![0u64; CHANNELS];
+    let mut newest = [0u64; CHANNELS];
     while newest.iter().any(|s| *s < ROUNDS as u64) {
         let v = recv(&mut slow).await;
         assert!(
@@ -747,7 +746,12 @@ async fn a_client_that_never_reads_anything_is_dropped() {
     let (url, _stop) = server(store.clone(), args).await;
     let health = url.replace("ws://", "http://").replace("/ws", "/health");
     let clients = || async {
-        reqwest::get(&health).await.unwrap().json::<Value>().await.unwrap()["active_ws_clients"]
+        reqwest::get(&health)
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()["active_ws_clients"]
             .as_u64()
             .unwrap()
     };
@@ -775,6 +779,9 @@ async fn a_client_that_never_reads_anything_is_dropped() {
         tokio::time::sleep(Duration::from_millis(100)).await;
         n = clients().await;
     }
-    assert_eq!(n, 0, "the connection of a client that never reads is dropped");
+    assert_eq!(
+        n, 0,
+        "the connection of a client that never reads is dropped"
+    );
     drop(stuck);
 }
