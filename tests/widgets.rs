@@ -457,6 +457,22 @@ async fn signed_tokens_grant_only_their_feeds() {
         json!({"symbol": "BBB"}),
         "pattern grant delivers"
     );
+    send(
+        &mut ws,
+        json!({"action": "unsubscribe", "feed": "quote:B*"}),
+    )
+    .await;
+    assert_eq!(
+        recv(&mut ws).await,
+        json!({"status": "unsubscribed", "feed": "quote:B*"})
+    );
+    send(&mut ws, json!({"action": "unsubscribe", "feed": "never"})).await;
+    send(&mut ws, json!({"action": "get", "cache": "quote:AAA"})).await;
+    assert_eq!(
+        recv(&mut ws).await,
+        json!({"cache": "quote:AAA", "data": null}),
+        "unsubscribing from a feed not held is silent"
+    );
 
     // The seed's front end can carry a token in `api_key`; the shared key still works.
     let (mut ws, v) = auth_reply(&url, json!({"action": "auth", "api_key": token})).await;

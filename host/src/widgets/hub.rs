@@ -20,11 +20,13 @@ use crate::store::{Store, Topic};
 
 pub use super::outbox::SlowClientPolicy;
 
-/// Clients of one feed, copied on write so the pump reads without locking long.
-type Clients = Arc<Vec<(u64, Arc<Outbox>)>>;
+/// A snapshot of a feed's clients, so the pump fans out without the lock.
+type Clients = Arc<Vec<Arc<Outbox>>>;
 
 struct Feed {
-    clients: Clients,
+    clients: HashMap<u64, Arc<Outbox>>,
+    /// Rebuilt by the pump after (un)subscriptions; `None` = stale.
+    snapshot: Option<Clients>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -72,10 +74,8 @@ impl Hub {
     pub fn subscribe(self: &Arc<Self>, feed: &str, client: u64, outbox: Arc<Outbox>) {
         let mut feeds = self.lock();
         if let Some(f) = feeds.get_mut(feed) {
-            let mut v = Vec::with_capacity(f.clients.len() + 1);
-            v.extend(f.clients.iter().filter(|(id, _)| *id != client).cloned());
-            v.push((client, outbox));
-            f.clients = Arc::new(v);
+            f.clients.insert(client, outbox);
+            f.snapshot = None;
             return;
         }
         metrics::gauge!("mdp_wds_feeds").increment(1.0);
@@ -83,7 +83,8 @@ impl Hub {
         feeds.insert(
             feed.to_string(),
             Feed {
-                clients: Arc::new(vec![(client, outbox)]),
+                clients: HashMap::from([(client, outbox)]),
+                snapshot: None,
                 task,
             },
         );
@@ -96,15 +97,9 @@ impl Hub {
         let Some(f) = feeds.get_mut(feed) else {
             return false;
         };
-        let had = f.clients.iter().any(|(id, _)| *id == client);
+        let had = f.clients.remove(&client).is_some();
         if had {
-            f.clients = Arc::new(
-                f.clients
-                    .iter()
-                    .filter(|(id, _)| *id != client)
-                    .cloned()
-                    .collect(),
-            );
+            f.snapshot = None;
         }
         if f.clients.is_empty()
             && let Some(f) = feeds.remove(feed)
@@ -116,7 +111,13 @@ impl Hub {
     }
 
     fn clients(&self, feed: &str) -> Option<Clients> {
-        self.lock().get(feed).map(|f| f.clients.clone())
+        let mut feeds = self.lock();
+        let f = feeds.get_mut(feed)?;
+        Some(
+            f.snapshot
+                .get_or_insert_with(|| Arc::new(f.clients.values().cloned().collect()))
+                .clone(),
+        )
     }
 
     /// Deliver store messages of `feed` to its clients, resubscribing as needed.
@@ -140,7 +141,7 @@ impl Hub {
                 let payload = shared_text(&msg.payload);
                 let channel: Arc<str> = Arc::from(msg.channel.as_str());
                 let (mut sent, mut conflated, mut slow) = (0u64, 0u64, 0u64);
-                for (_, outbox) in clients.iter() {
+                for outbox in clients.iter() {
                     match outbox.push(&channel, &payload) {
                         Offer::Queued => sent += 1,
                         Offer::Conflated => conflated += 1,
