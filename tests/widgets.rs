@@ -801,3 +801,29 @@ async fn a_client_that_never_reads_anything_is_dropped() {
     );
     drop(stuck);
 }
+
+#[tokio::test]
+async fn mdp_widget_token_signs_tokens_the_server_accepts() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mdp"))
+        .args(["widget-token", "--feed", "quote:*", "--ttl", "600"])
+        .env("MDP_JWT_SECRET", "cli-secret")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let args = ServeArgs {
+        jwt_secret: Some("cli-secret".into()),
+        ..ServeArgs::default()
+    };
+    let (url, _stop) = server(Arc::new(EmbeddedStore::new()), args).await;
+    let (mut ws, v) = auth_reply(&url, json!({"action": "auth", "token": token})).await;
+    assert_eq!(v, json!({"status": "authorized"}));
+    send(&mut ws, json!({"action": "subscribe", "feed": "quote:X"})).await;
+    assert_eq!(recv(&mut ws).await["status"], "subscribed");
+    send(
+        &mut ws,
+        json!({"action": "subscribe", "feed": "news:feed:latest"}),
+    )
+    .await;
+    assert_eq!(recv(&mut ws).await["status"], "forbidden");
+}
