@@ -177,6 +177,7 @@ async fn shared_key_auth() {
     let args = ServeArgs {
         auth_enabled: true,
         auth_api_key: Some("s3cret".into()),
+        auth_timeout_secs: 1,
         ..ServeArgs::default()
     };
     let (url, _stop) = server(Arc::new(EmbeddedStore::new()), args).await;
@@ -189,6 +190,17 @@ async fn shared_key_auth() {
     send(&mut wrong, json!({"action": "auth", "api_key": "nope"})).await;
     assert_eq!(recv(&mut wrong).await, json!({"status": "invalid key"}));
     assert_eq!(recv(&mut wrong).await, json!({"closed": 1008}));
+    // The shared key has no expiry: the auth deadline no longer applies.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    send(&mut ok, json!({"action": "get", "cache": "k"})).await;
+    assert_eq!(recv(&mut ok).await["cache"], "k", "still connected");
+    let mut silent = connect(&url).await;
+    assert_eq!(
+        recv(&mut silent).await,
+        json!({"status": "unauthorized"}),
+        "no auth frame within the auth timeout"
+    );
+    assert_eq!(recv(&mut silent).await, json!({"closed": 1008}));
     let mut skipped = connect(&url).await;
     send(&mut skipped, json!({"action": "subscribe", "feed": "x"})).await;
     assert_eq!(recv(&mut skipped).await, json!({"status": "unauthorized"}));
@@ -283,6 +295,7 @@ async fn a_client_that_never_reads_is_cut_off_and_others_keep_receiving() {
     send(&mut fast, json!({"action": "subscribe", "feed": "t"})).await;
     recv(&mut fast).await;
     let payload = "y".repeat(8 * 1024);
+    let (progress_tx, mut progress) = tokio::sync::watch::channel(0usize);
     let reader = tokio::spawn(async move {
         let mut n = 0;
         while n < 2000 {
@@ -290,16 +303,19 @@ async fn a_client_that_never_reads_is_cut_off_and_others_keep_receiving() {
                 break;
             }
             n += 1;
+            progress_tx.send_replace(n);
         }
         n
     });
-    // Bursts smaller than the queue, so a reading client keeps up.
-    for _ in 0..40 {
+    // Bursts smaller than the queue, and never more than two ahead of the
+    // reading client, so it keeps up however loaded the machine is.
+    for burst in 0..40 {
         let writes: Vec<Write> = (0..50)
             .map(|_| publish("t", &format!("\"{payload}\"")))
             .collect();
         store.apply(&writes, false).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        let behind = (burst as usize).saturating_sub(1) * 50;
+        progress.wait_for(|n| *n >= behind).await.unwrap();
     }
     assert_eq!(
         reader.await.unwrap(),
@@ -682,6 +698,10 @@ async fn a_conflating_server_keeps_slow_clients_bounded_and_current() {
     const CHANNELS: usize = 4;
     const ROUNDS: usize = 500;
     let pad = "p".repeat(64 * 1024);
+    // The reading client reports progress so the publisher never gets more
+    // than 8 rounds (32 frames) ahead of it: it stays below its queue bound
+    // however loaded the machine is, while `slow` falls arbitrarily behind.
+    let (progress_tx, mut progress) = tokio::sync::watch::channel(0usize);
     let reader = tokio::spawn(async move {
         let mut n = 0;
         let mut last = [0u64; CHANNELS];
@@ -695,6 +715,7 @@ async fn a_conflating_server_keeps_slow_clients_bounded_and_current() {
             assert!(seq == last[c] + 1, "in order, nothing skipped");
             last[c] = seq;
             n += 1;
+            progress_tx.send_replace(n);
         }
         n
     });
@@ -710,9 +731,8 @@ async fn a_conflating_server_keeps_slow_clients_bounded_and_current() {
             })
             .collect();
         store.apply(&writes, false).await.unwrap();
-        if round % 10 == 0 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        let behind = round.saturating_sub(8) * CHANNELS;
+        progress.wait_for(|n| *n >= behind).await.unwrap();
     }
     assert_eq!(
         reader.await.unwrap(),

@@ -51,6 +51,9 @@ pub struct ServeArgs {
     /// Ed25519 public key (PEM file) of EdDSA widget tokens (JWT); turns auth on.
     #[arg(long, env = "MDP_JWT_PUBLIC_KEY")]
     pub jwt_public_key: Option<std::path::PathBuf>,
+    /// Seconds a client has to send its `auth` frame when auth is on.
+    #[arg(long, default_value_t = 10)]
+    pub auth_timeout_secs: u64,
     /// Allowed `Origin` values (any when empty).
     #[arg(long = "allow-origin")]
     pub allow_origins: Vec<String>,
@@ -84,6 +87,7 @@ impl Default for ServeArgs {
             auth_api_key: None,
             jwt_secret: None,
             jwt_public_key: None,
+            auth_timeout_secs: 10,
             allow_origins: Vec::new(),
             client_queue: 4096,
             client_queue_bytes: 8 * 1024 * 1024,

@@ -144,8 +144,13 @@ pub async fn run(server: Arc<Server>, socket: WebSocket) {
     let mut grant: Option<Grant> = server.auth.is_none().then(Grant::all);
     let mut first = true;
     let mut window = (Instant::now(), 0u32);
-    // Far future when there is no expiry.
-    let mut expiry = Box::pin(tokio::time::sleep(Duration::from_secs(86_400 * 365)));
+    // Until authenticated: the time allowed to authenticate; then the
+    // credential's expiry (far future when it has none).
+    let mut expiry = Box::pin(tokio::time::sleep(if grant.is_none() {
+        Duration::from_secs(server.args.auth_timeout_secs)
+    } else {
+        Duration::from_secs(86_400 * 365)
+    }));
     let mut writer_done = false;
     loop {
         let frame = tokio::select! {
@@ -155,8 +160,13 @@ pub async fn run(server: Arc<Server>, socket: WebSocket) {
                 break;
             }
             _ = &mut expiry => {
-                count("expired");
-                refuse("token expired", 1008, "token expired");
+                if grant.is_none() {
+                    count("unauthorized");
+                    refuse("unauthorized", 1008, "no auth frame in time");
+                } else {
+                    count("expired");
+                    refuse("token expired", 1008, "token expired");
+                }
                 break;
             }
         };
@@ -195,10 +205,9 @@ pub async fn run(server: Arc<Server>, socket: WebSocket) {
         };
         let action = req.get("action").and_then(Value::as_str).unwrap_or("");
         let Some(granted) = &grant else {
-            let auth = server
-                .auth
-                .as_ref()
-                .expect("auth is on when there is no grant");
+            let Some(auth) = server.auth.as_ref() else {
+                break; // unreachable: without auth every client has a grant
+            };
             if !first || action != "auth" {
                 count("unauthorized");
                 refuse("unauthorized", 1008, "unauthorized");
@@ -216,12 +225,13 @@ pub async fn run(server: Arc<Server>, socket: WebSocket) {
             };
             match result {
                 Ok(g) => {
-                    if let Some(at) = g.expires {
-                        let left = at
+                    let left = match g.expires {
+                        Some(at) => at
                             .duration_since(std::time::SystemTime::now())
-                            .unwrap_or_default();
-                        expiry.as_mut().reset(tokio::time::Instant::now() + left);
-                    }
+                            .unwrap_or_default(),
+                        None => Duration::from_secs(86_400 * 365),
+                    };
+                    expiry.as_mut().reset(tokio::time::Instant::now() + left);
                     tracing::debug!(client = id, subject = ?g.subject, "authorized");
                     grant = Some(g);
                     reply(json!({"status": "authorized"}));
