@@ -144,3 +144,50 @@ fn dashboard_fills_updates_sorts_and_reconnects_in_chromium() {
         );
     }
 }
+
+#[test]
+fn dashboard_authenticates_with_a_token_from_its_address() {
+    let root = support::repo_root();
+    let playwright: PathBuf = root.join("target/tools/browser/node_modules/playwright-core");
+    assert!(
+        playwright.exists(),
+        "the browser test needs playwright-core: run scripts/setup"
+    );
+    let port = support::free_port();
+    let _serve = Up(Command::new(env!("CARGO_BIN_EXE_mdp"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .env("MDP_JWT_SECRET", "browser-secret")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start mdp serve"));
+    let token = Command::new(env!("CARGO_BIN_EXE_mdp"))
+        .args(["widget-token", "--feed", "scanners:*", "--feed", "quote:*"])
+        .args(["--feed", "daily_range_*", "--feed", "news:*"])
+        .env("MDP_JWT_SECRET", "browser-secret")
+        .output()
+        .unwrap();
+    assert!(token.status.success());
+    let token = String::from_utf8(token.stdout).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "mdp serve did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = Command::new("node")
+        .arg(root.join("tests/browser/dashboard.cjs"))
+        .arg("--auth")
+        .arg(format!("http://127.0.0.1:{port}/"))
+        .arg(token.trim())
+        .env("MDP_PLAYWRIGHT_CORE", &playwright)
+        .output()
+        .expect("node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("refused-without-token"), "{stdout}");
+    assert!(stdout.contains("live-with-token"), "{stdout}");
+}

@@ -1,5 +1,6 @@
 // Drives headless Chromium against the mdp dashboard; run by tests/browser.rs.
-//   node dashboard.cjs <dashboard url>
+//   node dashboard.cjs <dashboard url>          boards, sorting, quote card, reconnect
+//   node dashboard.cjs --auth <url> <token>     token auth: live with it, refused without
 // env MDP_PLAYWRIGHT_CORE: path of the installed playwright-core package.
 // Prints one line per phase; after `ready-for-restart` the test restarts the
 // server and this script checks the page reconnects and updates again.
@@ -10,7 +11,8 @@ const os = require('os');
 const path = require('path');
 const { chromium } = require(process.env.MDP_PLAYWRIGHT_CORE);
 
-const url = process.argv[2];
+const authMode = process.argv[2] === '--auth';
+const url = authMode ? process.argv[3] : process.argv[2];
 const BOARDS = ['top_gainers', 'top_gappers', 'top_volume'];
 const say = (line) => process.stdout.write(line + '\n');
 
@@ -19,7 +21,7 @@ function fail(msg) {
   process.exit(1);
 }
 
-async function main() {
+async function launch() {
   const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'mdp-chromium-'));
   const context = await chromium.launchPersistentContext(profile, {
     executablePath: process.env.MDP_CHROMIUM || '/usr/bin/chromium',
@@ -29,6 +31,35 @@ async function main() {
       '--disable-background-networking', '--disable-component-update', '--disable-sync',
     ],
   });
+  return { context, profile };
+}
+
+async function auth(token) {
+  const { context, profile } = await launch();
+  try {
+    const page = await context.newPage();
+    const frames = [];
+    page.on('websocket', (ws) => ws.on('framesent', (f) => frames.push(String(f.payload))));
+    await page.goto(url);
+    await page.waitForFunction(() => document.querySelector('#state').className === 'unauthorized', null, { timeout: 30000 })
+      .catch(async () => fail(`without a token: ${await page.textContent('#state')}`));
+    say('refused-without-token');
+    await page.goto(`${url}#token=${token}`);
+    await page.reload(); // a hash-only change does not reload the page
+    await page.waitForFunction(() => document.querySelector('#state').className === 'live', null, { timeout: 30000 })
+      .catch(async () => fail(`with a token: ${await page.textContent('#state')}`));
+    if (page.url().includes('token=')) fail('the token stays in the address bar');
+    if (!frames.some((f) => f.includes('"token"'))) fail('no auth frame with the token was sent');
+    say('live-with-token');
+  } finally {
+    await context.close();
+    fs.rmSync(profile, { recursive: true, force: true });
+  }
+}
+
+async function main() {
+  if (authMode) return auth(process.argv[4]);
+  const { context, profile } = await launch();
   try {
     const page = await context.newPage();
     const errors = [];
