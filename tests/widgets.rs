@@ -177,6 +177,7 @@ async fn shared_key_auth() {
     let args = ServeArgs {
         auth_enabled: true,
         auth_api_key: Some("s3cret".into()),
+        auth_timeout_secs: 1,
         ..ServeArgs::default()
     };
     let (url, _stop) = server(Arc::new(EmbeddedStore::new()), args).await;
@@ -189,6 +190,17 @@ async fn shared_key_auth() {
     send(&mut wrong, json!({"action": "auth", "api_key": "nope"})).await;
     assert_eq!(recv(&mut wrong).await, json!({"status": "invalid key"}));
     assert_eq!(recv(&mut wrong).await, json!({"closed": 1008}));
+    // The shared key has no expiry: the auth deadline no longer applies.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    send(&mut ok, json!({"action": "get", "cache": "k"})).await;
+    assert_eq!(recv(&mut ok).await["cache"], "k", "still connected");
+    let mut silent = connect(&url).await;
+    assert_eq!(
+        recv(&mut silent).await,
+        json!({"status": "unauthorized"}),
+        "no auth frame within the auth timeout"
+    );
+    assert_eq!(recv(&mut silent).await, json!({"closed": 1008}));
     let mut skipped = connect(&url).await;
     send(&mut skipped, json!({"action": "subscribe", "feed": "x"})).await;
     assert_eq!(recv(&mut skipped).await, json!({"status": "unauthorized"}));
@@ -242,9 +254,10 @@ async fn limits_close_abusive_clients_without_hurting_others() {
     assert!(closed, "a flooding client is closed with 1008");
     let mut huge = connect(&url).await;
     let _ = huge.send(Message::Text("x".repeat(10_000).into())).await;
-    assert!(
-        recv(&mut huge).await.get("closed").is_some(),
-        "an oversized frame closes the connection"
+    assert_eq!(
+        recv(&mut huge).await,
+        json!({"closed": 1009}),
+        "an oversized frame closes the connection with 1009"
     );
     store.apply(&[publish("f", "1")], false).await.unwrap();
     assert_eq!(
@@ -252,6 +265,19 @@ async fn limits_close_abusive_clients_without_hurting_others() {
         json!(1),
         "other clients are unaffected"
     );
+    // Each rejection is counted by reason.
+    let metrics = reqwest::get(url.replace("ws://", "http://").replace("/ws", "/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for reason in ["rate", "subscriptions", "frame_size"] {
+        assert!(
+            metrics.contains(&format!("mdp_wds_rejected_total{{reason=\"{reason}\"}}")),
+            "{reason} counted:\n{metrics}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -269,6 +295,7 @@ async fn a_client_that_never_reads_is_cut_off_and_others_keep_receiving() {
     send(&mut fast, json!({"action": "subscribe", "feed": "t"})).await;
     recv(&mut fast).await;
     let payload = "y".repeat(8 * 1024);
+    let (progress_tx, mut progress) = tokio::sync::watch::channel(0usize);
     let reader = tokio::spawn(async move {
         let mut n = 0;
         while n < 2000 {
@@ -276,16 +303,19 @@ async fn a_client_that_never_reads_is_cut_off_and_others_keep_receiving() {
                 break;
             }
             n += 1;
+            progress_tx.send_replace(n);
         }
         n
     });
-    // Bursts smaller than the queue, so a reading client keeps up.
-    for _ in 0..40 {
+    // Bursts smaller than the queue, and never more than two ahead of the
+    // reading client, so it keeps up however loaded the machine is.
+    for burst in 0..40 {
         let writes: Vec<Write> = (0..50)
             .map(|_| publish("t", &format!("\"{payload}\"")))
             .collect();
         store.apply(&writes, false).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        let behind = (burst as usize).saturating_sub(1) * 50;
+        progress.wait_for(|n| *n >= behind).await.unwrap();
     }
     assert_eq!(
         reader.await.unwrap(),
@@ -327,4 +357,493 @@ async fn subscriptions_resume_after_a_redis_restart() {
         }
     }
     assert_eq!(got.as_deref(), Some(r#"{"symbol":"R"}"#));
+}
+
+/// Connect with extra request headers (e.g. `Origin`).
+async fn connect_with(url: &str, headers: &[(&str, &str)]) -> Result<Ws, String> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
+    let mut req = url.into_client_request().unwrap();
+    for (k, v) in headers {
+        req.headers_mut().insert(
+            HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            HeaderValue::from_str(v).unwrap(),
+        );
+    }
+    tokio_tungstenite::connect_async(req)
+        .await
+        .map(|(ws, _)| ws)
+        .map_err(|e| e.to_string())
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn hs256(secret: &str, exp: u64, feeds: Option<&[&str]>) -> String {
+    let claims = mdp::widgets::auth::Claims {
+        exp,
+        sub: Some("tester".into()),
+        feeds: feeds.map(|f| f.iter().map(|s| s.to_string()).collect()),
+    };
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+/// Authenticate with `frame` on a fresh connection; the first reply.
+async fn auth_reply(url: &str, frame: Value) -> (Ws, Value) {
+    let mut ws = connect(url).await;
+    send(&mut ws, frame).await;
+    let v = recv(&mut ws).await;
+    (ws, v)
+}
+
+#[tokio::test]
+async fn signed_tokens_grant_only_their_feeds() {
+    let args = ServeArgs {
+        auth_enabled: true,
+        auth_api_key: Some("shared".into()),
+        jwt_secret: Some("jwt-secret".into()),
+        ..ServeArgs::default()
+    };
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::new());
+    store
+        .apply(
+            &[Write::Set {
+                key: "scanners:top_volume".into(),
+                value: "[1]".into(),
+                ttl: None,
+            }],
+            false,
+        )
+        .await
+        .unwrap();
+    let (url, _stop) = server(store.clone(), args).await;
+    let token = hs256(
+        "jwt-secret",
+        now_secs() + 600,
+        Some(&["quote:*", "news:feed:latest"]),
+    );
+
+    let (mut ws, v) = auth_reply(&url, json!({"action": "auth", "token": token})).await;
+    assert_eq!(v, json!({"status": "authorized"}));
+    for (feed, status) in [
+        ("quote:AAA", "subscribed"),
+        ("quote:B*", "subscribed"),
+        ("news:feed:latest", "subscribed"),
+        ("news:*", "forbidden"),
+        ("*", "forbidden"),
+        ("scanners:top_volume", "forbidden"),
+    ] {
+        send(&mut ws, json!({"action": "subscribe", "feed": feed})).await;
+        assert_eq!(
+            recv(&mut ws).await,
+            json!({"status": status, "feed": feed}),
+            "{feed}"
+        );
+    }
+    send(
+        &mut ws,
+        json!({"action": "get", "cache": "scanners:top_volume"}),
+    )
+    .await;
+    assert_eq!(
+        recv(&mut ws).await,
+        json!({"status": "forbidden", "cache": "scanners:top_volume"})
+    );
+    send(&mut ws, json!({"action": "auth", "token": "again"})).await;
+    assert_eq!(
+        recv(&mut ws).await,
+        json!({"status": "invalid action"}),
+        "auth only once"
+    );
+    store
+        .apply(&[publish("quote:BBB", r#"{"symbol":"BBB"}"#)], false)
+        .await
+        .unwrap();
+    assert_eq!(
+        recv(&mut ws).await,
+        json!({"symbol": "BBB"}),
+        "pattern grant delivers"
+    );
+    send(
+        &mut ws,
+        json!({"action": "unsubscribe", "feed": "quote:B*"}),
+    )
+    .await;
+    assert_eq!(
+        recv(&mut ws).await,
+        json!({"status": "unsubscribed", "feed": "quote:B*"})
+    );
+    send(&mut ws, json!({"action": "unsubscribe", "feed": "never"})).await;
+    send(&mut ws, json!({"action": "get", "cache": "quote:AAA"})).await;
+    assert_eq!(
+        recv(&mut ws).await,
+        json!({"cache": "quote:AAA", "data": null}),
+        "unsubscribing from a feed not held is silent"
+    );
+
+    // The seed's front end can carry a token in `api_key`; the shared key still works.
+    let (mut ws, v) = auth_reply(&url, json!({"action": "auth", "api_key": token})).await;
+    assert_eq!(v, json!({"status": "authorized"}));
+    send(
+        &mut ws,
+        json!({"action": "subscribe", "feed": "scanners:top_volume"}),
+    )
+    .await;
+    assert_eq!(recv(&mut ws).await["status"], "forbidden");
+    let (mut ws, v) = auth_reply(&url, json!({"action": "auth", "api_key": "shared"})).await;
+    assert_eq!(v, json!({"status": "authorized"}));
+    send(
+        &mut ws,
+        json!({"action": "get", "cache": "scanners:top_volume"}),
+    )
+    .await;
+    assert_eq!(
+        recv(&mut ws).await["data"],
+        json!([1]),
+        "the shared key grants all"
+    );
+
+    // Error paths: each a status, then close 1008.
+    let forged = hs256("other-secret", now_secs() + 600, None);
+    let expired = hs256("jwt-secret", now_secs() - 3600, None);
+    for (frame, status) in [
+        (json!({"action": "auth", "token": forged}), "invalid token"),
+        (json!({"action": "auth", "token": "a.b.c"}), "invalid token"),
+        (json!({"action": "auth", "token": expired}), "token expired"),
+        (json!({"action": "auth", "api_key": "wrong"}), "invalid key"),
+        (json!({"action": "auth"}), "invalid key"),
+        (json!({"action": "get", "cache": "x"}), "unauthorized"),
+    ] {
+        let (mut ws, v) = auth_reply(&url, frame.clone()).await;
+        assert_eq!(v, json!({"status": status}), "{frame}");
+        assert_eq!(recv(&mut ws).await, json!({"closed": 1008}), "{frame}");
+    }
+    let mut ws = connect(&url).await;
+    ws.send(Message::Text("{not json".into())).await.unwrap();
+    assert_eq!(recv(&mut ws).await, json!({"status": "unauthorized"}));
+    assert_eq!(recv(&mut ws).await, json!({"closed": 1008}));
+}
+
+#[tokio::test]
+async fn eddsa_tokens_and_expiry_during_a_session() {
+    // A throwaway Ed25519 key pair, for this test only.
+    const PRIVATE: &str = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIN0/vIpJkb4gcMYHEFZSTPA4WtuCyHnEGcq8khOyQGMX\n-----END PRIVATE KEY-----\n";
+    const PUBLIC: &str = "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEA2r/EafRGhL71yYWVl3QxpflSuvaZJvanJ4/PdgISHcU=\n-----END PUBLIC KEY-----\n";
+    let dir = tempfile::tempdir().unwrap();
+    let public = dir.path().join("jwt.pub");
+    std::fs::write(&public, PUBLIC).unwrap();
+    let args = ServeArgs {
+        jwt_public_key: Some(public),
+        ..ServeArgs::default()
+    };
+    let (url, _stop) = server(Arc::new(EmbeddedStore::new()), args).await;
+    let sign = |exp: u64| {
+        let claims = mdp::widgets::auth::Claims {
+            exp,
+            sub: None,
+            feeds: None,
+        };
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_ed_pem(PRIVATE.as_bytes()).unwrap(),
+        )
+        .unwrap()
+    };
+    let mut anon = connect(&url).await;
+    send(&mut anon, json!({"action": "subscribe", "feed": "x"})).await;
+    assert_eq!(
+        recv(&mut anon).await,
+        json!({"status": "unauthorized"}),
+        "a JWT key alone turns auth on"
+    );
+    let (mut ws, v) = auth_reply(
+        &url,
+        json!({"action": "auth", "token": sign(now_secs() + 600)}),
+    )
+    .await;
+    assert_eq!(v, json!({"status": "authorized"}));
+    send(&mut ws, json!({"action": "subscribe", "feed": "x"})).await;
+    assert_eq!(recv(&mut ws).await["status"], "subscribed");
+    let hs = hs256("whatever", now_secs() + 600, None);
+    let (_, v) = auth_reply(&url, json!({"action": "auth", "token": hs})).await;
+    assert_eq!(
+        v,
+        json!({"status": "invalid token"}),
+        "HS256 is not configured"
+    );
+    // Inside the 5 s leeway: accepted, then closed when it runs out.
+    let (mut ws, v) = auth_reply(
+        &url,
+        json!({"action": "auth", "token": sign(now_secs() - 3)}),
+    )
+    .await;
+    assert_eq!(v, json!({"status": "authorized"}));
+    let mut end = Vec::new();
+    while end.len() < 2 {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => end.push(serde_json::from_str::<Value>(&t).unwrap()),
+            Ok(Some(Ok(Message::Close(c)))) => {
+                end.push(json!({"closed": c.map(|c| u16::from(c.code))}))
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(
+        end,
+        [json!({"status": "token expired"}), json!({"closed": 1008})]
+    );
+}
+
+#[tokio::test]
+async fn origin_allow_list() {
+    let args = ServeArgs {
+        allow_origins: vec!["https://dash.example".into()],
+        ..ServeArgs::default()
+    };
+    let (url, _stop) = server(Arc::new(EmbeddedStore::new()), args).await;
+    let err = connect_with(&url, &[("Origin", "https://evil.example")])
+        .await
+        .expect_err("a foreign origin is refused");
+    assert!(err.contains("403"), "{err}");
+    assert!(
+        connect_with(&url, &[]).await.is_err(),
+        "no origin is refused too"
+    );
+    let mut ws = connect_with(&url, &[("Origin", "https://dash.example")])
+        .await
+        .unwrap();
+    send(&mut ws, json!({"action": "get", "cache": "k"})).await;
+    assert_eq!(recv(&mut ws).await, json!({"cache": "k", "data": null}));
+}
+
+#[tokio::test]
+async fn no_secret_reaches_the_dashboard() {
+    let args = ServeArgs {
+        auth_enabled: true,
+        auth_api_key: Some("shared-key-3f9a".into()),
+        jwt_secret: Some("jwt-secret-77c1".into()),
+        ..ServeArgs::default()
+    };
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let handle = serve(Arc::new(EmbeddedStore::new()), args, rx)
+        .await
+        .unwrap();
+    let client = reqwest::Client::new();
+    let index = client
+        .get(format!("http://{}/", handle.addr))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(index.contains("Top Gainers"), "the dashboard is served");
+    // Every script the page loads, and the other HTTP endpoints.
+    let mut paths = vec!["/".to_string(), "/health".into(), "/metrics".into()];
+    for attr in ["src=\"", "href=\""] {
+        paths.extend(
+            index
+                .split(attr)
+                .skip(1)
+                .filter_map(|s| s.split('"').next())
+                .filter(|p| p.starts_with('/'))
+                .map(str::to_string),
+        );
+    }
+    assert!(
+        paths.iter().any(|p| p == "/app.js") && paths.iter().any(|p| p == "/feed.js"),
+        "the page loads its modules: {paths:?}"
+    );
+    for path in &paths {
+        let body = client
+            .get(format!("http://{}{path}", handle.addr))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        for secret in ["shared-key-3f9a", "jwt-secret-77c1"] {
+            assert!(!body.contains(secret), "{path} leaks a secret");
+        }
+    }
+    let _ = tx.send(true);
+}
+
+#[tokio::test]
+async fn a_conflating_server_keeps_slow_clients_bounded_and_current() {
+    let args = ServeArgs {
+        client_queue: 64,
+        slow_client: mdp::widgets::SlowClientPolicy::Conflate,
+        ..ServeArgs::default()
+    };
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::new());
+    let (url, _stop) = server(store.clone(), args).await;
+    let mut slow = connect(&url).await;
+    send(&mut slow, json!({"action": "subscribe", "feed": "c:*"})).await;
+    recv(&mut slow).await;
+    let mut fast = connect(&url).await;
+    send(&mut fast, json!({"action": "subscribe", "feed": "c:*"})).await;
+    recv(&mut fast).await;
+    const CHANNELS: usize = 4;
+    const ROUNDS: usize = 500;
+    let pad = "p".repeat(64 * 1024);
+    // The reading client reports progress so the publisher never gets more
+    // than 8 rounds (32 frames) ahead of it: it stays below its queue bound
+    // however loaded the machine is, while `slow` falls arbitrarily behind.
+    let (progress_tx, mut progress) = tokio::sync::watch::channel(0usize);
+    let reader = tokio::spawn(async move {
+        let mut n = 0;
+        let mut last = [0u64; CHANNELS];
+        while n < CHANNELS * ROUNDS {
+            let v = recv(&mut fast).await;
+            if v.get("closed").is_some() {
+                break;
+            }
+            let c = v["c"].as_u64().unwrap() as usize;
+            let seq = v["seq"].as_u64().unwrap();
+            assert!(seq == last[c] + 1, "in order, nothing skipped");
+            last[c] = seq;
+            n += 1;
+            progress_tx.send_replace(n);
+        }
+        n
+    });
+    let rss_before = rss_kib();
+    // 4 channels × 500 rounds × 64 KiB = 128 MiB published while `slow` reads nothing.
+    for round in 1..=ROUNDS {
+        let writes: Vec<Write> = (0..CHANNELS)
+            .map(|c| {
+                publish(
+                    &format!("c:{c}"),
+                    &json!({"c": c, "seq": round, "pad": pad}).to_string(),
+                )
+            })
+            .collect();
+        store.apply(&writes, false).await.unwrap();
+        let behind = round.saturating_sub(8) * CHANNELS;
+        progress.wait_for(|n| *n >= behind).await.unwrap();
+    }
+    assert_eq!(
+        reader.await.unwrap(),
+        CHANNELS * ROUNDS,
+        "the reading client got every message"
+    );
+    let grown_mib = rss_kib().saturating_sub(rss_before) / 1024;
+    eprintln!("RSS grew by {grown_mib} MiB while 128 MiB went to a client that does not read");
+    assert!(grown_mib < 64, "memory stays bounded: grew {grown_mib} MiB");
+    // The slow client is still connected; what it gets is bounded (its queue
+    // plus what the kernel buffered) and ends with the newest of each channel.
+    let mut got = 0;
+    let mut newest = [0u64; CHANNELS];
+    while newest.iter().any(|s| *s < ROUNDS as u64) {
+        let v = recv(&mut slow).await;
+        assert!(
+            v.get("closed").is_none(),
+            "conflation does not disconnect: {v}"
+        );
+        newest[v["c"].as_u64().unwrap() as usize] = v["seq"].as_u64().unwrap();
+        got += 1;
+    }
+    eprintln!(
+        "the slow client read {got} of {} messages",
+        CHANNELS * ROUNDS
+    );
+    assert!(got < CHANNELS * ROUNDS / 2, "conflated: {got} frames");
+}
+
+/// Resident memory of this process, KiB.
+fn rss_kib() -> usize {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_client_that_never_reads_anything_is_dropped() {
+    let args = ServeArgs {
+        client_queue: 64,
+        ..ServeArgs::default()
+    };
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::new());
+    let (url, _stop) = server(store.clone(), args).await;
+    let health = url.replace("ws://", "http://").replace("/ws", "/health");
+    let clients = || async {
+        reqwest::get(&health)
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()["active_ws_clients"]
+            .as_u64()
+            .unwrap()
+    };
+    let mut stuck = connect(&url).await;
+    send(&mut stuck, json!({"action": "subscribe", "feed": "big"})).await;
+    recv(&mut stuck).await;
+    assert_eq!(clients().await, 1);
+    // 100 MiB, far more than the socket buffers and the queue hold, in bursts
+    // the writer keeps up with until the socket is full; `stuck` is never
+    // read from again.
+    let pad = "z".repeat(256 * 1024);
+    for _ in 0..40 {
+        let writes: Vec<Write> = (0..10)
+            .map(|_| publish("big", &format!("\"{pad}\"")))
+            .collect();
+        store.apply(&writes, false).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The writer is blocked on the full socket; the server still lets go.
+    let mut n = clients().await;
+    for _ in 0..300 {
+        if n == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        n = clients().await;
+    }
+    assert_eq!(
+        n, 0,
+        "the connection of a client that never reads is dropped"
+    );
+    drop(stuck);
+}
+
+#[tokio::test]
+async fn mdp_widget_token_signs_tokens_the_server_accepts() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mdp"))
+        .args(["widget-token", "--feed", "quote:*", "--ttl", "600"])
+        .env("MDP_JWT_SECRET", "cli-secret")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let args = ServeArgs {
+        jwt_secret: Some("cli-secret".into()),
+        ..ServeArgs::default()
+    };
+    let (url, _stop) = server(Arc::new(EmbeddedStore::new()), args).await;
+    let (mut ws, v) = auth_reply(&url, json!({"action": "auth", "token": token})).await;
+    assert_eq!(v, json!({"status": "authorized"}));
+    send(&mut ws, json!({"action": "subscribe", "feed": "quote:X"})).await;
+    assert_eq!(recv(&mut ws).await["status"], "subscribed");
+    send(
+        &mut ws,
+        json!({"action": "subscribe", "feed": "news:feed:latest"}),
+    )
+    .await;
+    assert_eq!(recv(&mut ws).await["status"], "forbidden");
 }

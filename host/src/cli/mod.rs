@@ -56,6 +56,8 @@ pub enum Command {
     Serve(crate::widgets::ServeArgs),
     /// Serve a simulated Massive market (WebSocket + REST) on loopback.
     Simulate(crate::sim::SimulateArgs),
+    /// Sign an HS256 widget token (JWT) for `mdp serve --jwt-secret`.
+    WidgetToken(crate::widgets::auth::TokenArgs),
     /// Print the effective configuration of a subcommand (secrets redacted):
     /// `mdp config process --queue quotes --plugin massive-router`.
     #[command(name = "config")]
@@ -193,6 +195,7 @@ pub fn main() -> ExitCode {
                 crate::feed::finlight::run(args).await
             }
             Command::ShowConfig { .. } => Ok(ExitCode::SUCCESS),
+            Command::WidgetToken(args) => crate::widgets::auth::token_command(args),
         }
     });
     match result {

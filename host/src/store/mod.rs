@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 mod embedded;
-mod glob;
+pub(crate) mod glob;
 mod redis;
 
 pub use embedded::EmbeddedStore;

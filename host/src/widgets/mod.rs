@@ -9,7 +9,9 @@
 //! frame size, subscriptions per client and message rate are limited; no
 //! third-party API key is ever sent to a browser.
 
+pub mod auth;
 pub mod hub;
+pub mod outbox;
 mod session;
 
 use std::net::SocketAddr;
@@ -25,7 +27,8 @@ use axum::routing::get;
 use tokio::sync::watch;
 
 use crate::store::Store;
-use hub::{Hub, SlowClientPolicy};
+use hub::Hub;
+pub use outbox::SlowClientPolicy;
 
 /// Settings of the widget server.
 #[derive(Debug, Clone, clap::Args)]
@@ -42,13 +45,26 @@ pub struct ServeArgs {
     /// The shared key clients authenticate with.
     #[arg(long, env = "AUTH_API_KEY", hide_env_values = true)]
     pub auth_api_key: Option<String>,
+    /// Secret of HS256 widget tokens (JWT); turns auth on.
+    #[arg(long, env = "MDP_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// Ed25519 public key (PEM file) of EdDSA widget tokens (JWT); turns auth on.
+    #[arg(long, env = "MDP_JWT_PUBLIC_KEY")]
+    pub jwt_public_key: Option<std::path::PathBuf>,
+    /// Seconds a client has to send its `auth` frame when auth is on.
+    #[arg(long, default_value_t = 10)]
+    pub auth_timeout_secs: u64,
     /// Allowed `Origin` values (any when empty).
     #[arg(long = "allow-origin")]
     pub allow_origins: Vec<String>,
-    /// Messages a client may have queued before the slow-client policy applies.
+    /// Frames a client may have queued before the slow-client policy applies.
     #[arg(long, default_value_t = 4096)]
     pub client_queue: usize,
-    /// What to do with a client that cannot keep up.
+    /// Payload bytes a client may have queued before the slow-client policy applies.
+    #[arg(long, default_value_t = 8 * 1024 * 1024)]
+    pub client_queue_bytes: usize,
+    /// What to do with a client that cannot keep up: `disconnect` (close
+    /// 1013) or `conflate` (newest payload per channel while behind).
     #[arg(long, value_enum, default_value_t = SlowClientPolicy::Disconnect)]
     pub slow_client: SlowClientPolicy,
     /// Subscriptions one client may hold.
@@ -69,8 +85,12 @@ impl Default for ServeArgs {
             store_url: "memory://".into(),
             auth_enabled: false,
             auth_api_key: None,
+            jwt_secret: None,
+            jwt_public_key: None,
+            auth_timeout_secs: 10,
             allow_origins: Vec::new(),
             client_queue: 4096,
+            client_queue_bytes: 8 * 1024 * 1024,
             slow_client: SlowClientPolicy::Disconnect,
             max_subscriptions: 256,
             max_rate: 50,
@@ -83,6 +103,7 @@ impl Default for ServeArgs {
 pub struct Server {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) hub: Arc<Hub>,
+    pub(crate) auth: Option<auth::Authenticator>,
     pub(crate) args: ServeArgs,
     pub(crate) clients: AtomicU64,
     pub(crate) next_id: AtomicU64,
@@ -102,11 +123,16 @@ pub async fn serve(
     args: ServeArgs,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<ServeHandle> {
-    if args.auth_enabled && args.auth_api_key.as_deref().unwrap_or("").is_empty() {
-        anyhow::bail!("AUTH_ENABLED is set but AUTH_API_KEY is empty: set a key or disable auth");
-    }
+    let auth = auth::Authenticator::new(
+        args.auth_enabled,
+        args.auth_api_key.as_deref(),
+        args.jwt_secret.as_deref(),
+        args.jwt_public_key.as_deref(),
+    )?;
+    tracing::info!(auth = ?auth, policy = ?args.slow_client, "widget server settings");
     let server = Arc::new(Server {
-        hub: Hub::new(store.clone(), args.slow_client),
+        hub: Hub::new(store.clone()),
+        auth,
         store,
         args: args.clone(),
         clients: AtomicU64::new(0),
@@ -129,6 +155,15 @@ pub async fn serve(
                 dashboard(
                     "text/javascript; charset=utf-8",
                     include_str!("assets/app.js"),
+                )
+            }),
+        )
+        .route(
+            "/feed.js",
+            get(|| async {
+                dashboard(
+                    "text/javascript; charset=utf-8",
+                    include_str!("assets/feed.js"),
                 )
             }),
         )
@@ -199,13 +234,16 @@ async fn ws(
             .and_then(|o| o.to_str().ok())
             .unwrap_or("");
         if !server.args.allow_origins.iter().any(|o| o == origin) {
-            metrics::counter!("mdp_wds_rejected_origin_total").increment(1);
+            metrics::counter!("mdp_wds_rejected_total", "reason" => "origin").increment(1);
             return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
         }
     }
     let max = server.args.max_frame;
     upgrade
         .max_message_size(max)
+        .max_frame_size(max)
+        // Client frames are small: do not reserve the default 128 KiB each.
+        .read_buffer_size(4096)
         .on_upgrade(move |socket| session::run(server, socket))
 }
 

@@ -1,4 +1,15 @@
-//! One client connection: the seed's protocol, with limits.
+//! One client connection: the seed's protocol (seed-inventory §5.1), with
+//! auth, limits and a bounded send queue.
+//!
+//! Status frames and close codes:
+//! - `{"status":"authorized"}`; `invalid key` / `invalid token` /
+//!   `token expired` / `unauthorized` → close 1008;
+//! - `{"status":"forbidden","feed"|"cache":…}` for a feed outside the token's
+//!   grant (connection stays open);
+//! - `{"status":"too many subscriptions","feed":…}` (stays open);
+//! - `{"status":"invalid json"}`, `{"status":"invalid action"}` (stay open);
+//! - `{"status":"rate limited"}` → close 1008; a frame over the size limit
+//!   → close 1009; a client whose queue overflows → close 1013.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -8,21 +19,16 @@ use std::time::{Duration, Instant};
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use subtle::ConstantTimeEq;
-use tokio::sync::{Notify, mpsc};
 
 use super::Server;
-use super::hub::ClientHandle;
+use super::auth::{AuthError, Grant};
+use super::outbox::{Outbox, Outgoing, TOO_SLOW};
 
-fn text(v: Value) -> Message {
-    Message::Text(v.to_string().into())
-}
+/// Frames the writer sends before flushing.
+const WRITE_BATCH: usize = 64;
 
-fn close(code: u16, reason: &'static str) -> Message {
-    Message::Close(Some(CloseFrame {
-        code,
-        reason: reason.into(),
-    }))
+fn count(reason: &'static str) {
+    metrics::counter!("mdp_wds_rejected_total", "reason" => reason).increment(1);
 }
 
 /// Read a `get`: the string value (decoded) or the list (newest first, decoded), else null.
@@ -40,12 +46,80 @@ async fn snapshot(server: &Server, key: &str, limit: i64) -> Value {
         }
         Ok(_) => {
             metrics::counter!("mdp_wds_cache_miss_total").increment(1);
-            // An existing empty or missing list reads as [] in the seed only
-            // for list keys; a missing key is null.
             Value::Null
         }
-        Err(_) => Value::Null,
+        Err(e) => {
+            tracing::warn!(%key, error = %e, "snapshot read failed");
+            Value::Null
+        }
     }
+}
+
+/// How long a client cut off as too slow gets to take its close frame.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+fn close_frame(code: u16, reason: &'static str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: reason.into(),
+    }))
+}
+
+/// Write one batch from the outbox; false when the connection is done.
+async fn write_batch(
+    sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
+    outbox: &Outbox,
+    batch: &mut Vec<Outgoing>,
+) -> bool {
+    outbox.take(batch, WRITE_BATCH).await;
+    let mut closing = false;
+    for frame in batch.drain(..) {
+        let msg = match frame {
+            Outgoing::Text(t) => Message::Text(t),
+            Outgoing::Close(code, reason) => {
+                closing = true;
+                close_frame(code, reason)
+            }
+        };
+        if sink.feed(msg).await.is_err() {
+            return false;
+        }
+        if closing {
+            break;
+        }
+    }
+    sink.flush().await.is_ok() && !closing
+}
+
+/// Write the outbox to the socket until a close frame or a write error. A
+/// client cut off as too slow gets 1013, or — if it does not even read that
+/// within [`CLOSE_GRACE`] — its connection is dropped: a writer blocked on a
+/// client that never reads cannot hold the connection open.
+async fn write(mut sink: futures_util::stream::SplitSink<WebSocket, Message>, outbox: Arc<Outbox>) {
+    let mut batch = Vec::with_capacity(WRITE_BATCH);
+    let mut killed = outbox.killed();
+    loop {
+        tokio::select! {
+            biased;
+            _ = async { killed.wait_for(|k| *k).await.is_ok() } => {
+                metrics::counter!("mdp_wds_disconnects_total", "reason" => "slow").increment(1);
+                let _ = tokio::time::timeout(CLOSE_GRACE, sink.send(close_frame(1013, TOO_SLOW))).await;
+                return;
+            }
+            more = write_batch(&mut sink, &outbox, &mut batch) => if !more {
+                return;
+            },
+        }
+    }
+}
+
+/// Whether a read error is a frame over the size limit.
+fn too_big(e: &axum::Error) -> bool {
+    use std::error::Error as _;
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    e.source()
+        .and_then(|s| s.downcast_ref::<WsError>())
+        .is_some_and(|e| matches!(e, WsError::Capacity(_)))
 }
 
 /// Serve one client until it leaves.
@@ -53,98 +127,144 @@ pub async fn run(server: Arc<Server>, socket: WebSocket) {
     let id = server.next_id.fetch_add(1, Ordering::Relaxed);
     server.clients.fetch_add(1, Ordering::Relaxed);
     metrics::gauge!("mdp_wds_clients").increment(1.0);
-    let (mut sink, mut stream) = socket.split();
-    let (tx, mut rx) = mpsc::channel::<Arc<str>>(server.args.client_queue.max(1));
-    let too_slow = Arc::new(Notify::new());
-    let handle = ClientHandle {
-        tx,
-        too_slow: too_slow.clone(),
+    let (sink, mut stream) = socket.split();
+    let outbox = Outbox::new(
+        server.args.client_queue,
+        server.args.client_queue_bytes,
+        server.args.slow_client,
+    );
+    let mut writer = tokio::spawn(write(sink, outbox.clone()));
+    let reply = |v: Value| outbox.reply(v.to_string().into());
+    let refuse = |status: &str, code: u16, reason: &'static str| {
+        reply(json!({ "status": status }));
+        outbox.close(code, reason);
     };
-    let (reply_tx, mut reply_rx) = mpsc::channel::<Message>(64);
-    // Writer: pushes and replies; closes on request.
-    let writer = tokio::spawn(async move {
-        loop {
-            let msg = tokio::select! {
-                biased;
-                _ = too_slow.notified() => {
-                    metrics::counter!("mdp_wds_disconnects_total", "reason" => "slow").increment(1);
-                    let _ = sink.send(close(1013, "too slow: client queue full")).await;
-                    break;
-                }
-                r = reply_rx.recv() => match r {
-                    Some(m) => m,
-                    None => break,
-                },
-                p = rx.recv() => match p {
-                    Some(p) => Message::Text(p.as_ref().into()),
-                    None => break,
-                },
-            };
-            let closing = matches!(msg, Message::Close(_));
-            if sink.send(msg).await.is_err() || closing {
-                break;
-            }
-        }
-    });
 
     let mut feeds: HashSet<String> = HashSet::new();
-    let mut authed = !server.args.auth_enabled;
+    let mut grant: Option<Grant> = server.auth.is_none().then(Grant::all);
     let mut first = true;
     let mut window = (Instant::now(), 0u32);
-    while let Some(frame) = stream.next().await {
-        let Ok(frame) = frame else { break };
+    // Until authenticated: the time allowed to authenticate; then the
+    // credential's expiry (far future when it has none).
+    let mut expiry = Box::pin(tokio::time::sleep(if grant.is_none() {
+        Duration::from_secs(server.args.auth_timeout_secs)
+    } else {
+        Duration::from_secs(86_400 * 365)
+    }));
+    let mut writer_done = false;
+    loop {
+        let frame = tokio::select! {
+            f = stream.next() => f,
+            _ = &mut writer => {
+                writer_done = true;
+                break;
+            }
+            _ = &mut expiry => {
+                if grant.is_none() {
+                    count("unauthorized");
+                    refuse("unauthorized", 1008, "no auth frame in time");
+                } else {
+                    count("expired");
+                    refuse("token expired", 1008, "token expired");
+                }
+                break;
+            }
+        };
         let raw = match frame {
-            Message::Text(t) => t.to_string(),
-            Message::Close(_) => break,
-            _ => continue,
+            Some(Ok(Message::Text(t))) => t,
+            Some(Ok(Message::Close(_))) | None => break,
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => {
+                if too_big(&e) {
+                    count("frame_size");
+                    outbox.close(1009, "frame too large");
+                } else {
+                    tracing::debug!(client = id, error = %e, "read error");
+                }
+                break;
+            }
         };
         if window.0.elapsed() >= Duration::from_secs(1) {
             window = (Instant::now(), 0);
         }
         window.1 += 1;
         if window.1 > server.args.max_rate {
-            metrics::counter!("mdp_wds_disconnects_total", "reason" => "rate").increment(1);
-            let _ = reply_tx.send(text(json!({"status": "rate limited"}))).await;
-            let _ = reply_tx.send(close(1008, "rate limit exceeded")).await;
+            count("rate");
+            refuse("rate limited", 1008, "rate limit exceeded");
             break;
         }
         let Ok(req) = serde_json::from_str::<Value>(&raw) else {
-            metrics::counter!("mdp_wds_bad_frames_total").increment(1);
-            let _ = reply_tx.send(text(json!({"status": "invalid json"}))).await;
+            count("bad_json");
+            if grant.is_none() {
+                count("unauthorized");
+                refuse("unauthorized", 1008, "unauthorized");
+                break;
+            }
+            reply(json!({"status": "invalid json"}));
             continue;
         };
         let action = req.get("action").and_then(Value::as_str).unwrap_or("");
-        if !authed {
-            let given = req.get("api_key").and_then(Value::as_str).unwrap_or("");
-            let key = server.args.auth_api_key.as_deref().unwrap_or("");
+        let Some(granted) = &grant else {
+            let Some(auth) = server.auth.as_ref() else {
+                break; // unreachable: without auth every client has a grant
+            };
             if !first || action != "auth" {
-                metrics::counter!("mdp_wds_unauthorized_total").increment(1);
-                let _ = reply_tx.send(text(json!({"status": "unauthorized"}))).await;
-                let _ = reply_tx.send(close(1008, "unauthorized")).await;
+                count("unauthorized");
+                refuse("unauthorized", 1008, "unauthorized");
                 break;
             }
-            if bool::from(given.as_bytes().ct_eq(key.as_bytes())) {
-                authed = true;
-                first = false;
-                let _ = reply_tx.send(text(json!({"status": "authorized"}))).await;
-                continue;
+            first = false;
+            let result = match (
+                req.get("token").and_then(Value::as_str),
+                req.get("api_key").and_then(Value::as_str),
+            ) {
+                (Some(token), _) if auth.accepts_tokens() => auth.check_token(token),
+                (Some(_), _) => Err(AuthError::InvalidToken("tokens are not enabled".into())),
+                (None, Some(key)) => auth.check_key(key),
+                (None, None) => Err(AuthError::InvalidKey),
+            };
+            match result {
+                Ok(g) => {
+                    let left = match g.expires {
+                        Some(at) => at
+                            .duration_since(std::time::SystemTime::now())
+                            .unwrap_or_default(),
+                        None => Duration::from_secs(86_400 * 365),
+                    };
+                    expiry.as_mut().reset(tokio::time::Instant::now() + left);
+                    tracing::debug!(client = id, subject = ?g.subject, "authorized");
+                    grant = Some(g);
+                    reply(json!({"status": "authorized"}));
+                    continue;
+                }
+                Err(e) => {
+                    let (status, reason) = match &e {
+                        AuthError::InvalidKey => ("invalid key", "invalid key"),
+                        AuthError::InvalidToken(_) => ("invalid token", "invalid token"),
+                        AuthError::Expired => ("token expired", "token expired"),
+                    };
+                    count("unauthorized");
+                    tracing::info!(client = id, error = %e, "authentication failed");
+                    refuse(status, 1008, reason);
+                    break;
+                }
             }
-            metrics::counter!("mdp_wds_unauthorized_total").increment(1);
-            let _ = reply_tx.send(text(json!({"status": "invalid key"}))).await;
-            let _ = reply_tx.send(close(1008, "invalid key")).await;
-            break;
-        }
+        };
         first = false;
-        let reply = match action {
+        let answer = match action {
             "subscribe" => {
                 let feed = req.get("feed").and_then(Value::as_str).unwrap_or("");
                 if feed.is_empty() {
                     None
+                } else if !granted.allows(feed) {
+                    count("forbidden");
+                    Some(json!({"status": "forbidden", "feed": feed}))
                 } else if feeds.len() >= server.args.max_subscriptions && !feeds.contains(feed) {
+                    count("subscriptions");
                     Some(json!({"status": "too many subscriptions", "feed": feed}))
                 } else {
                     if feeds.insert(feed.to_string()) {
-                        server.hub.subscribe(feed, id, handle.clone());
+                        server.hub.subscribe(feed, id, outbox.clone());
                     }
                     Some(json!({"status": "subscribed", "feed": feed}))
                 }
@@ -159,16 +279,26 @@ pub async fn run(server: Arc<Server>, socket: WebSocket) {
                 }
             }
             "get" => match req.get("cache").and_then(Value::as_str) {
+                Some(key) if !key.is_empty() && !granted.allows(key) => {
+                    count("forbidden");
+                    Some(json!({"status": "forbidden", "cache": key}))
+                }
                 Some(key) if !key.is_empty() => {
                     let limit = req.get("limit").and_then(Value::as_i64).unwrap_or(0);
                     Some(json!({"cache": key, "data": snapshot(&server, key, limit).await}))
                 }
-                _ => Some(json!({"status": "invalid action"})),
+                _ => {
+                    count("invalid_action");
+                    Some(json!({"status": "invalid action"}))
+                }
             },
-            _ => Some(json!({"status": "invalid action"})),
+            _ => {
+                count("invalid_action");
+                Some(json!({"status": "invalid action"}))
+            }
         };
-        if let Some(r) = reply
-            && reply_tx.send(text(r)).await.is_err()
+        if let Some(a) = answer
+            && !reply(a)
         {
             break;
         }
@@ -176,9 +306,15 @@ pub async fn run(server: Arc<Server>, socket: WebSocket) {
     for feed in &feeds {
         server.hub.unsubscribe(feed, id);
     }
-    drop(handle);
-    drop(reply_tx);
-    let _ = writer.await;
+    // Let the writer send what is queued (the close frame, if any), briefly.
+    outbox.close(1000, "bye");
+    if !writer_done
+        && tokio::time::timeout(Duration::from_secs(5), &mut writer)
+            .await
+            .is_err()
+    {
+        writer.abort();
+    }
     server.clients.fetch_sub(1, Ordering::Relaxed);
     metrics::gauge!("mdp_wds_clients").decrement(1.0);
 }
