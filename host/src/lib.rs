@@ -5,6 +5,7 @@
 //! → effects applied to the [`store`] → pub/sub → scanners and the widget
 //! server ([`widgets`]).
 
+pub mod backoff;
 pub mod cli;
 pub mod event;
 pub mod feed;

@@ -65,12 +65,9 @@ pub struct AnalyzerHost {
 }
 
 impl AnalyzerHostArgs {
-    /// The API key from the flag, `MASSIVE_API_KEY` or `POLYGON_API_KEY`.
+    /// The API key from the flag, `MASSIVE_API_KEY`, `POLYGON_API_KEY` or the key file.
     pub fn api_key(&self) -> Option<String> {
-        self.massive_api_key
-            .clone()
-            .or_else(|| std::env::var("POLYGON_API_KEY").ok())
-            .filter(|k| !k.trim().is_empty())
+        crate::feed::massive::massive_api_key(self.massive_api_key.as_deref())
     }
 
     /// Connect everything.

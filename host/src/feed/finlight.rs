@@ -365,7 +365,7 @@ impl FinlightListener {
     /// (`preempted`, close 1008).
     pub async fn run(&self, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<Outcome> {
         self.declare_queue().await?;
-        let mut backoff = Backoff::new(
+        let mut backoff = Backoff::jittered(
             Duration::from_millis(500),
             Duration::from_millis(self.args.max_backoff_ms),
         );
@@ -379,7 +379,7 @@ impl FinlightListener {
                 Ended::Stop(outcome) => break outcome,
                 Ended::Restart => Duration::ZERO,
                 Ended::Retry(why) => {
-                    let wait = backoff.next_wait();
+                    let wait = backoff.next_delay();
                     tracing::warn!(reason = %why, ?wait, "finlight feed disconnected; reconnecting");
                     self.stats.set_error(&why);
                     self.stats.set_state("backing_off");

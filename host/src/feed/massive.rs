@@ -37,6 +37,25 @@ use super::{Backoff, Recorder, now_ms};
 use crate::event::{MARKET_QUEUES, massive::to_queue_json, queue_for};
 use crate::queue::{Queue, QueueSpec};
 
+/// Where the seed looks for the Massive key file when neither
+/// `MASSIVE_API_KEY` nor `POLYGON_API_KEY` is set.
+pub const MASSIVE_KEY_FILE: &str = "/app/massive_api_key.txt";
+
+/// The Massive API key as the seed finds it: the flag or `MASSIVE_API_KEY`
+/// (`given`), then `POLYGON_API_KEY`, then the contents of
+/// [`MASSIVE_KEY_FILE`] (or `MASSIVE_API_KEY_FILE`), trimmed; blank counts as
+/// none.
+pub fn massive_api_key(given: Option<&str>) -> Option<String> {
+    let file =
+        std::env::var("MASSIVE_API_KEY_FILE").unwrap_or_else(|_| MASSIVE_KEY_FILE.to_string());
+    given
+        .map(str::to_string)
+        .or_else(|| std::env::var("POLYGON_API_KEY").ok())
+        .or_else(|| std::fs::read_to_string(file).ok())
+        .map(|k| k.trim().to_string())
+        .filter(|k| !k.is_empty())
+}
+
 /// Largest frame accepted, bytes (larger ones are dropped and counted).
 pub const MAX_FRAME_BYTES: usize = 1 << 20;
 
@@ -492,7 +511,7 @@ impl MassiveListener {
             Some(path) => Some(Recorder::create(path).await?),
             None => None,
         };
-        let mut backoff = Backoff::new(
+        let mut backoff = Backoff::jittered(
             Duration::from_millis(500),
             Duration::from_millis(self.args.max_backoff_ms),
         );
@@ -518,7 +537,7 @@ impl MassiveListener {
                     Duration::ZERO
                 }
                 Ended::Retry(why) => {
-                    let wait = backoff.next_wait();
+                    let wait = backoff.next_delay();
                     tracing::warn!(reason = %why, ?wait, "massive feed disconnected; reconnecting");
                     self.stats.set_error(&why);
                     self.stats.set_state("backing_off");
@@ -594,11 +613,7 @@ impl MassiveListener {
     }
 
     fn api_key(&self) -> String {
-        self.args
-            .api_key
-            .clone()
-            .or_else(|| std::env::var("POLYGON_API_KEY").ok())
-            .unwrap_or_default()
+        massive_api_key(self.args.api_key.as_deref()).unwrap_or_default()
     }
 
     async fn session(

@@ -7,49 +7,11 @@ pub mod finlight;
 pub mod massive;
 
 use std::path::Path;
-use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
-/// Exponential reconnect backoff with jitter: `base`, doubling up to `max`;
-/// each wait is drawn uniformly from `[d/2, d]` ("equal jitter") so that
-/// clients knocked off together do not reconnect together.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    base: Duration,
-    max: Duration,
-    current: Duration,
-}
-
-impl Backoff {
-    /// A backoff starting at `base` and capped at `max`.
-    pub fn new(base: Duration, max: Duration) -> Self {
-        Backoff {
-            base,
-            max: max.max(base),
-            current: base,
-        }
-    }
-
-    /// The next wait (jittered); doubles the following one.
-    pub fn next_wait(&mut self) -> Duration {
-        let d = self.current;
-        self.current = (self.current * 2).min(self.max);
-        let half = d / 2;
-        let spread = (d - half).as_millis() as u64;
-        half + Duration::from_millis(if spread == 0 {
-            0
-        } else {
-            rand::random::<u64>() % (spread + 1)
-        })
-    }
-
-    /// Back to the base wait (after a healthy session).
-    pub fn reset(&mut self) {
-        self.current = self.base;
-    }
-}
+pub use crate::backoff::Backoff;
 
 /// A list setting given as a JSON array (the seed's `["A.*","T.*"]`) or
 /// comma separated; entries trimmed, empty ones dropped.
@@ -155,20 +117,5 @@ mod tests {
             list_setting(&[r#"["AAPL""#, r#""NVDA"]"#]),
             ["AAPL", "NVDA"]
         );
-    }
-
-    #[test]
-    fn backoff_doubles_with_jitter_up_to_the_cap_and_resets() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(1000));
-        let waits: Vec<Duration> = (0..8).map(|_| b.next_wait()).collect();
-        for (i, w) in waits.iter().enumerate() {
-            let nominal = Duration::from_millis((100u64 << i).min(1000));
-            assert!(
-                *w >= nominal / 2 && *w <= nominal,
-                "wait {i} = {w:?}, nominal {nominal:?}"
-            );
-        }
-        b.reset();
-        assert!(b.next_wait() <= Duration::from_millis(100));
     }
 }
