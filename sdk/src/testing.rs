@@ -439,13 +439,12 @@ pub fn market_status_named(name: &str) -> MarketStatus {
     }
 }
 
-/// Run a golden file natively and panic with a readable diff on the first
-/// batch whose effects differ. Each replica named by a step is its own
-/// instance of `A`; all share the test host's store and clock.
-pub fn run_golden<A: Analyzer>(text: &str) {
-    let golden = Golden::parse(text).expect("golden file parses");
+/// Replay a golden file natively, handing each step's actual effects to `check`.
+/// Each replica named by a step is its own instance of `A`; all share the
+/// test host's store and clock.
+fn replay<A: Analyzer>(golden: &Golden, mut check: impl FnMut(usize, Vec<EffectRecord>)) {
     let harness = Harness::<A>::new();
-    load_golden_state(&golden);
+    load_golden_state(golden);
     let config: Vec<(String, String)> = golden
         .config
         .iter()
@@ -474,12 +473,34 @@ pub fn run_golden<A: Analyzer>(text: &str) {
         let messages: Vec<String> = step.events.iter().map(|e| e.to_string()).collect();
         let got = analyze_json_with(analyzer, &messages)
             .unwrap_or_else(|e| panic!("golden step {n}: analyze failed: {e:?}"));
-        if got != step.effects {
+        check(n, got);
+    }
+}
+
+/// Run a golden file natively and panic with a readable diff on the first
+/// batch whose effects differ.
+pub fn run_golden<A: Analyzer>(text: &str) {
+    let golden = Golden::parse(text).expect("golden file parses");
+    replay::<A>(&golden, |n, got| {
+        let expected = &golden.steps[n].effects;
+        if &got != expected {
             panic!(
                 "golden step {n}: effects differ\n--- expected\n{}\n--- got\n{}",
-                serde_json::to_string_pretty(&step.effects).unwrap_or_default(),
+                serde_json::to_string_pretty(expected).unwrap_or_default(),
                 serde_json::to_string_pretty(&got).unwrap_or_default()
             );
         }
+    });
+}
+
+/// Fill a golden file's expected effects with what the analyzer produces now
+/// (for writing new golden files: review the result before committing it).
+pub fn bless_golden<A: Analyzer>(text: &str) -> String {
+    let mut golden = Golden::parse(text).expect("golden file parses");
+    let mut actual = Vec::new();
+    replay::<A>(&golden, |_, got| actual.push(got));
+    for (step, got) in golden.steps.iter_mut().zip(actual) {
+        step.effects = got;
     }
+    serde_json::to_string_pretty(&golden).expect("golden serializes") + "\n"
 }

@@ -498,13 +498,17 @@ impl Leaderboard {
 
     /// The boards from the shared sorted sets and hashes, with this batch's
     /// quotes (`latest`, not yet written) merged in.
-    fn boards(&self, latest: &BTreeMap<String, QuoteFields>) -> Vec<Effect> {
+    /// `cleared` are the sorted sets this batch deletes (read as empty).
+    fn boards(&self, latest: &BTreeMap<String, QuoteFields>, cleared: &[String]) -> Vec<Effect> {
         let mut effects = Vec::new();
         let tops: Vec<Vec<(String, f64)>> = BOARDS
             .iter()
             .map(|(z, _, field)| {
-                let mut top: HashMap<String, f64> =
-                    cache::ztop(z, self.board_size).into_iter().collect();
+                let mut top: HashMap<String, f64> = if cleared.iter().any(|c| c == z) {
+                    HashMap::new()
+                } else {
+                    cache::ztop(z, self.board_size).into_iter().collect()
+                };
                 for (s, q) in latest {
                     top.insert(s.clone(), q.score(field));
                 }
@@ -574,6 +578,14 @@ impl Analyzer for Leaderboard {
         let now_us = host::now_us();
         let seg = segment(now_us);
         let mut effects = self.resets(&seg, now_us);
+        let cleared: Vec<String> = effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Del(keys) => Some(keys.clone()),
+                _ => None,
+            })
+            .flatten()
+            .collect();
         effects.extend(self.open_prices(batch, &seg, now_us));
         // Latest quote per symbol in this batch, for the sorted sets, hashes
         // and boards; every event's quote is published.
@@ -627,7 +639,7 @@ impl Analyzer for Leaderboard {
                 ));
             }
             if cache::try_acquire(PUBLISH_KEY, self.publish_every_ms) {
-                let boards = self.boards(&latest);
+                let boards = self.boards(&latest, &cleared);
                 host::counter("lba.published", boards.len() as u64 / 2);
                 effects.extend(boards);
             }

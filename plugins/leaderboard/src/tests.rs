@@ -1,5 +1,5 @@
 use super::*;
-use mdp_sdk::testing::{Harness, resolve_body, run_golden, with_host};
+use mdp_sdk::testing::{Harness, bless_golden, resolve_body, run_golden, with_host};
 
 /// Run a second replica on the shared test store, applying its effects.
 fn feed(b: &mut Leaderboard, batch: &[Event]) -> Vec<Effect> {
@@ -308,7 +308,10 @@ fn golden_files_pass_natively() {
         if path.extension().is_some_and(|e| e == "json") {
             let text = std::fs::read_to_string(&path).unwrap();
             eprintln!("golden {}", path.display());
-            run_golden::<Leaderboard>(&text);
+            if std::env::var_os("MDP_GOLDEN_BLESS").is_some() {
+                std::fs::write(&path, bless_golden::<Leaderboard>(&text)).unwrap();
+            }
+            run_golden::<Leaderboard>(&std::fs::read_to_string(&path).unwrap());
             n += 1;
         }
     }
