@@ -124,11 +124,9 @@ pub async fn run(
         limits,
         capabilities: Capabilities::unrestricted(),
     };
-    let plugin = Arc::new(
-        Plugin::load(runtime, bytes, options, &services)
-            .await
-            .map_err(|e| GoldenError::Setup(e.to_string()))?,
-    );
+    let plugin = Plugin::load(runtime, bytes, options, &services)
+        .await
+        .map_err(|e| GoldenError::Setup(e.to_string()))?;
     let config: Vec<(String, String)> = golden
         .config
         .iter()
