@@ -73,7 +73,11 @@ async fn a_golden_file_with_a_wrong_effect_fails() {
     let before = step.effects.len();
     step.effects
         .retain(|e| !matches!(e, EffectRecord::Del { .. }));
-    assert_eq!(step.effects.len(), before - 1, "the step deletes the gainers");
+    assert_eq!(
+        step.effects.len(),
+        before - 1,
+        "the step deletes the gainers"
+    );
     let bytes = std::fs::read(support::plugin_wasm("leaderboard")).unwrap();
     let err = golden::run(&runtime, bytes, &file, Limits::default())
         .await

@@ -144,7 +144,14 @@ async fn run(
 
 async fn reset(store: &Arc<dyn Store>, symbols: usize, with_reference: bool) -> anyhow::Result<()> {
     let mut keys = Vec::new();
-    for prefix in ["leaderboard:", "symbol:", "quote:", "scanners:", "tta:", "mdc:"] {
+    for prefix in [
+        "leaderboard:",
+        "symbol:",
+        "quote:",
+        "scanners:",
+        "tta:",
+        "mdc:",
+    ] {
         keys.extend(store.scan_prefix(prefix).await?);
     }
     for chunk in keys.chunks(1000) {

@@ -464,12 +464,10 @@ fn replay<A: Analyzer>(golden: &Golden, mut check: impl FnMut(usize, Vec<EffectR
             }
             _ => None,
         };
-        if !replicas.contains_key(&step.replica) {
-            let analyzer = A::init(Config::from(config.clone()), state)
-                .unwrap_or_else(|e| panic!("golden step {n}: init failed: {e:?}"));
-            replicas.insert(step.replica, analyzer);
-        }
-        let analyzer = replicas.get_mut(&step.replica).expect("inserted");
+        let analyzer = replicas.entry(step.replica).or_insert_with(|| {
+            A::init(Config::from(config.clone()), state)
+                .unwrap_or_else(|e| panic!("golden step {n}: init failed: {e:?}"))
+        });
         let messages: Vec<String> = step.events.iter().map(|e| e.to_string()).collect();
         let got = analyze_json_with(analyzer, &messages)
             .unwrap_or_else(|e| panic!("golden step {n}: analyze failed: {e:?}"));

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use mdp_sdk::wire::{EffectRecord, Golden, GoldenReference, GoldenRestart};
 
 use super::{
-    Capabilities, Clock, FixedClock, HostServices, Limits, LoadOptions, Plugin, Runtime, StoreReference,
-    Worker, convert, effects,
+    Capabilities, Clock, FixedClock, HostServices, Limits, LoadOptions, Plugin, Runtime,
+    StoreReference, Worker, convert, effects,
 };
 use crate::store::{EmbeddedStore, Store, Write};
 

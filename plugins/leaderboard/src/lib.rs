@@ -192,6 +192,11 @@ pub fn seed_value(text: &str) -> Value {
     Value::String(text.to_string())
 }
 
+/// An aggregate the quote can be computed from: a symbol and a positive close.
+fn usable(a: &Aggregate) -> bool {
+    a.close.is_finite() && a.close > 0.0 && !a.symbol.is_empty()
+}
+
 fn num(v: f64) -> Value {
     serde_json::Number::from_f64(v)
         .map(Value::Number)
@@ -312,7 +317,10 @@ impl Leaderboard {
             host::counter("lba.reference_unavailable", 1);
             host::log(
                 Level::Warn,
-                &format!("{symbol}: reference data unavailable ({})", failed.join("; ")),
+                &format!(
+                    "{symbol}: reference data unavailable ({})",
+                    failed.join("; ")
+                ),
             );
         }
         self.state.reference.insert(symbol.to_string(), r);
@@ -382,7 +390,11 @@ impl Leaderboard {
             ),
             (
                 "prev_day_vwap",
-                Float(if r.prev_vwap > 0.0 { r.prev_vwap } else { a.vwap }),
+                Float(if r.prev_vwap > 0.0 {
+                    r.prev_vwap
+                } else {
+                    a.vwap
+                }),
             ),
             ("change", Float(change)),
             ("pct_change", Float(pct_change)),
@@ -406,7 +418,8 @@ impl Leaderboard {
             self.state.reference.clear();
             self.state.open_price.clear();
             self.state.after_open = seg.after_open;
-            let stored = cache::get(DAY_KEY).and_then(|s| s.trim().trim_matches('"').parse::<i64>().ok());
+            let stored =
+                cache::get(DAY_KEY).and_then(|s| s.trim().trim_matches('"').parse::<i64>().ok());
             if stored.is_none_or(|s| s < seg.anchor)
                 && cache::try_acquire(
                     &format!("leaderboard:market:day_reset:{}", seg.anchor),
@@ -480,7 +493,7 @@ impl Leaderboard {
         let mut effects = Vec::new();
         for e in batch {
             let Event::Aggregate(a) = e else { continue };
-            if self.state.open_price.contains_key(&a.symbol) || !(a.close > 0.0) {
+            if self.state.open_price.contains_key(&a.symbol) || !usable(a) {
                 continue;
             }
             let open = if a.open > 0.0 { a.open } else { a.close };
@@ -602,7 +615,7 @@ impl Analyzer for Leaderboard {
                 ));
                 continue;
             };
-            if !(a.close > 0.0) || !a.close.is_finite() || a.symbol.is_empty() {
+            if !usable(a) {
                 effects.push(reject(
                     i,
                     format!("{}: aggregate without a positive close", a.symbol),
@@ -632,11 +645,7 @@ impl Analyzer for Leaderboard {
                 effects.push(zadd(zset, members, Some(self.board_size), None));
             }
             for (s, q) in &latest {
-                effects.push(hset(
-                    format!("symbol:{s}:data"),
-                    q.hash(),
-                    Some(SYMBOL_TTL),
-                ));
+                effects.push(hset(format!("symbol:{s}:data"), q.hash(), Some(SYMBOL_TTL)));
             }
             if cache::try_acquire(PUBLISH_KEY, self.publish_every_ms) {
                 let boards = self.boards(&latest, &cleared);

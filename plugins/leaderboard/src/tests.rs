@@ -210,13 +210,33 @@ fn unavailable_reference_data_falls_back_and_is_retried_later() {
 }
 
 #[test]
+fn a_known_zero_is_kept_not_asked_again() {
+    // Seed bug §8.2.6: a cached 0 (no average volume) read as a miss, so the
+    // API was asked on every event. Here 0 is an answer, kept for the day.
+    let mut h = Harness::<Leaderboard>::new().at_us(MORNING);
+    h.init(&[]).unwrap();
+    h.analyze(vec![agg("AAA", 11.0, 2000)]).unwrap();
+    h.host(|h| {
+        h.reference.avg_volumes.insert("AAA".into(), 1000.0);
+    });
+    h.set_clock_us(MORNING + 60 * SEC);
+    h.analyze(vec![agg("AAA", 11.0, 2000)]).unwrap();
+    let quote: Value =
+        serde_json::from_str(&h.host(|h| h.store.get("quote:AAA")).unwrap()).unwrap();
+    assert_eq!(quote["avg_volume"].as_f64(), Some(0.0));
+    assert_eq!(quote["relative_volume"].as_f64(), Some(0.0));
+    assert!(!h.host(|h| h.counters.contains_key("lba.reference_unavailable")));
+}
+
+#[test]
 fn every_replica_resets_at_the_day_boundary_but_the_store_once() {
     let mut a = Harness::<Leaderboard>::new().at_us(MORNING);
     a.init(&[]).unwrap();
     a.analyze(vec![agg("AAA", 11.0, 2000)]).unwrap();
     // Replica b shares the same (thread-local) store.
     let mut b = Leaderboard::init(Config::default(), None).unwrap();
-    feed(&mut b, &[agg("BBB", 11.0, 2000)]); assert!(b.state.open_price.contains_key("BBB"));
+    feed(&mut b, &[agg("BBB", 11.0, 2000)]);
+    assert!(b.state.open_price.contains_key("BBB"));
     // 2026-03-10 04:00:01 EDT: a new trading day for both.
     let next_day = 1_773_129_601 * SEC;
     a.set_clock_us(next_day);
@@ -252,7 +272,10 @@ fn the_seed_midnight_reset_does_not_fire_before_4am() {
     h.set_clock_us(1_773_129_599 * SEC);
     assert!(dels(&h.analyze(vec![agg("AAA", 11.0, 1)]).unwrap()).is_empty());
     h.set_clock_us(1_773_129_600 * SEC);
-    assert_eq!(dels(&h.analyze(vec![agg("AAA", 11.0, 1)]).unwrap()).len(), 1);
+    assert_eq!(
+        dels(&h.analyze(vec![agg("AAA", 11.0, 1)]).unwrap()).len(),
+        1
+    );
 }
 
 #[test]
@@ -284,8 +307,8 @@ fn open_baselines_reset_at_0930_on_every_replica() {
     assert!(!a.snapshot().is_empty());
     // b reads the baseline a set after the open (20.0), not its own stale 10.0.
     assert_eq!(b.state.open_price.get("AAA"), Some(&20.0));
-    let quote: Value = serde_json::from_str(&with_host(|h| h.store.get("quote:AAA")).unwrap())
-        .unwrap();
+    let quote: Value =
+        serde_json::from_str(&with_host(|h| h.store.get("quote:AAA")).unwrap()).unwrap();
     assert!((quote["pct_change_since_open"].as_f64().unwrap() - 10.0).abs() < 1e-9);
 }
 

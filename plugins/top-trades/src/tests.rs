@@ -121,7 +121,13 @@ fn two_replicas_merge_their_windows() {
     let mut b = TopTrades::init(Config::default(), None).unwrap();
     // a wins the first election; b's trades reach the store as a partial.
     a.analyze(vec![trade("AAPL", 10.0, 100, 1_000)]).unwrap();
-    feed(&mut b, &[trade("AAPL", 11.0, 300, 2_000), trade("MSFT", 5.0, 7, 1_500)]);
+    feed(
+        &mut b,
+        &[
+            trade("AAPL", 11.0, 300, 2_000),
+            trade("MSFT", 5.0, 7, 1_500),
+        ],
+    );
     assert!(!a.snapshot().is_empty());
     assert_ne!(b.state.replica, None);
     assert_ne!(b.state.replica, Some(0), "replica ids are distinct");
