@@ -3,6 +3,7 @@
 //! an embedded store, a fixed clock and store-backed reference data.
 
 use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -158,11 +159,10 @@ pub async fn run(
             }
             _ => None,
         };
-        if !replicas.contains_key(&s.replica) {
-            let worker = start(step, state).await?;
-            replicas.insert(s.replica, worker);
-        }
-        let worker = replicas.get_mut(&s.replica).expect("inserted");
+        let worker = match replicas.entry(s.replica) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => e.insert(start(step, state).await?),
+        };
         let texts: Vec<String> = s.events.iter().map(|e| e.to_string()).collect();
         let events = s
             .events
