@@ -452,3 +452,37 @@ impl Store for EmbeddedStore {
         Ok(Subscription { messages: rx })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    #[tokio::test]
+    async fn expiry_follows_an_external_clock() {
+        let now = Arc::new(AtomicU64::new(1_000_000_000));
+        let store = EmbeddedStore::with_clock({
+            let now = now.clone();
+            move || now.load(Ordering::Relaxed)
+        });
+        store
+            .apply(
+                &[Write::Set {
+                    key: "k".into(),
+                    value: "v".into(),
+                    ttl: Some(Duration::from_secs(2)),
+                }],
+                false,
+            )
+            .await
+            .unwrap();
+        assert!(store.set_nx_px("lock", "1", 1000).await.unwrap());
+        assert!(!store.set_nx_px("lock", "1", 1000).await.unwrap());
+        now.fetch_add(1_500_000, Ordering::Relaxed);
+        assert_eq!(store.get("k").await.unwrap().as_deref(), Some("v"));
+        // The 1 s lock taken at the start has expired, the 2 s key not yet.
+        assert!(store.set_nx_px("lock", "1", 1000).await.unwrap());
+        now.fetch_add(600_000, Ordering::Relaxed);
+        assert_eq!(store.get("k").await.unwrap(), None);
+    }
+}
