@@ -31,6 +31,9 @@ async fn up_serves_live_boards_and_quotes_and_stops_cleanly() {
             &format!("127.0.0.1:{port}"),
             "--symbols",
             "300",
+            // A Monday morning: the simulated market is open whenever the test runs.
+            "--sim-at",
+            "2026-03-09T10:00:00-04:00",
         ])
         .arg("--plugin-dir")
         .arg(&plugins)
@@ -60,13 +63,13 @@ async fn up_serves_live_boards_and_quotes_and_stops_cleanly() {
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/ws"))
         .await
         .expect("ws");
-    for feed in ["scanners:top_volume", "quote:AAA"] {
+    for feed in ["scanners:top_volume", "quote:AAA", "daily_range:AAA"] {
         let sub = serde_json::json!({"action": "subscribe", "feed": feed}).to_string();
         ws.send(Message::Text(sub.into())).await.unwrap();
     }
-    let (mut board, mut quote) = (false, false);
+    let (mut board, mut quote, mut range) = (false, false, false);
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !(board && quote) && Instant::now() < deadline {
+    while !(board && quote && range) && Instant::now() < deadline {
         let Ok(Some(Ok(Message::Text(text)))) =
             tokio::time::timeout(Duration::from_secs(5), ws.next()).await
         else {
@@ -77,6 +80,10 @@ async fn up_serves_live_boards_and_quotes_and_stops_cleanly() {
             board |= rows
                 .first()
                 .is_some_and(|r| r["rank"] == 1 && r["accumulated_volume"].as_u64().is_some());
+        } else if v["symbol"] == "AAA" && v.get("pre_market_high").is_some() {
+            // daily-range, the quote:* scanner: the quote plus six session fields.
+            assert_eq!(v.as_object().unwrap().len(), 32, "{v}");
+            range = true;
         } else if v["symbol"] == "AAA" {
             assert_eq!(
                 v.as_object().unwrap().len(),
@@ -89,6 +96,7 @@ async fn up_serves_live_boards_and_quotes_and_stops_cleanly() {
     let first_update = started.elapsed();
     assert!(board, "a top-volume board arrived");
     assert!(quote, "a quote:AAA update arrived");
+    assert!(range, "a daily_range:AAA update arrived");
     eprintln!("ready after {ready:?}, first board and quote after {first_update:?}");
 
     // SIGTERM: drain and exit 0.

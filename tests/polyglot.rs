@@ -60,7 +60,7 @@ async fn python_and_javascript_twins_pass_the_rust_routers_golden_file() {
     }
 }
 
-/// A Python release dropped into a live plugin directory replaces the Rust
+/// A Python (then a JavaScript) release dropped into a live plugin directory replaces the Rust
 /// one (same manifest name) and serves; the time from rename to serving is
 /// printed, cold and with the artifact cache.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -115,8 +115,17 @@ async fn a_python_build_hot_reloads_over_the_rust_one() {
     );
     let back = wait_for(3, swap("massive-router")).await;
     let cached = wait_for(4, swap("massive-router-py")).await;
+    let js_cold = wait_for(5, swap("massive-router-js")).await;
+    assert_eq!(
+        slot.current().unwrap().plugin.info.name,
+        "massive-router-js"
+    );
+    let _ = wait_for(6, swap("massive-router")).await;
+    let js_cached = wait_for(7, swap("massive-router-js")).await;
+    let _ = wait_for(8, swap("massive-router-py")).await;
     eprintln!(
-        "rename → serving: python cold {cold:?}, rust {back:?}, python from the artifact cache {cached:?}"
+        "rename → serving (incl. debounce): python cold {cold:?}, from the artifact cache {cached:?}; \
+         javascript cold {js_cold:?}, cached {js_cached:?}; rust {back:?}"
     );
     // The Python generation works.
     let plugin: std::sync::Arc<Plugin> = slot.current().unwrap().plugin.clone();

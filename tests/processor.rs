@@ -68,6 +68,17 @@ fn manifest(name: &str, config: &[(&str, &str)]) -> Manifest {
 }
 
 async fn live(name: &str, config: &[(&str, &str)], store: &Arc<dyn Store>) -> LiveWorker {
+    live_with(name, config, store, 1).await
+}
+
+/// A live worker whose plugin allows `in_flight` batches between analysis
+/// and acknowledgement.
+async fn live_with(
+    name: &str,
+    config: &[(&str, &str)],
+    store: &Arc<dyn Store>,
+    in_flight: usize,
+) -> LiveWorker {
     let services = HostServices {
         store: store.clone(),
         reference: Arc::new(StoreReference::new(store.clone())),
@@ -75,7 +86,9 @@ async fn live(name: &str, config: &[(&str, &str)], store: &Arc<dyn Store>) -> Li
     };
     let runtime = Runtime::new(RuntimeConfig::default()).unwrap();
     let bytes = std::fs::read(support::plugin_wasm(name)).unwrap();
-    let plugin = Plugin::load(&runtime, bytes, LoadOptions::default(), &services)
+    let mut options = LoadOptions::default();
+    options.limits.batches_in_flight = in_flight;
+    let plugin = Plugin::load(&runtime, bytes, options, &services)
         .await
         .unwrap();
     LiveWorker::new(PluginSlot::fixed(plugin, manifest(name, config)), services).unwrap()
@@ -352,6 +365,17 @@ async fn distributed_shutdown_finishes_the_batch_in_flight() {
 /// event's effects land exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_outage_requeues_and_nothing_is_applied_twice() {
+    store_outage(1).await;
+}
+
+/// The same with four batches in flight: the batches analyzed after the one
+/// that failed are requeued unapplied too, so order and exactly-once hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_store_outage_requeues_and_nothing_is_applied_twice() {
+    store_outage(4).await;
+}
+
+async fn store_outage(in_flight: usize) {
     let mut redis = support::PrivateRedis::start().await;
     let store = mdp::store::open(&redis.url()).await.unwrap();
     let b = Backends {
@@ -365,7 +389,7 @@ async fn store_outage_requeues_and_nothing_is_applied_twice() {
         &b,
         &q,
         None,
-        live("tagger", &[("generation", "x")], &b.store).await,
+        live_with("tagger", &[("generation", "x")], &b.store, in_flight).await,
     );
     redis.kill();
     let bodies: Vec<Bytes> = (0..100)
@@ -400,4 +424,81 @@ async fn store_outage_requeues_and_nothing_is_applied_twice() {
     );
     assert!(stats.error > 0, "the outage was seen and counted");
     assert_eq!(stats.acked, 100);
+}
+
+/// With several batches in flight (small batches, four in flight), every
+/// event is processed once and the store ends with each symbol's newest
+/// quote: writes were applied in analysis order.
+async fn pipelined_batches_keep_the_order_of_writes(b: Backends) {
+    let q = format!("{}-pipelined", b.prefix);
+    declare(&b, &q).await;
+    const N: usize = 3000;
+    let sym = |i: usize| format!("{}P{}", b.prefix, i % 7);
+    for chunk in 0..N / 500 {
+        let bodies: Vec<Bytes> = (chunk * 500..(chunk + 1) * 500)
+            .map(|i| Bytes::from(quote(&sym(i), i)))
+            .collect();
+        b.queue.publish(&q, &bodies).await.unwrap();
+    }
+    let config = ProcessorConfig {
+        queue: q.clone(),
+        batch_size: 16,
+        linger: Duration::from_millis(1),
+        prefetch: 512,
+        ..ProcessorConfig::default()
+    };
+    let worker = live_with("massive-router", &[], &b.store, 4).await;
+    let mut p = Processor::new(config, b.queue.clone(), b.store.clone(), worker);
+    let (stop, rx) = watch::channel(false);
+    let task = tokio::spawn(async move { p.run(rx).await.expect("processor runs") });
+    let queue = b.queue.clone();
+    let q2 = q.clone();
+    let newest = sym(N - 1);
+    let store = b.store.clone();
+    eventually("the queue drained and the newest quote written", || {
+        let (queue, q, store, key) = (
+            queue.clone(),
+            q2.clone(),
+            store.clone(),
+            format!("stocks:quotes:{newest}"),
+        );
+        async move {
+            queue.depth(&q).await.unwrap() == 0
+                && store
+                    .get(&key)
+                    .await
+                    .unwrap()
+                    .is_some_and(|v| v.contains(&format!("\"timestamp\":{}", N - 1)))
+        }
+    })
+    .await;
+    stop.send(true).unwrap();
+    let stats = task.await.unwrap();
+    assert_eq!(stats.processed, N as u64, "each event analyzed once");
+    assert_eq!(stats.acked, N as u64);
+    for s in 0..7 {
+        let last = (0..N).rev().find(|i| i % 7 == s).unwrap();
+        let value = b
+            .store
+            .get(&format!("stocks:quotes:{}", sym(s)))
+            .await
+            .unwrap()
+            .expect("cached");
+        let v: serde_json::Value = serde_json::from_str(&value).unwrap();
+        assert_eq!(
+            v["timestamp"],
+            last as u64,
+            "{} holds its newest quote",
+            sym(s)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_pipelined_batches_keep_the_order_of_writes() {
+    pipelined_batches_keep_the_order_of_writes(embedded()).await;
+}
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn distributed_pipelined_batches_keep_the_order_of_writes() {
+    pipelined_batches_keep_the_order_of_writes(distributed().await).await;
 }

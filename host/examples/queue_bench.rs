@@ -16,7 +16,7 @@ use lapin::options::{
 };
 use lapin::types::FieldTable;
 use mdp::plugin::{
-    FixedClock, HostServices, LiveWorker, LoadOptions, Plugin, PluginSlot, Runtime, RuntimeConfig,
+    FixedClock, HostServices, LiveWorker, Plugin, PluginSlot, Runtime, RuntimeConfig,
     StoreReference,
 };
 use mdp::queue::{Queue, QueueSpec};
@@ -151,20 +151,17 @@ async fn processor(
         clock: Arc::new(FixedClock::new(0)),
     };
     let runtime = Runtime::new(RuntimeConfig::default())?;
+    // The plugin's own manifest (next to the .wasm): limits such as
+    // `batches_in_flight` apply as in production.
+    let manifest =
+        mdp::plugin::manifest::Manifest::load(&std::path::Path::new(wasm).with_extension("toml"))?;
     let plugin = Plugin::load(
         &runtime,
         std::fs::read(wasm)?,
-        LoadOptions::default(),
+        manifest.load_options(),
         &services,
     )
     .await?;
-    let dir = tempfile::tempdir()?;
-    let manifest_path = dir.path().join("massive-router.toml");
-    std::fs::write(
-        &manifest_path,
-        "name = \"massive-router\"\nwit = \"mdp:analyzer@1.0.0\"\nconsumes = [\"quotes\"]\n",
-    )?;
-    let manifest = mdp::plugin::manifest::Manifest::load(&manifest_path)?;
     let live = LiveWorker::new(PluginSlot::fixed(plugin, manifest), services)?;
     let config = ProcessorConfig {
         queue: name.clone(),

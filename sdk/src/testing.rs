@@ -456,6 +456,9 @@ fn replay<A: Analyzer>(golden: &Golden, mut check: impl FnMut(usize, Vec<EffectR
     replicas.insert(0, first);
     for (n, step) in golden.steps.iter().enumerate() {
         harness.set_clock_us(step.now_us.unwrap_or(golden.now_us));
+        if let Some(m) = &step.market {
+            with_host(|h| h.reference.market = Some(market_status_named(m)));
+        }
         let state = match (step.restart, replicas.remove(&step.replica)) {
             (Some(GoldenRestart::Snapshot), Some(old)) => Some(old.snapshot()),
             (None, Some(old)) => {

@@ -355,6 +355,11 @@ pub struct GoldenStep {
     pub events: Vec<Value>,
     /// The effects expected, in order.
     pub effects: Vec<EffectRecord>,
+    /// Market status from this batch on (`open`, `closed`, `pre-market`,
+    /// `after-hours`); absent keeps the previous one. Lets a golden file
+    /// cross session transitions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub market: Option<String>,
 }
 
 /// A golden test: config, starting cache and reference data, then batches and

@@ -1,8 +1,9 @@
 //! `mdp up`: every role in one process — simulator (unless a real API key is
 //! configured), the Massive listener, one processor per queue with the seed's
-//! default analyzers, the daily-range scanner, and the widget server with
-//! the dashboard — on the embedded backends by default, or on RabbitMQ +
-//! Redis when their URLs are given. Ctrl-c drains and exits cleanly.
+//! default analyzers (news-feed on `news` when loaded), the daily-range
+//! scanner, and the widget server with the dashboard — on the embedded
+//! backends by default, or on RabbitMQ + Redis when their URLs are given.
+//! Ctrl-c drains and exits cleanly.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -24,6 +25,9 @@ pub const DEFAULT_PROCESSORS: [(&str, &[&str]); 5] = [
     ("halts", &["massive-router"]),
     ("unknown", &["massive-router"]),
 ];
+
+/// Message TTL of the `news` queue, ms (the seed's FDL default, 15 minutes).
+pub const NEWS_MESSAGE_TTL_MS: u64 = 900_000;
 
 /// `mdp up`.
 #[derive(Debug, clap::Args)]
@@ -47,6 +51,10 @@ pub struct UpArgs {
     /// Message TTL of the market-data queues, ms.
     #[arg(long, env = "MARKET_DATA_MESSAGE_TTL", default_value_t = 5000)]
     pub message_ttl_ms: u64,
+    /// Start of the simulated market's clock (RFC 3339), when the simulator
+    /// runs; default: now (a closed market sends nothing).
+    #[arg(long, env = "MDP_SIM_AT")]
+    pub sim_at: Option<String>,
     /// Backends and plugins.
     #[command(flatten)]
     pub host: AnalyzerHostArgs,
@@ -61,6 +69,7 @@ pub async fn run(mut args: UpArgs) -> anyhow::Result<ExitCode> {
             listen: "127.0.0.1:0".into(),
             symbols: args.symbols,
             profile: args.profile,
+            at: args.sim_at.clone(),
             ..SimulateArgs::default()
         })
         .await
@@ -110,6 +119,15 @@ pub async fn run(mut args: UpArgs) -> anyhow::Result<ExitCode> {
     let ttl = Some(Duration::from_millis(args.message_ttl_ms));
     let mut tasks =
         spawn_processors(&host, &pairs, &ProcessorConfig::default(), ttl, &shutdown).await?;
+    if loaded.iter().any(|l| l == "news-feed") {
+        // The seed's news queue keeps messages 15 minutes (FDL default).
+        let news = [("news".to_string(), "news-feed".to_string())];
+        let ttl = Some(Duration::from_millis(NEWS_MESSAGE_TTL_MS));
+        tasks.extend(
+            spawn_processors(&host, &news, &ProcessorConfig::default(), ttl, &shutdown).await?,
+        );
+        pairs.extend(news);
+    }
     if loaded.iter().any(|l| l == "daily-range") {
         tasks.push(
             spawn_scanner(

@@ -26,6 +26,11 @@ pub struct Limits {
     pub init_deadline: Duration,
     /// Largest batch accepted, events.
     pub max_batch: usize,
+    /// Batches a processor may have between analysis and acknowledgement at
+    /// once. Above 1, batch N+1 is analyzed while batch N's writes are being
+    /// applied, so the plugin must not need to read its own latest writes
+    /// back through the cache imports (it keeps its state in memory).
+    pub batches_in_flight: usize,
 }
 
 impl Default for Limits {
@@ -36,6 +41,7 @@ impl Default for Limits {
             deadline_per_event: Duration::from_micros(200),
             init_deadline: Duration::from_secs(5),
             max_batch: 10_000,
+            batches_in_flight: 1,
         }
     }
 }

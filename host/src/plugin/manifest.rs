@@ -10,6 +10,7 @@
 //! [limits]
 //! memory_mib = 64
 //! deadline_ms = 50                  # per call; scaled by batch length
+//! batches_in_flight = 2              # analyze the next batch while this one is applied
 //! [capabilities]
 //! key_prefixes = ["quote:", "scanners:"]
 //! channels = ["quote:", "scanners:"]
@@ -43,6 +44,9 @@ pub struct ManifestLimits {
     pub deadline_ms: Option<u64>,
     /// Largest batch, events.
     pub max_batch: Option<usize>,
+    /// Batches in flight between analysis and acknowledgement (default 1):
+    /// see [`Limits::batches_in_flight`].
+    pub batches_in_flight: Option<usize>,
 }
 
 /// Capabilities in a manifest.
@@ -128,7 +132,10 @@ impl Manifest {
             return Err("consumes must name at least one queue or channel".into());
         }
         if let Some(l) = &self.limits
-            && (l.memory_mib == Some(0) || l.deadline_ms == Some(0) || l.max_batch == Some(0))
+            && (l.memory_mib == Some(0)
+                || l.deadline_ms == Some(0)
+                || l.max_batch == Some(0)
+                || l.batches_in_flight == Some(0))
         {
             return Err("limits must be positive".into());
         }
@@ -165,6 +172,9 @@ impl Manifest {
             }
             if let Some(b) = l.max_batch {
                 limits.max_batch = b;
+            }
+            if let Some(n) = l.batches_in_flight {
+                limits.batches_in_flight = n;
             }
         }
         LoadOptions {

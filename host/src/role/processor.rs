@@ -13,19 +13,29 @@
 //!   messages are requeued after a backoff; nothing acked was applied twice;
 //! - a message that is not JSON or not events: rejected (dead-lettered),
 //!   counted as a decoding error;
-//! - shutdown: stop consuming, finish the batch in flight, apply, ack, return.
+//! - shutdown: stop consuming, finish the batches in flight, apply, ack, return.
+//!
+//! Pipelining: while one batch's writes are applied and its messages
+//! acknowledged, the next batch is already being collected and decoded; a
+//! plugin whose manifest sets `batches_in_flight = N > 1` (it keeps its state
+//! in memory and does not read its latest writes back) is also *analyzed*
+//! ahead, with up to N batches between analysis and acknowledgement. Writes
+//! are applied and messages settled strictly in analysis order, so the store
+//! sees the same sequence as with one batch at a time. If a batch cannot be
+//! applied, it and every batch analyzed after it are requeued unapplied.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
 use super::{Backoff, EventBatch};
 use crate::event::split_body;
 use crate::plugin::{Capabilities, LiveError, LiveWorker, convert, effects};
 use crate::queue::{Acker, Consumer, Delivery, Queue};
-use crate::store::Store;
+use crate::store::{Store, Write};
 
 /// Settings of one processor.
 #[derive(Debug, Clone)]
@@ -75,6 +85,8 @@ pub struct ProcessorStats {
     pub error: u64,
     /// Messages acknowledged.
     pub acked: u64,
+    /// Effects refused by the capability check.
+    pub denied: u64,
 }
 
 /// A processor: one consumer, one plugin worker.
@@ -84,7 +96,7 @@ pub struct Processor {
     store: Arc<dyn Store>,
     worker: LiveWorker,
     capabilities: Capabilities,
-    stats: ProcessorStats,
+    counters: Arc<Counters>,
 }
 
 /// Messages of one batch and where their events sit in it.
@@ -97,6 +109,61 @@ struct Pending {
     batch: EventBatch,
 }
 
+/// A batch after analysis: what to write and which events to reject.
+struct Analyzed {
+    pending: Pending,
+    writes: Vec<Write>,
+    rejects: Vec<(usize, String)>,
+}
+
+/// The processor's counters, shared with the settling tasks.
+struct Counters {
+    queue: String,
+    plugin: Mutex<Arc<str>>,
+    stats: Mutex<ProcessorStats>,
+}
+
+impl Counters {
+    fn add(
+        &self,
+        metric: &'static str,
+        n: u64,
+        field: impl FnOnce(&mut ProcessorStats) -> &mut u64,
+    ) {
+        {
+            let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+            *field(&mut stats) += n;
+        }
+        let plugin = self
+            .plugin
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .to_string();
+        metrics::counter!(metric, "role" => "process", "queue" => self.queue.clone(), "plugin" => plugin)
+            .increment(n);
+    }
+
+    fn snapshot(&self) -> ProcessorStats {
+        self.stats.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// Applies analyzed batches and settles their messages, one batch at a time
+/// in analysis order (each settling task waits for the one before it).
+#[derive(Clone)]
+struct Settler {
+    queue_name: String,
+    dead_letter: Option<String>,
+    atomic: bool,
+    queue: Arc<dyn Queue>,
+    store: Arc<dyn Store>,
+    acker: Arc<dyn Acker>,
+    counters: Arc<Counters>,
+}
+
+/// A settling task: whether its batch was applied.
+type Settling = tokio::task::JoinHandle<bool>;
+
 impl Processor {
     /// A processor of `config.queue` through `worker`, writing to `store`.
     pub fn new(
@@ -106,28 +173,27 @@ impl Processor {
         worker: LiveWorker,
     ) -> Self {
         let capabilities = (*worker.plugin().capabilities).clone();
+        let counters = Arc::new(Counters {
+            queue: config.queue.clone(),
+            plugin: Mutex::new(worker.plugin().name.clone()),
+            stats: Mutex::new(ProcessorStats::default()),
+        });
         Processor {
             config,
             queue,
             store,
             worker,
             capabilities,
-            stats: ProcessorStats::default(),
+            counters,
         }
     }
 
     /// Counters so far.
-    pub fn stats(&self) -> &ProcessorStats {
-        &self.stats
+    pub fn stats(&self) -> ProcessorStats {
+        self.counters.snapshot()
     }
 
-    fn count(&self, name: &'static str, n: u64) {
-        let plugin = self.worker.plugin().name.to_string();
-        metrics::counter!(name, "role" => "process", "queue" => self.config.queue.clone(), "plugin" => plugin)
-            .increment(n);
-    }
-
-    /// Consume until `shutdown` turns true; then finish the batch in flight and return.
+    /// Consume until `shutdown` turns true; then finish the batches in flight and return.
     pub async fn run(
         &mut self,
         mut shutdown: watch::Receiver<bool>,
@@ -142,58 +208,88 @@ impl Processor {
                 {
                     Ok(c) => break c,
                     Err(e) => {
-                        self.stats.error += 1;
-                        self.count("mdp_error_total", 1);
+                        self.counters.add("mdp_error_total", 1, |s| &mut s.error);
                         let delay = backoff.next_delay();
                         tracing::warn!(queue = %self.config.queue, error = %e, ?delay, "cannot consume; retrying");
                         tokio::select! {
                             _ = tokio::time::sleep(delay) => {}
-                            _ = shutdown.changed() => return Ok(self.stats.clone()),
+                            _ = shutdown.changed() => return Ok(self.stats()),
                         }
                     }
                 }
             };
             let acker = consumer.acker();
+            let settler = Settler {
+                queue_name: self.config.queue.clone(),
+                dead_letter: self.config.dead_letter.clone(),
+                atomic: self.config.atomic,
+                queue: self.queue.clone(),
+                store: self.store.clone(),
+                acker: acker.clone(),
+                counters: self.counters.clone(),
+            };
+            let mut pipeline = Pipeline::default();
             tracing::info!(queue = %self.config.queue, plugin = %self.worker.plugin().name, "processor consuming");
             loop {
                 if *shutdown.borrow() {
-                    return Ok(self.stats.clone());
+                    pipeline.drain().await;
+                    return Ok(self.stats());
                 }
                 let first = tokio::select! {
                     d = consumer.next() => d,
-                    _ = shutdown.changed() => return Ok(self.stats.clone()),
-                };
-                let Some(first) = first else {
-                    tracing::warn!(queue = %self.config.queue, "consumer ended; reconnecting");
-                    break;
+                    _ = shutdown.changed() => {
+                        pipeline.drain().await;
+                        return Ok(self.stats());
+                    }
                 };
                 let first = match first {
-                    Ok(d) => d,
-                    Err(e) => {
+                    Some(Ok(d)) => d,
+                    Some(Err(e)) => {
                         tracing::warn!(queue = %self.config.queue, error = %e, "consumer error; reconnecting");
                         break;
                     }
+                    None => {
+                        tracing::warn!(queue = %self.config.queue, "consumer ended; reconnecting");
+                        break;
+                    }
                 };
-                if let Err(LiveError::Removed(name)) = self.refresh().await {
-                    tracing::info!(queue = %self.config.queue, plugin = %name, "plugin removed; processor stopping");
-                    let _ = acker.nack(first.tag, false, true).await;
-                    return Ok(self.stats.clone());
-                }
                 let pending = self.collect(first, consumer.as_mut(), &acker).await;
                 if pending.deliveries.is_empty() {
                     continue;
                 }
-                match self.handle(pending, &acker).await {
-                    Ok(()) => backoff.reset(),
-                    Err(wait) => {
-                        let delay = wait.unwrap_or_else(|| backoff.next_delay());
-                        tokio::select! {
-                            _ = tokio::time::sleep(delay) => {}
-                            _ = shutdown.changed() => {}
-                        }
+                let allowed = self.worker.plugin().limits.batches_in_flight.max(1);
+                if !pipeline.make_room(allowed).await {
+                    // A batch could not be applied: let the store recover.
+                    settler
+                        .requeue(&pending, "an earlier batch was not applied")
+                        .await;
+                    pipeline.drain().await;
+                    wait(&mut shutdown, backoff.next_delay()).await;
+                    continue;
+                }
+                if let Err(LiveError::Removed(name)) = self.refresh().await {
+                    tracing::info!(queue = %self.config.queue, plugin = %name, "plugin removed; processor stopping");
+                    settler.requeue(&pending, "plugin removed").await;
+                    pipeline.drain().await;
+                    return Ok(self.stats());
+                }
+                match self.analyze(pending).await {
+                    Ok(analyzed) => {
+                        pipeline.push(settler.clone(), analyzed);
+                        backoff.reset();
+                    }
+                    Err((pending, error)) => {
+                        settler.requeue(&pending, &error.to_string()).await;
+                        pipeline.drain().await;
+                        let delay = match error {
+                            LiveError::CircuitOpen { wait, .. } => wait,
+                            _ => backoff.next_delay(),
+                        };
+                        wait(&mut shutdown, delay).await;
                     }
                 }
             }
+            pipeline.drain().await;
         }
     }
 
@@ -250,8 +346,8 @@ impl Processor {
                 let _ = acker.ack(delivery.tag, false).await;
             }
             Err(e) => {
-                self.stats.decoding_error += 1;
-                self.count("mdp_decoding_error_total", 1);
+                self.counters
+                    .add("mdp_decoding_error_total", 1, |s| &mut s.decoding_error);
                 tracing::warn!(queue = %self.config.queue, error = %e, bytes = delivery.body.len(), "undecodable message rejected");
                 if let Err(e) = acker.reject(delivery.tag, false).await {
                     tracing::warn!(error = %e, "reject failed");
@@ -264,91 +360,175 @@ impl Processor {
     async fn refresh(&mut self) -> Result<(), LiveError> {
         self.worker.refresh().await?;
         self.capabilities = (*self.worker.plugin().capabilities).clone();
+        *self
+            .counters
+            .plugin
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = self.worker.plugin().name.clone();
         Ok(())
     }
 
-    /// Analyze, apply, acknowledge one batch. `Err` = requeued; back off
-    /// (for the given time, if any).
-    async fn handle(
-        &mut self,
-        pending: Pending,
-        acker: &Arc<dyn Acker>,
-    ) -> Result<(), Option<Duration>> {
-        let n = pending.batch.len();
+    /// Run the analyzer on a batch and resolve its effects; on failure the
+    /// batch comes back to be requeued.
+    async fn analyze(&mut self, pending: Pending) -> Result<Analyzed, (Pending, LiveError)> {
         let output = match self.worker.analyze(&pending.batch.events).await {
             Ok(o) => o,
-            Err(e) => {
-                self.requeue(&pending, &e.to_string(), acker).await;
-                return Err(match e {
-                    LiveError::CircuitOpen { wait, .. } => Some(wait),
-                    _ => None,
-                });
-            }
+            Err(e) => return Err((pending, e)),
         };
         let resolved = effects::resolve(&output.effects, &pending.batch.texts, &self.capabilities);
         for denied in &resolved.denied {
-            self.count("mdp_capability_denied_total", 1);
+            self.counters
+                .add("mdp_capability_denied_total", 1, |s| &mut s.denied);
             tracing::warn!(plugin = %self.worker.plugin().name, %denied, "effect refused");
         }
-        if let Err(e) = self.store.apply(&resolved.writes, self.config.atomic).await {
-            self.requeue(&pending, &e.to_string(), acker).await;
-            return Err(None);
+        Ok(Analyzed {
+            pending,
+            writes: resolved.writes,
+            rejects: resolved.rejects,
+        })
+    }
+}
+
+/// Settling tasks between analysis and acknowledgement, chained so that each
+/// applies its writes only after the one before it has settled.
+#[derive(Default)]
+struct Pipeline {
+    tasks: VecDeque<Settling>,
+    /// Outcome of the newest task, which the next one awaits.
+    newest: Option<oneshot::Receiver<bool>>,
+}
+
+impl Pipeline {
+    /// Settle `analyzed` after every batch already in the pipeline.
+    fn push(&mut self, settler: Settler, analyzed: Analyzed) {
+        let earlier = self.newest.take();
+        let (done, newest) = oneshot::channel();
+        self.newest = Some(newest);
+        self.tasks.push_back(tokio::spawn(async move {
+            let earlier_failed = match earlier {
+                Some(rx) => !rx.await.unwrap_or(false),
+                None => false,
+            };
+            let settled = settler.settle(analyzed, earlier_failed).await;
+            let _ = done.send(settled);
+            settled
+        }));
+    }
+
+    /// Wait until fewer than `allowed` batches are unsettled; false if one
+    /// of the settled batches was requeued instead of applied.
+    async fn make_room(&mut self, allowed: usize) -> bool {
+        let mut all_applied = true;
+        while self.tasks.len() >= allowed {
+            if let Some(task) = self.tasks.pop_front() {
+                all_applied &= task.await.unwrap_or(false);
+            }
         }
-        self.stats.processed += n as u64;
-        self.stats.published += resolved.writes.len() as u64;
-        self.count("mdp_processed_total", n as u64);
-        self.count("mdp_published_total", resolved.writes.len() as u64);
+        all_applied
+    }
+
+    /// Wait for every batch to settle and start a fresh chain.
+    async fn drain(&mut self) {
+        while let Some(task) = self.tasks.pop_front() {
+            let _ = task.await;
+        }
+        self.newest = None;
+    }
+}
+
+/// Sleep for `delay`, or less if shutdown is asked for.
+async fn wait(shutdown: &mut watch::Receiver<bool>, delay: Duration) {
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => {}
+        _ = shutdown.changed() => {}
+    }
+}
+
+impl Settler {
+    /// Apply a batch's writes, then acknowledge, reject or dead-letter its
+    /// messages. A batch after one that was not applied is requeued unapplied.
+    /// Returns whether the batch was applied.
+    async fn settle(&self, analyzed: Analyzed, earlier_failed: bool) -> bool {
+        let Analyzed {
+            pending,
+            writes,
+            rejects,
+        } = analyzed;
+        if earlier_failed {
+            self.requeue(&pending, "an earlier batch was not applied")
+                .await;
+            return false;
+        }
+        if let Err(e) = self.store.apply(&writes, self.atomic).await {
+            self.requeue(&pending, &e.to_string()).await;
+            return false;
+        }
+        let n = pending.batch.len() as u64;
+        self.counters
+            .add("mdp_processed_total", n, |s| &mut s.processed);
+        self.counters
+            .add("mdp_published_total", writes.len() as u64, |s| {
+                &mut s.published
+            });
 
         // Settle rejected events per message.
         let mut rejected: Vec<Vec<(usize, String)>> = vec![Vec::new(); pending.deliveries.len()];
-        for (index, reason) in resolved.rejects {
+        for (index, reason) in rejects {
             if let Some(&owner) = pending.owner.get(index) {
                 rejected[owner].push((index, reason));
             }
         }
-        let mut acked = 0u64;
         if rejected.iter().all(Vec::is_empty) {
-            // Batches are handled one at a time per consumer, so every earlier
-            // tag is settled: one multiple-ack settles the whole batch.
+            // Batches settle in order, so every earlier tag is settled: one
+            // multiple-ack settles the whole batch.
             let last = pending.deliveries.last().map(|d| d.tag).unwrap_or_default();
-            match acker.ack(last, true).await {
-                Ok(()) => self.stats.acked += pending.deliveries.len() as u64,
+            match self.acker.ack(last, true).await {
+                Ok(()) => {
+                    self.counters
+                        .add("mdp_acked_total", pending.deliveries.len() as u64, |s| {
+                            &mut s.acked
+                        })
+                }
                 Err(e) => {
-                    tracing::warn!(queue = %self.config.queue, error = %e, "acknowledgement failed")
+                    tracing::warn!(queue = %self.queue_name, error = %e, "acknowledgement failed")
                 }
             }
-            return Ok(());
+            return true;
         }
+        let mut acked = 0u64;
         for (i, delivery) in pending.deliveries.iter().enumerate() {
             let bad = &rejected[i];
             let result = if bad.is_empty() {
-                acker.ack(delivery.tag, false).await
+                self.acker.ack(delivery.tag, false).await
             } else {
-                self.stats.processing_error += bad.len() as u64;
-                self.count("mdp_processing_error_total", bad.len() as u64);
+                self.counters
+                    .add("mdp_processing_error_total", bad.len() as u64, |s| {
+                        &mut s.processing_error
+                    });
                 for (index, reason) in bad {
-                    tracing::warn!(queue = %self.config.queue, index, %reason, "event rejected");
+                    tracing::warn!(queue = %self.queue_name, index, %reason, "event rejected");
                 }
                 if bad.len() == pending.count[i] {
-                    acker.reject(delivery.tag, false).await
+                    self.acker.reject(delivery.tag, false).await
                 } else {
                     self.dead_letter_events(bad, &pending.batch.texts).await;
-                    acker.ack(delivery.tag, false).await
+                    self.acker.ack(delivery.tag, false).await
                 }
             };
             match result {
                 Ok(()) => acked += 1,
                 Err(e) => {
-                    tracing::warn!(queue = %self.config.queue, error = %e, "acknowledgement failed")
+                    tracing::warn!(queue = %self.queue_name, error = %e, "acknowledgement failed")
                 }
             }
         }
-        self.stats.acked += acked;
-        Ok(())
+        self.counters
+            .add("mdp_acked_total", acked, |s| &mut s.acked);
+        true
     }
 
-    async fn dead_letter_events(&mut self, bad: &[(usize, String)], texts: &[String]) {
-        let Some(dlq) = &self.config.dead_letter else {
+    async fn dead_letter_events(&self, bad: &[(usize, String)], texts: &[String]) {
+        let Some(dlq) = &self.dead_letter else {
             return;
         };
         let body = format!(
@@ -363,12 +543,12 @@ impl Processor {
         }
     }
 
-    async fn requeue(&mut self, pending: &Pending, reason: &str, acker: &Arc<dyn Acker>) {
-        self.stats.error += 1;
-        self.count("mdp_error_total", 1);
-        tracing::warn!(queue = %self.config.queue, messages = pending.deliveries.len(), %reason, "batch not applied; requeueing");
+    /// Put a batch's messages back on the queue, counting an error.
+    async fn requeue(&self, pending: &Pending, reason: &str) {
+        self.counters.add("mdp_error_total", 1, |s| &mut s.error);
+        tracing::warn!(queue = %self.queue_name, messages = pending.deliveries.len(), %reason, "batch not applied; requeueing");
         for d in &pending.deliveries {
-            if let Err(e) = acker.nack(d.tag, false, true).await {
+            if let Err(e) = self.acker.nack(d.tag, false, true).await {
                 tracing::warn!(error = %e, "requeue failed");
             }
         }
