@@ -35,6 +35,7 @@ async fn load(name: &str, limits: Limits) -> Result<Arc<Plugin>, PluginError> {
         name: None,
         limits,
         capabilities: Capabilities::unrestricted(),
+        ..LoadOptions::default()
     };
     Plugin::load(&runtime(), bytes, options, &services()).await
 }

@@ -502,3 +502,110 @@ async fn embedded_pipelined_batches_keep_the_order_of_writes() {
 async fn distributed_pipelined_batches_keep_the_order_of_writes() {
     pipelined_batches_keep_the_order_of_writes(distributed().await).await;
 }
+
+/// Reference data that counts misses and how many were in flight at once.
+#[derive(Default)]
+struct CountingReference {
+    calls: std::sync::Mutex<Vec<(String, String)>>,
+    in_flight: std::sync::atomic::AtomicUsize,
+    max_in_flight: std::sync::atomic::AtomicUsize,
+}
+
+impl CountingReference {
+    async fn call(&self, kind: &str, symbol: &str) {
+        use std::sync::atomic::Ordering::SeqCst;
+        let now = self.in_flight.fetch_add(1, SeqCst) + 1;
+        self.max_in_flight.fetch_max(now, SeqCst);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        self.in_flight.fetch_sub(1, SeqCst);
+        self.calls
+            .lock()
+            .unwrap()
+            .push((kind.to_string(), symbol.to_string()));
+    }
+}
+
+#[async_trait::async_trait]
+impl mdp::plugin::ReferenceData for CountingReference {
+    async fn ticker_snapshot(
+        &self,
+        symbol: &str,
+    ) -> Result<Option<String>, mdp::plugin::ReferenceFault> {
+        self.call("snapshot", symbol).await;
+        Ok(None)
+    }
+    async fn avg_volume(&self, symbol: &str) -> Result<f64, mdp::plugin::ReferenceFault> {
+        self.call("avg_volume", symbol).await;
+        Ok(0.0)
+    }
+    async fn free_float(&self, symbol: &str) -> Result<f64, mdp::plugin::ReferenceFault> {
+        self.call("free_float", symbol).await;
+        Ok(0.0)
+    }
+    async fn market_now(
+        &self,
+    ) -> Result<mdp::plugin::bindings::MarketStatus, mdp::plugin::ReferenceFault> {
+        Err(mdp::plugin::ReferenceFault::Unavailable(
+            "not in this test".into(),
+        ))
+    }
+}
+
+/// A manifest's `reference_prefetch` makes the processor fetch the named
+/// reference data for each batch's new symbols, concurrently, once per symbol.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reference_data_of_new_symbols_is_prefetched_concurrently_once() {
+    let b = embedded();
+    let q = format!("{}-prefetch", b.prefix);
+    declare(&b, &q).await;
+    let reference = Arc::new(CountingReference::default());
+    let services = HostServices {
+        store: b.store.clone(),
+        reference: reference.clone(),
+        clock: Arc::new(FixedClock::new(1_767_225_600_000_000)),
+    };
+    let runtime = Runtime::new(RuntimeConfig::default()).unwrap();
+    let options = LoadOptions {
+        reference_prefetch: vec![
+            mdp::plugin::ReferenceKind::TickerSnapshot,
+            mdp::plugin::ReferenceKind::FreeFloat,
+        ],
+        ..LoadOptions::default()
+    };
+    let bytes = std::fs::read(support::plugin_wasm("tagger")).unwrap();
+    let plugin = Plugin::load(&runtime, bytes, options, &services)
+        .await
+        .unwrap();
+    let worker =
+        LiveWorker::new(PluginSlot::fixed(plugin, manifest("tagger", &[])), services).unwrap();
+    // 40 symbols, each traded 5 times, across several batches.
+    let bodies: Vec<Bytes> = (0..200)
+        .map(|i| Bytes::from(format!(r#"{{"event_type":"T","symbol":"P{}","id":"{i}","price":1,"size":1,"timestamp":1}}"#, i % 40)))
+        .collect();
+    b.queue.publish(&q, &bodies).await.unwrap();
+    let (stop, task) = spawn(&b, &q, None, worker);
+    let store = b.store.clone();
+    eventually("all events tagged", || {
+        let store = store.clone();
+        async move { store.lrange("tagged", 0, -1).await.unwrap().len() >= 200 }
+    })
+    .await;
+    stop.send(true).unwrap();
+    task.await.unwrap();
+    let mut calls = reference.calls.lock().unwrap().clone();
+    calls.sort();
+    let mut expected: Vec<(String, String)> = (0..40)
+        .flat_map(|s| {
+            [
+                ("free_float".to_string(), format!("P{s}")),
+                ("snapshot".to_string(), format!("P{s}")),
+            ]
+        })
+        .collect();
+    expected.sort();
+    assert_eq!(calls, expected, "each named kind fetched once per symbol");
+    let max = reference
+        .max_in_flight
+        .load(std::sync::atomic::Ordering::SeqCst);
+    assert!(max > 1, "fetches overlap (at most {max} at once)");
+}

@@ -149,6 +149,7 @@ async fn load(path: &Path, limits: Limits, services: &HostServices) -> anyhow::R
         name: None,
         limits,
         capabilities: Capabilities::unrestricted(),
+        ..LoadOptions::default()
     };
     Plugin::load(&runtime, bytes, options, services)
         .await

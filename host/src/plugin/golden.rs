@@ -124,6 +124,7 @@ pub async fn run(
         name: None,
         limits,
         capabilities: Capabilities::unrestricted(),
+        ..LoadOptions::default()
     };
     let plugin = Plugin::load(runtime, bytes, options, &services)
         .await

@@ -103,6 +103,8 @@ pub struct Plugin {
     pub capabilities: Arc<Capabilities>,
     /// Name used in logs and metrics (the manifest name, else `describe`'s).
     pub name: Arc<str>,
+    /// Reference data warmed for a batch's new symbols before analysis.
+    pub reference_prefetch: Arc<[super::ReferenceKind]>,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -124,6 +126,9 @@ pub struct LoadOptions {
     pub limits: Limits,
     /// Capabilities (default: unrestricted).
     pub capabilities: Capabilities,
+    /// Reference data a processor warms for a batch's new symbols before
+    /// the analyzer runs (manifest `reference_prefetch`).
+    pub reference_prefetch: Vec<super::ReferenceKind>,
 }
 
 impl Plugin {
@@ -160,6 +165,7 @@ impl Plugin {
             hash: compiled.hash,
             limits: options.limits,
             capabilities: Arc::new(options.capabilities),
+            reference_prefetch: options.reference_prefetch.into(),
             name: Arc::from(options.name.clone().unwrap_or_default()),
         };
         let mut instance = Instance::new(&plugin, services).await?;

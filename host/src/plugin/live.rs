@@ -137,6 +137,11 @@ impl LiveWorker {
     }
 
     /// The plugin currently run.
+    pub fn services(&self) -> &HostServices {
+        &self.services
+    }
+
+    /// The plugin of the generation in use.
     pub fn plugin(&self) -> &Arc<Plugin> {
         self.worker.plugin()
     }

@@ -78,6 +78,12 @@ pub struct Manifest {
     pub limits: Option<ManifestLimits>,
     /// Capabilities; absent = unrestricted.
     pub capabilities: Option<ManifestCapabilities>,
+    /// Reference data the host fetches concurrently for each batch's new
+    /// symbols before the analyzer runs, so the plugin's own (sequential)
+    /// reference calls hit the cache: `ticker-snapshot`, `avg-volume`,
+    /// `free-float`.
+    #[serde(default)]
+    pub reference_prefetch: Vec<super::ReferenceKind>,
     /// The manifest's directory (not in the file).
     #[serde(skip)]
     pub dir: PathBuf,
@@ -187,6 +193,7 @@ impl Manifest {
                 },
                 None => Capabilities::unrestricted(),
             },
+            reference_prefetch: self.reference_prefetch.clone(),
         }
     }
 }

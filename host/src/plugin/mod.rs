@@ -31,7 +31,9 @@ pub use engine::{Compiled, Runtime, RuntimeConfig, wasmtime_version};
 pub use host_state::{HostFault, HostServices, HostState};
 pub use instance::{CallFault, Instance, Limits, LoadOptions, Plugin, PluginInfo};
 pub use live::{LiveError, LiveWorker};
-pub use reference::{ReferenceData, ReferenceFault, StoreReference, market_status_named};
+pub use reference::{
+    ReferenceData, ReferenceFault, ReferenceKind, StoreReference, market_status_named,
+};
 pub use registry::{Generation, LoadOutcome, PluginSlot, Registry, WatchHandle};
 pub use worker::{BatchError, BatchOutput, Worker};
 

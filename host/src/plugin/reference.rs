@@ -21,6 +21,33 @@ pub enum ReferenceFault {
     Invalid(String),
 }
 
+/// A kind of per-symbol reference data, as named in manifests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReferenceKind {
+    /// `reference.ticker-snapshot`.
+    TickerSnapshot,
+    /// `reference.avg-volume`.
+    AvgVolume,
+    /// `reference.free-float`.
+    FreeFloat,
+}
+
+impl ReferenceKind {
+    /// Fetch this kind for `symbol` (result discarded: the provider caches it).
+    pub async fn warm(
+        self,
+        reference: &dyn ReferenceData,
+        symbol: &str,
+    ) -> Result<(), ReferenceFault> {
+        match self {
+            ReferenceKind::TickerSnapshot => reference.ticker_snapshot(symbol).await.map(drop),
+            ReferenceKind::AvgVolume => reference.avg_volume(symbol).await.map(drop),
+            ReferenceKind::FreeFloat => reference.free_float(symbol).await.map(drop),
+        }
+    }
+}
+
 /// A provider of reference data.
 #[async_trait]
 pub trait ReferenceData: Send + Sync + 'static {

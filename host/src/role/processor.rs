@@ -24,7 +24,7 @@
 //! sees the same sequence as with one batch at a time. If a batch cannot be
 //! applied, it and every batch analyzed after it are requeued unapplied.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -97,7 +97,15 @@ pub struct Processor {
     worker: LiveWorker,
     capabilities: Capabilities,
     counters: Arc<Counters>,
+    /// Symbols whose reference data was already warmed.
+    warmed: HashSet<String>,
 }
+
+/// Reference fetches in flight at once when warming a batch's symbols.
+const PREFETCH_CONCURRENCY: usize = 32;
+/// Symbols remembered as warmed before the set starts over (the provider's
+/// own cache still answers; this only bounds memory).
+const WARMED_MAX: usize = 100_000;
 
 /// Messages of one batch and where their events sit in it.
 struct Pending {
@@ -185,6 +193,7 @@ impl Processor {
             worker,
             capabilities,
             counters,
+            warmed: HashSet::new(),
         }
     }
 
@@ -368,9 +377,60 @@ impl Processor {
         Ok(())
     }
 
+    /// Fetch, concurrently, the reference data the plugin's manifest names
+    /// for symbols of the batch not seen before, so that the plugin's own
+    /// calls (one at a time, inside the guest) hit the provider's cache.
+    /// Failures are left for the plugin's own call to see and handle.
+    async fn warm_reference(&mut self, events: &[crate::plugin::bindings::Event]) {
+        use crate::plugin::bindings::Event;
+        use futures_util::StreamExt;
+        let kinds = self.worker.plugin().reference_prefetch.clone();
+        if kinds.is_empty() {
+            return;
+        }
+        if self.warmed.len() > WARMED_MAX {
+            self.warmed.clear();
+        }
+        let mut fresh = Vec::new();
+        for event in events {
+            let symbol = match event {
+                Event::Trade(t) => &t.symbol,
+                Event::Quote(q) => &q.symbol,
+                Event::Aggregate(a) => &a.symbol,
+                Event::Luld(l) => &l.symbol,
+                Event::Other(_) => continue,
+            };
+            if !self.warmed.contains(symbol.as_str()) {
+                self.warmed.insert(symbol.clone());
+                fresh.push(symbol.clone());
+            }
+        }
+        if fresh.is_empty() {
+            return;
+        }
+        let reference = self.worker.services().reference.clone();
+        let calls: Vec<(crate::plugin::ReferenceKind, String)> = fresh
+            .into_iter()
+            .flat_map(|s| kinds.iter().map(move |k| (*k, s.clone())))
+            .collect();
+        let outcomes: Vec<bool> = futures_util::stream::iter(calls)
+            .map(move |(kind, symbol)| {
+                let reference = reference.clone();
+                async move { kind.warm(reference.as_ref(), &symbol).await.is_ok() }
+            })
+            .buffer_unordered(PREFETCH_CONCURRENCY)
+            .collect()
+            .await;
+        let failed = outcomes.iter().filter(|ok| !**ok).count();
+        if failed > 0 {
+            tracing::debug!(queue = %self.config.queue, failed, "reference prefetch incomplete");
+        }
+    }
+
     /// Run the analyzer on a batch and resolve its effects; on failure the
     /// batch comes back to be requeued.
     async fn analyze(&mut self, pending: Pending) -> Result<Analyzed, (Pending, LiveError)> {
+        self.warm_reference(&pending.batch.events).await;
         let output = match self.worker.analyze(&pending.batch.events).await {
             Ok(o) => o,
             Err(e) => return Err((pending, e)),
