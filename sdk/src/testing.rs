@@ -505,3 +505,34 @@ pub fn bless_golden<A: Analyzer>(text: &str) -> String {
     }
     serde_json::to_string_pretty(&golden).expect("golden serializes") + "\n"
 }
+
+/// Check one golden file natively; with `MDP_GOLDEN_BLESS=1` in the
+/// environment, first rewrite its expected effects with what the analyzer
+/// produces now (review the diff before committing).
+pub fn check_golden_file<A: Analyzer>(path: impl AsRef<std::path::Path>) {
+    let path = path.as_ref();
+    let read =
+        || std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    if std::env::var_os("MDP_GOLDEN_BLESS").is_some() {
+        std::fs::write(path, bless_golden::<A>(&read()))
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    }
+    eprintln!("golden {}", path.display());
+    run_golden::<A>(&read());
+}
+
+/// Check every `*.json` golden file in `dir` (see [`check_golden_file`]);
+/// panics if there is none.
+pub fn check_golden_dir<A: Analyzer>(dir: impl AsRef<std::path::Path>) {
+    let dir = dir.as_ref();
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no golden files in {}", dir.display());
+    for path in files {
+        check_golden_file::<A>(&path);
+    }
+}

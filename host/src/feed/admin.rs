@@ -34,6 +34,35 @@ pub async fn serve(addr: &str, router: Router) -> anyhow::Result<std::net::Socke
     Ok(bound)
 }
 
+/// What every listener reports on its admin API.
+pub trait ListenerStatus: Send + Sync + 'static {
+    /// The status document (`GET /` and `GET /status`).
+    fn status_json(&self) -> Value;
+    /// Whether the upstream connection is up (`GET /ready`).
+    fn connected(&self) -> bool;
+}
+
+/// The routes every listener shares: `/` and `/status` (the status
+/// document) and `/ready` (200 while connected, else 503).
+pub fn status_routes<T: ListenerStatus>() -> Router<std::sync::Arc<T>> {
+    use axum::extract::State;
+    use axum::routing::get;
+    let status = |State(l): State<std::sync::Arc<T>>| async move { Json(l.status_json()) };
+    Router::new()
+        .route("/", get(status))
+        .route("/status", get(status))
+        .route(
+            "/ready",
+            get(|State(l): State<std::sync::Arc<T>>| async move {
+                if l.connected() {
+                    (StatusCode::OK, "connected")
+                } else {
+                    (StatusCode::SERVICE_UNAVAILABLE, "not connected")
+                }
+            }),
+        )
+}
+
 /// `400 {"error": reason, "current": current}`.
 pub fn rejected(reason: impl std::fmt::Display, current: Value) -> Response {
     (

@@ -756,22 +756,7 @@ pub fn admin_router(listener: Arc<FinlightListener>) -> Router {
             }
         }
     }
-    Router::new()
-        .route("/", get(|State(l): L| async move { Json(l.status_json()) }))
-        .route(
-            "/ready",
-            get(|State(l): L| async move {
-                if l.stats.connected.load(Ordering::Relaxed) {
-                    (axum::http::StatusCode::OK, "connected")
-                } else {
-                    (axum::http::StatusCode::SERVICE_UNAVAILABLE, "not connected")
-                }
-            }),
-        )
-        .route(
-            "/status",
-            get(|State(l): L| async move { Json(l.status_json()) }),
-        )
+    super::admin::status_routes::<FinlightListener>()
         .route(
             "/filter",
             get(|State(l): L| async move { Json(l.filter()) }).post(set),
@@ -800,6 +785,15 @@ pub async fn run(args: FinlightArgs) -> anyhow::Result<std::process::ExitCode> {
             eprintln!("mdp: finlight blocked this key: {reason}");
             Ok(std::process::ExitCode::from(3))
         }
+    }
+}
+
+impl super::admin::ListenerStatus for FinlightListener {
+    fn status_json(&self) -> Value {
+        FinlightListener::status_json(self)
+    }
+    fn connected(&self) -> bool {
+        self.stats.connected.load(Ordering::Relaxed)
     }
 }
 

@@ -923,22 +923,7 @@ pub fn admin_router(listener: Arc<MassiveListener>) -> Router {
     async fn settings(State(l): L) -> Json<MassiveSettings> {
         Json(l.settings())
     }
-    Router::new()
-        .route("/", get(|State(l): L| async move { Json(l.status_json()) }))
-        .route(
-            "/ready",
-            get(|State(l): L| async move {
-                if l.stats.connected.load(Ordering::Relaxed) {
-                    (axum::http::StatusCode::OK, "connected")
-                } else {
-                    (axum::http::StatusCode::SERVICE_UNAVAILABLE, "not connected")
-                }
-            }),
-        )
-        .route(
-            "/status",
-            get(|State(l): L| async move { Json(l.status_json()) }),
-        )
+    super::admin::status_routes::<MassiveListener>()
         .route(
             "/feed",
             get(settings).post(|State(l): L, Json(body): Json<Value>| async move {
@@ -981,6 +966,15 @@ pub async fn run(args: MassiveArgs) -> anyhow::Result<std::process::ExitCode> {
     }
     listener.run(crate::cli::roles::shutdown_signal()).await?;
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+impl super::admin::ListenerStatus for MassiveListener {
+    fn status_json(&self) -> Value {
+        MassiveListener::status_json(self)
+    }
+    fn connected(&self) -> bool {
+        self.stats.connected.load(Ordering::Relaxed)
+    }
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
 use super::*;
-use mdp_sdk::testing::{Harness, bless_golden, resolve_body, run_golden, with_host};
+use mdp_sdk::testing::{Harness, resolve_body, with_host};
 
 /// Run a second replica on the shared test store, applying its effects.
 fn feed(b: &mut Leaderboard, batch: &[Event]) -> Vec<Effect> {
@@ -360,19 +360,8 @@ fn a_snapshot_carries_the_state_to_the_next_generation() {
 
 #[test]
 fn golden_files_pass_natively() {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/golden");
-    let mut n = 0;
-    for entry in std::fs::read_dir(dir).expect("golden dir") {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "json") {
-            let text = std::fs::read_to_string(&path).unwrap();
-            eprintln!("golden {}", path.display());
-            if std::env::var_os("MDP_GOLDEN_BLESS").is_some() {
-                std::fs::write(&path, bless_golden::<Leaderboard>(&text)).unwrap();
-            }
-            run_golden::<Leaderboard>(&std::fs::read_to_string(&path).unwrap());
-            n += 1;
-        }
-    }
-    assert!(n > 0, "no golden files");
+    mdp_sdk::testing::check_golden_dir::<Leaderboard>(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/golden"
+    ));
 }

@@ -367,16 +367,12 @@ mod tests {
 
 #[cfg(test)]
 mod golden {
-    /// Runs a golden file; with `MDP_BLESS=1` records its effects instead.
+    /// Runs a golden file; with `MDP_GOLDEN_BLESS=1` records its effects first.
     fn check(name: &str) {
-        let path = format!("{}/golden/{name}", env!("CARGO_MANIFEST_DIR"));
-        let text = std::fs::read_to_string(&path).unwrap();
-        if std::env::var_os("MDP_BLESS").is_some() {
-            let out = mdp_sdk::testing::bless_golden::<super::NewsFeed>(&text);
-            std::fs::write(&path, out).unwrap();
-        } else {
-            mdp_sdk::testing::run_golden::<super::NewsFeed>(&text);
-        }
+        mdp_sdk::testing::check_golden_file::<super::NewsFeed>(format!(
+            "{}/golden/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        ));
     }
 
     #[test]

@@ -1,5 +1,5 @@
 use super::*;
-use mdp_sdk::testing::{Harness, bless_golden, resolve_body, run_golden, with_host};
+use mdp_sdk::testing::{Harness, resolve_body, with_host};
 
 // 2026-03-09 14:00 UTC.
 const NOW: u64 = 1_773_064_800_000_000;
@@ -190,19 +190,5 @@ fn iso_timestamps_match_python() {
 
 #[test]
 fn golden_files_pass_natively() {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/golden");
-    let mut n = 0;
-    for entry in std::fs::read_dir(dir).expect("golden dir") {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "json") {
-            let text = std::fs::read_to_string(&path).unwrap();
-            eprintln!("golden {}", path.display());
-            if std::env::var_os("MDP_GOLDEN_BLESS").is_some() {
-                std::fs::write(&path, bless_golden::<TopTrades>(&text)).unwrap();
-            }
-            run_golden::<TopTrades>(&std::fs::read_to_string(&path).unwrap());
-            n += 1;
-        }
-    }
-    assert!(n > 0, "no golden files");
+    mdp_sdk::testing::check_golden_dir::<TopTrades>(concat!(env!("CARGO_MANIFEST_DIR"), "/golden"));
 }
