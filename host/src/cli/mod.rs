@@ -76,6 +76,8 @@ pub fn parse_at_ms(s: &str) -> anyhow::Result<u64> {
 pub enum ListenCommand {
     /// The Massive stocks WebSocket (seed MDL + MDQ).
     Massive(crate::feed::massive::MassiveArgs),
+    /// The Finlight news WebSocket (seed FDL + FDQ).
+    Finlight(crate::feed::finlight::FinlightArgs),
 }
 
 /// Install the tracing subscriber (`RUST_LOG` filter, default `info`).
@@ -187,6 +189,9 @@ pub fn main() -> ExitCode {
             Command::Serve(args) => crate::widgets::run(args).await,
             Command::Up(args) => up::run(args).await,
             Command::Listen(ListenCommand::Massive(args)) => crate::feed::massive::run(args).await,
+            Command::Listen(ListenCommand::Finlight(args)) => {
+                crate::feed::finlight::run(args).await
+            }
             Command::ShowConfig { .. } => Ok(ExitCode::SUCCESS),
         }
     });

@@ -101,6 +101,7 @@ pub async fn run(mut args: UpArgs) -> anyhow::Result<ExitCode> {
             queue_url: args.host.queue_url.clone(),
             message_ttl_ms: args.message_ttl_ms,
             batch_frames: true,
+            ..MassiveArgs::default()
         },
         queue.clone(),
     );

@@ -4,31 +4,56 @@
 //! unknown event types routed to `unknown` without aborting the frame),
 //! conversion to the seed's queue JSON, routing to
 //! `trades|aggregate|quotes|halts|unknown`, publishing with confirms (one
-//! message per event, or one array message per queue per frame), and
-//! reconnects with exponential backoff and jitter. `auth_failed` and
-//! `max_connections` back off long and loudly instead of hammering the feed.
+//! message per event, or one array message per queue per frame).
+//!
+//! Robustness (issue #6): every disconnect status is handled distinctly —
+//! `auth_failed` and `max_connections` wait long and log loudly (retrying
+//! at once would only knock the other session off again), `slow_consumer`
+//! and `force_disconnect` reconnect with backoff — with exponential backoff
+//! plus jitter; when the market is closed the listener polls REST market
+//! status instead of hammering the feed; frames over 1 MB, garbage and
+//! truncated frames are counted, logged and skipped; a feed that stops
+//! sending data for `--stall-timeout-ms` is treated as stalled and
+//! reconnected. An admin API ([`admin_router`]) reports status and changes
+//! feed, market and subscriptions at runtime.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use serde_json::Value;
-use tokio::sync::watch;
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
+use super::{Backoff, Recorder, now_ms};
 use crate::event::{MARKET_QUEUES, massive::to_queue_json, queue_for};
 use crate::queue::{Queue, QueueSpec};
 
 /// Largest frame accepted, bytes (larger ones are dropped and counted).
 pub const MAX_FRAME_BYTES: usize = 1 << 20;
 
+/// Frames read ahead of the publisher.
+const PIPELINE_FRAMES: usize = 64;
+/// Most events merged into one publish per queue.
+const MAX_BATCH_EVENTS: usize = 2000;
+
+/// A parsed frame's events per queue.
+type Routed = BTreeMap<&'static str, Vec<Value>>;
+
+/// Topic codes a subscription may use (protocols.md §1.4, stocks).
+pub const TOPICS: [&str; 6] = ["T", "Q", "A", "AM", "LULD", "NOI"];
+
 /// Settings of the Massive listener.
 #[derive(Debug, Clone, clap::Args)]
 pub struct MassiveArgs {
-    /// Feed base URL; the market path `/stocks` is appended.
+    /// Feed base URL; the market path (`/stocks`) is appended.
     #[arg(
         long,
         env = "MASSIVE_FEED_URL",
@@ -38,7 +63,7 @@ pub struct MassiveArgs {
     /// API key (falls back to POLYGON_API_KEY).
     #[arg(long, env = "MASSIVE_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
-    /// Subscriptions, comma separated (seed default).
+    /// Subscriptions, comma separated or a JSON array (seed default).
     #[arg(
         long,
         env = "MASSIVE_SUBSCRIPTIONS",
@@ -54,21 +79,184 @@ pub struct MassiveArgs {
     /// Publish one array message per queue per frame instead of one per event.
     #[arg(long)]
     pub batch_frames: bool,
+    /// Market (path segment); only `stocks` is implemented.
+    #[arg(long, env = "MASSIVE_MARKET", default_value = "stocks")]
+    pub market: String,
+    /// Massive REST base URL, for market status while the market is closed
+    /// (no polling when unset: the listener always connects).
+    #[arg(long, env = "MASSIVE_REST_URL")]
+    pub rest_url: Option<String>,
+    /// No data for this long (ms) means the feed stalled: reconnect.
+    #[arg(long, env = "MASSIVE_STALL_TIMEOUT_MS", default_value_t = 30_000)]
+    pub stall_timeout_ms: u64,
+    /// Longest reconnect backoff, ms (starts at 500 ms, doubles, jittered).
+    #[arg(long, default_value_t = 30_000)]
+    pub max_backoff_ms: u64,
+    /// Wait after `auth_failed` or `max_connections`, ms.
+    #[arg(long, default_value_t = 60_000)]
+    pub refused_wait_ms: u64,
+    /// Market-status poll interval while the market is closed, ms.
+    #[arg(long, default_value_t = 60_000)]
+    pub closed_poll_ms: u64,
+    /// Prefix of the queue names (e.g. to share one broker between tests).
+    #[arg(long, env = "MDP_QUEUE_PREFIX", default_value = "")]
+    pub queue_prefix: String,
+    /// Admin API address (`/status`, `/feed`, `/market`, `/subscriptions`); none when unset.
+    #[arg(long, env = "MDP_LISTENER_ADMIN")]
+    pub admin_listen: Option<String>,
+    /// Record every received frame to this JSONL file (replayable by `mdp simulate --replay`).
+    #[arg(long)]
+    pub record: Option<std::path::PathBuf>,
 }
 
-/// Counters of the listener (also exported as metrics).
+impl Default for MassiveArgs {
+    fn default() -> Self {
+        MassiveArgs {
+            feed_url: "wss://socket.massive.com".into(),
+            api_key: None,
+            subscriptions: "A.*,T.*,Q.*,LULD.*".into(),
+            queue_url: "memory://".into(),
+            message_ttl_ms: 5000,
+            batch_frames: false,
+            market: "stocks".into(),
+            rest_url: None,
+            stall_timeout_ms: 30_000,
+            max_backoff_ms: 30_000,
+            refused_wait_ms: 60_000,
+            closed_poll_ms: 60_000,
+            queue_prefix: String::new(),
+            admin_listen: None,
+            record: None,
+        }
+    }
+}
+
+/// What the admin API may change at runtime.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct MassiveSettings {
+    /// Feed base URL.
+    pub feed_url: String,
+    /// Market path segment.
+    pub market: String,
+    /// Subscribed topics.
+    pub subscriptions: Vec<String>,
+}
+
+/// Validate a feed base URL.
+pub fn validate_feed(url: &str) -> Result<String, String> {
+    super::admin::valid_ws_url(url)?;
+    Ok(url.trim_end_matches('/').to_string())
+}
+
+/// Validate a market (only `stocks` is implemented).
+pub fn validate_market(market: &str) -> Result<String, String> {
+    match market {
+        "stocks" => Ok(market.to_string()),
+        "options" | "forex" | "crypto" | "indices" | "futures" => Err(format!(
+            "market `{market}` is not supported by this listener (only `stocks`)"
+        )),
+        _ => Err(format!("unknown market `{market}` (only `stocks`)")),
+    }
+}
+
+/// Validate subscription topics (`T.*`, `AM.AAPL`, ...; trimmed, deduplicated, order kept).
+pub fn validate_subscriptions<S: AsRef<str>>(topics: &[S]) -> Result<Vec<String>, String> {
+    let mut out: Vec<String> = Vec::new();
+    for raw in topics {
+        let topic = raw.as_ref().trim();
+        let Some((kind, sym)) = topic.split_once('.') else {
+            return Err(format!("`{topic}` is not TOPIC.TICKER"));
+        };
+        if !TOPICS.contains(&kind) {
+            return Err(format!(
+                "unknown topic `{kind}` in `{topic}` (one of {})",
+                TOPICS.join(", ")
+            ));
+        }
+        if !super::admin::valid_symbol(sym) {
+            return Err(format!("bad ticker `{sym}` in `{topic}`"));
+        }
+        if !out.iter().any(|t| t == topic) {
+            out.push(topic.to_string());
+        }
+    }
+    if out.is_empty() {
+        return Err("no subscriptions given".into());
+    }
+    Ok(out)
+}
+
+/// Counters and state of the listener (also exported as metrics).
 #[derive(Debug, Default)]
 pub struct ListenerStats {
     /// Events received (excluding statuses).
     pub events: AtomicU64,
     /// Messages published.
     pub published: AtomicU64,
-    /// Frames that could not be parsed.
+    /// Events whose publish the broker confirmed.
+    pub confirmed: AtomicU64,
+    /// Frames that could not be parsed (garbage, truncated, not UTF-8).
     pub bad_frames: AtomicU64,
+    /// Frames over [`MAX_FRAME_BYTES`].
+    pub too_large: AtomicU64,
     /// Reconnects.
     pub reconnects: AtomicU64,
     /// Events per queue, in [`MARKET_QUEUES`] order.
     pub per_queue: [AtomicU64; 5],
+    /// Publishes that failed (their events are lost).
+    pub publish_errors: AtomicU64,
+    /// `auth_failed` statuses.
+    pub auth_failures: AtomicU64,
+    /// `max_connections` evictions.
+    pub max_connections: AtomicU64,
+    /// `slow_consumer` disconnects.
+    pub slow_consumers: AtomicU64,
+    /// `force_disconnect` kicks.
+    pub force_disconnects: AtomicU64,
+    /// Sessions ended because the feed stopped sending data.
+    pub stalls: AtomicU64,
+    /// Connections lost without a status (reset, close, refused dial).
+    pub dropped: AtomicU64,
+    /// Market-status polls that found the market closed.
+    pub closed_polls: AtomicU64,
+    /// Market-status calls that failed or returned nonsense.
+    pub rest_errors: AtomicU64,
+    /// Sessions that reached `auth_success`.
+    pub sessions: AtomicU64,
+    /// True while authenticated and streaming.
+    pub connected: AtomicBool,
+    /// Unix ms of the last data frame (0 = none yet).
+    pub last_message_ms: AtomicU64,
+    /// Current state and the last disconnect reason.
+    pub state: Mutex<(String, String)>,
+}
+
+impl ListenerStats {
+    fn set_state(&self, state: &str) {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).0 = state.to_string();
+    }
+
+    fn set_error(&self, error: &str) {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).1 = error.to_string();
+    }
+
+    /// The current state (`connecting`, `streaming`, `market_closed`, ...).
+    pub fn state(&self) -> String {
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .clone()
+    }
+
+    /// Events counted on `queue` (one of [`MARKET_QUEUES`]).
+    pub fn queue_count(&self, queue: &str) -> u64 {
+        MARKET_QUEUES
+            .iter()
+            .position(|q| *q == queue)
+            .map(|i| self.per_queue[i].load(Ordering::Relaxed))
+            .unwrap_or(0)
+    }
 }
 
 /// What a frame holds, parsed.
@@ -93,7 +281,6 @@ pub enum FrameError {
     #[error("frame is neither an array nor an object")]
     WrongShape,
 }
-
 /// Parse one server frame (an array of objects; a lone object is accepted).
 pub fn parse_frame(text: &str) -> Result<ParsedFrame, FrameError> {
     if text.len() > MAX_FRAME_BYTES {
@@ -133,13 +320,15 @@ pub fn parse_frame(text: &str) -> Result<ParsedFrame, FrameError> {
     Ok(frame)
 }
 
-/// How the session ended.
+/// How a session ended.
 #[derive(Debug)]
 enum Ended {
-    /// Reconnect soon (with backoff).
+    /// Reconnect with backoff.
     Retry(String),
-    /// Reconnect only after a long pause (auth failure, connection cap).
-    BackOffLong(String),
+    /// Reconnect only after `--refused-wait-ms` (auth failure, connection cap).
+    Refused(String),
+    /// Settings changed: reconnect now.
+    Restart,
     /// Shutdown requested.
     Shutdown,
 }
@@ -148,26 +337,50 @@ enum Ended {
 pub struct MassiveListener {
     args: MassiveArgs,
     queue: Arc<dyn Queue>,
-    /// Counters.
+    queues: [String; 5],
+    settings: watch::Sender<MassiveSettings>,
+    http: reqwest::Client,
+    /// Counters and state.
     pub stats: Arc<ListenerStats>,
 }
 
 impl MassiveListener {
-    /// A listener publishing to `queue`.
+    /// A listener publishing to `queue`. Settings from `args` that do not
+    /// validate are kept as given and fail at connect time (logged).
     pub fn new(args: MassiveArgs, queue: Arc<dyn Queue>) -> Self {
+        let subscriptions = super::list_setting(&[&args.subscriptions]);
+        let settings = MassiveSettings {
+            feed_url: args.feed_url.trim_end_matches('/').to_string(),
+            market: args.market.clone(),
+            subscriptions,
+        };
+        let queues = MARKET_QUEUES.map(|q| format!("{}{q}", args.queue_prefix));
+        let stats = Arc::new(ListenerStats::default());
+        stats.set_state("starting");
         MassiveListener {
             args,
             queue,
-            stats: Arc::new(ListenerStats::default()),
+            queues,
+            settings: watch::channel(settings).0,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .unwrap_or_default(),
+            stats,
         }
+    }
+
+    /// The current runtime settings.
+    pub fn settings(&self) -> MassiveSettings {
+        self.settings.borrow().clone()
     }
 
     /// Declare the market-data queues as the seed does.
     pub async fn declare_queues(&self) -> anyhow::Result<()> {
-        for name in MARKET_QUEUES {
+        for name in &self.queues {
             self.queue
                 .declare(&QueueSpec {
-                    name: name.to_string(),
+                    name: name.clone(),
                     message_ttl: Some(Duration::from_millis(self.args.message_ttl_ms)),
                     dead_letter: None,
                 })
@@ -176,86 +389,319 @@ impl MassiveListener {
         Ok(())
     }
 
-    /// Run until `shutdown`, reconnecting as needed.
-    pub async fn run(&self, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+    /// Status as the admin API reports it.
+    pub fn status_json(&self) -> Value {
+        let s = &self.stats;
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let (state, last_error) = s.state.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let last = load(&s.last_message_ms);
+        let per_queue: serde_json::Map<String, Value> = MARKET_QUEUES
+            .iter()
+            .enumerate()
+            .map(|(i, q)| (q.to_string(), json!(load(&s.per_queue[i]))))
+            .collect();
+        json!({
+            "feed": "massive",
+            "state": state,
+            "connected": s.connected.load(Ordering::Relaxed),
+            "settings": self.settings(),
+            "reconnects": load(&s.reconnects),
+            "sessions": load(&s.sessions),
+            "events": load(&s.events),
+            "published": load(&s.published),
+            "confirmed": load(&s.confirmed),
+            "per_queue": per_queue,
+            "last_message_time": (last > 0).then(|| chrono::DateTime::from_timestamp_millis(last as i64).map(|t| t.to_rfc3339())),
+            "last_message_ms": last,
+            "last_error": last_error,
+            "bad_frames": load(&s.bad_frames),
+            "too_large": load(&s.too_large),
+            "publish_errors": load(&s.publish_errors),
+            "auth_failures": load(&s.auth_failures),
+            "max_connections": load(&s.max_connections),
+            "slow_consumers": load(&s.slow_consumers),
+            "force_disconnects": load(&s.force_disconnects),
+            "stalls": load(&s.stalls),
+            "dropped": load(&s.dropped),
+            "closed_polls": load(&s.closed_polls),
+            "rest_errors": load(&s.rest_errors),
+        })
+    }
+
+    /// Change the feed URL (validated; reconnects when it changed).
+    pub fn set_feed(&self, url: &str) -> Result<MassiveSettings, String> {
+        let url = validate_feed(url)?;
+        self.settings.send_if_modified(|s| {
+            let changed = s.feed_url != url;
+            s.feed_url = url.clone();
+            changed
+        });
+        Ok(self.settings())
+    }
+
+    /// Change the market (validated; reconnects when it changed).
+    pub fn set_market(&self, market: &str) -> Result<MassiveSettings, String> {
+        let market = validate_market(market)?;
+        self.settings.send_if_modified(|s| {
+            let changed = s.market != market;
+            s.market = market.clone();
+            changed
+        });
+        Ok(self.settings())
+    }
+
+    /// Replace the subscriptions (validated; applied on the open connection
+    /// with `unsubscribe` / `subscribe`).
+    pub fn set_subscriptions<S: AsRef<str>>(
+        &self,
+        topics: &[S],
+    ) -> Result<MassiveSettings, String> {
+        let topics = validate_subscriptions(topics)?;
+        self.settings.send_if_modified(|s| {
+            let changed = s.subscriptions != topics;
+            s.subscriptions = topics.clone();
+            changed
+        });
+        Ok(self.settings())
+    }
+
+    /// Run until `shutdown`, reconnecting as needed. Frames are read on one
+    /// side and published on the other, through a bounded channel: the
+    /// publisher merges the frames waiting into one publish per queue, so
+    /// confirm round trips are shared, and a broker that falls behind slows
+    /// the reading down (the feed then sees a slow consumer) instead of
+    /// growing memory. On shutdown the frames read are published first.
+    pub async fn run(&self, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
         self.declare_queues().await?;
-        let mut delay = Duration::from_millis(500);
+        let (tx, rx) = mpsc::channel(PIPELINE_FRAMES);
+        let (read, ()) = tokio::join!(self.read_loop(shutdown, tx), self.publish_loop(rx));
+        read
+    }
+
+    async fn read_loop(
+        &self,
+        mut shutdown: watch::Receiver<bool>,
+        tx: mpsc::Sender<Routed>,
+    ) -> anyhow::Result<()> {
+        let recorder = match &self.args.record {
+            Some(path) => Some(Recorder::create(path).await?),
+            None => None,
+        };
+        let mut backoff = Backoff::new(
+            Duration::from_millis(500),
+            Duration::from_millis(self.args.max_backoff_ms),
+        );
+        let mut settings_rx = self.settings.subscribe();
         loop {
-            let ended = self.session(&mut shutdown).await;
+            if !self.wait_while_closed(&mut shutdown).await {
+                break;
+            }
+            let ended = self
+                .session(
+                    &mut shutdown,
+                    &mut settings_rx,
+                    &mut backoff,
+                    recorder.as_ref(),
+                    &tx,
+                )
+                .await;
+            self.stats.connected.store(false, Ordering::Relaxed);
             let wait = match ended {
-                Ended::Shutdown => return Ok(()),
-                Ended::Retry(why) => {
-                    tracing::warn!(reason = %why, ?delay, "massive feed disconnected; reconnecting");
-                    let d = delay;
-                    delay = (delay * 2).min(Duration::from_secs(30));
-                    d
+                Ended::Shutdown => break,
+                Ended::Restart => {
+                    tracing::info!(settings = ?self.settings(), "massive listener settings changed; reconnecting");
+                    Duration::ZERO
                 }
-                Ended::BackOffLong(why) => {
-                    tracing::error!(reason = %why, "massive feed refused us; waiting 60 s before retrying");
-                    Duration::from_secs(60)
+                Ended::Retry(why) => {
+                    let wait = backoff.next_wait();
+                    tracing::warn!(reason = %why, ?wait, "massive feed disconnected; reconnecting");
+                    self.stats.set_error(&why);
+                    self.stats.set_state("backing_off");
+                    wait
+                }
+                Ended::Refused(why) => {
+                    let wait = Duration::from_millis(self.args.refused_wait_ms);
+                    tracing::error!(reason = %why, ?wait, "MASSIVE FEED REFUSED THIS LISTENER; waiting before retrying");
+                    self.stats.set_error(&why);
+                    self.stats.set_state("refused");
+                    wait
                 }
             };
             self.stats.reconnects.fetch_add(1, Ordering::Relaxed);
             metrics::counter!("mdp_listener_reconnects_total", "feed" => "massive").increment(1);
-            let jitter = Duration::from_millis(rand::random::<u64>() % 250);
             tokio::select! {
-                _ = tokio::time::sleep(wait + jitter) => {}
-                _ = shutdown.changed() => return Ok(()),
+                _ = tokio::time::sleep(wait) => {}
+                _ = settings_rx.changed() => {}
+                _ = shutdown.changed() => break,
+            }
+        }
+        self.stats.set_state("stopped");
+        Ok(())
+    }
+
+    /// Poll REST market status while the market is closed; false on shutdown.
+    async fn wait_while_closed(&self, shutdown: &mut watch::Receiver<bool>) -> bool {
+        let Some(rest) = &self.args.rest_url else {
+            return true;
+        };
+        loop {
+            match self.market_status(rest).await {
+                Ok(market) if market == "closed" => {
+                    self.stats.closed_polls.fetch_add(1, Ordering::Relaxed);
+                    if self.stats.state() != "market_closed" {
+                        tracing::info!(
+                            poll_ms = self.args.closed_poll_ms,
+                            "market closed; polling market status instead of connecting"
+                        );
+                    }
+                    self.stats.set_state("market_closed");
+                }
+                Ok(_) => return true,
+                Err(e) => {
+                    self.stats.rest_errors.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!("mdp_listener_rest_errors_total", "feed" => "massive")
+                        .increment(1);
+                    tracing::warn!(error = %e, "market status unavailable; connecting anyway");
+                    return true;
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(self.args.closed_poll_ms)) => {}
+                _ = shutdown.changed() => return false,
             }
         }
     }
 
-    async fn session(&self, shutdown: &mut watch::Receiver<bool>) -> Ended {
-        let url = format!("{}/stocks", self.args.feed_url.trim_end_matches('/'));
+    /// `market` of `GET /v1/marketstatus/now`; a body without a string `market` is an error.
+    async fn market_status(&self, rest: &str) -> anyhow::Result<String> {
+        let key = self.api_key();
+        let url = format!("{}/v1/marketstatus/now", rest.trim_end_matches('/'));
+        let resp = self.http.get(&url).bearer_auth(&key).send().await?;
+        let code = resp.status();
+        if !code.is_success() {
+            anyhow::bail!("market status: HTTP {code}");
+        }
+        let body: Value = resp.json().await?;
+        match body.get("market").and_then(Value::as_str) {
+            Some(m @ ("open" | "closed" | "extended-hours")) => Ok(m.to_string()),
+            other => anyhow::bail!("market status: unexpected `market` {other:?}"),
+        }
+    }
+
+    fn api_key(&self) -> String {
+        self.args
+            .api_key
+            .clone()
+            .or_else(|| std::env::var("POLYGON_API_KEY").ok())
+            .unwrap_or_default()
+    }
+
+    async fn session(
+        &self,
+        shutdown: &mut watch::Receiver<bool>,
+        settings_rx: &mut watch::Receiver<MassiveSettings>,
+        backoff: &mut Backoff,
+        recorder: Option<&Recorder>,
+        tx: &mpsc::Sender<Routed>,
+    ) -> Ended {
+        let mut current = settings_rx.borrow_and_update().clone();
+        let url = format!("{}/{}", current.feed_url, current.market);
+        self.stats.set_state("connecting");
         let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
             .max_message_size(Some(4 * MAX_FRAME_BYTES))
             .max_frame_size(Some(4 * MAX_FRAME_BYTES));
         let connect = tokio_tungstenite::connect_async_with_config(&url, Some(config), false);
         let (mut ws, _) = match tokio::time::timeout(Duration::from_secs(10), connect).await {
             Ok(Ok(c)) => c,
-            Ok(Err(e)) => return Ended::Retry(format!("connect {url}: {e}")),
-            Err(_) => return Ended::Retry(format!("connect {url}: timed out")),
+            Ok(Err(e)) => {
+                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                return Ended::Retry(format!("connect {url}: {e}"));
+            }
+            Err(_) => {
+                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                return Ended::Retry(format!("connect {url}: timed out"));
+            }
         };
-        let key = self
-            .args
-            .api_key
-            .clone()
-            .or_else(|| std::env::var("POLYGON_API_KEY").ok())
-            .unwrap_or_default();
-        let auth = serde_json::json!({"action": "auth", "params": key}).to_string();
+        self.stats.set_state("authenticating");
+        let auth = json!({"action": "auth", "params": self.api_key()}).to_string();
         if let Err(e) = ws.send(WsMessage::Text(auth.into())).await {
             return Ended::Retry(format!("send auth: {e}"));
         }
-        let subscribe =
-            serde_json::json!({"action": "subscribe", "params": self.args.subscriptions})
-                .to_string();
         let mut subscribed = false;
-        let idle = Duration::from_secs(30);
+        let mut got_data = false;
+        let stall = Duration::from_millis(self.args.stall_timeout_ms.max(1));
+        let mut ping = tokio::time::interval(Duration::from_secs(10));
+        ping.tick().await;
+        let mut last_frame = tokio::time::Instant::now();
         loop {
             let msg = tokio::select! {
-                m = tokio::time::timeout(idle, ws.next()) => m,
+                m = ws.next() => m,
+                _ = tokio::time::sleep_until(last_frame + stall) => {
+                    self.stats.stalls.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!("mdp_listener_stalls_total", "feed" => "massive").increment(1);
+                    let _ = ws.close(None).await;
+                    return Ended::Retry(format!("feed stalled: no data for {stall:?}"));
+                }
+                _ = ping.tick() => {
+                    if let Err(e) = ws.send(WsMessage::Ping(Bytes::new())).await {
+                        self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                        return Ended::Retry(format!("ping: {e}"));
+                    }
+                    continue;
+                }
+                changed = settings_rx.changed() => {
+                    if changed.is_err() {
+                        continue;
+                    }
+                    let next = settings_rx.borrow_and_update().clone();
+                    if next.feed_url != current.feed_url || next.market != current.market {
+                        let _ = ws.close(None).await;
+                        return Ended::Restart;
+                    }
+                    if subscribed && let Err(e) = self.resubscribe(&mut ws, &current.subscriptions, &next.subscriptions).await {
+                        return Ended::Retry(format!("send subscription change: {e}"));
+                    }
+                    current = next;
+                    continue;
+                }
                 _ = shutdown.changed() => {
                     let _ = ws.close(None).await;
                     return Ended::Shutdown;
                 }
             };
             let text = match msg {
-                Err(_) => return Ended::Retry("feed silent for 30 s".into()),
-                Ok(None) => return Ended::Retry("connection closed".into()),
-                Ok(Some(Err(e))) => return Ended::Retry(format!("read: {e}")),
-                Ok(Some(Ok(WsMessage::Text(t)))) => t,
-                Ok(Some(Ok(WsMessage::Close(c)))) => {
+                None => {
+                    self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                    return Ended::Retry("connection closed".into());
+                }
+                Some(Err(e)) => {
+                    self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                    return Ended::Retry(format!("read: {e}"));
+                }
+                Some(Ok(WsMessage::Text(t))) => t,
+                Some(Ok(WsMessage::Binary(b))) => {
+                    self.bad_frame(&format!("binary frame of {} bytes", b.len()));
+                    continue;
+                }
+                Some(Ok(WsMessage::Close(c))) => {
+                    self.stats.dropped.fetch_add(1, Ordering::Relaxed);
                     return Ended::Retry(format!("closed by server: {c:?}"));
                 }
-                Ok(Some(Ok(_))) => continue,
+                Some(Ok(_)) => continue,
             };
+            last_frame = tokio::time::Instant::now();
+            if let Some(r) = recorder {
+                r.record(now_ms(), &text);
+            }
             let frame = match parse_frame(&text) {
                 Ok(f) => f,
+                Err(e @ FrameError::TooLarge(_)) => {
+                    self.stats.too_large.fetch_add(1, Ordering::Relaxed);
+                    self.bad_frame(&e.to_string());
+                    continue;
+                }
                 Err(e) => {
-                    self.stats.bad_frames.fetch_add(1, Ordering::Relaxed);
-                    metrics::counter!("mdp_listener_bad_frames_total", "feed" => "massive")
-                        .increment(1);
-                    tracing::warn!(error = %e, "bad frame skipped");
+                    self.bad_frame(&e.to_string());
                     continue;
                 }
             };
@@ -263,62 +709,241 @@ impl MassiveListener {
                 match status.as_str() {
                     "auth_success" if !subscribed => {
                         tracing::info!(
-                            "massive feed authenticated; subscribing to {}",
-                            self.args.subscriptions
+                            subscriptions = %current.subscriptions.join(","),
+                            "massive feed authenticated; subscribing"
                         );
-                        if let Err(e) = ws.send(WsMessage::Text(subscribe.clone().into())).await {
+                        let subscribe = json!({"action": "subscribe", "params": current.subscriptions.join(",")}).to_string();
+                        if let Err(e) = ws.send(WsMessage::Text(subscribe.into())).await {
                             return Ended::Retry(format!("send subscribe: {e}"));
                         }
                         subscribed = true;
+                        self.stats.sessions.fetch_add(1, Ordering::Relaxed);
+                        self.stats.connected.store(true, Ordering::Relaxed);
+                        self.stats.set_state("streaming");
                     }
-                    "auth_failed" => return Ended::BackOffLong(format!("auth_failed: {message}")),
+                    "auth_failed" => {
+                        self.stats.auth_failures.fetch_add(1, Ordering::Relaxed);
+                        metrics::counter!("mdp_listener_refusals_total", "feed" => "massive", "status" => "auth_failed").increment(1);
+                        return Ended::Refused(format!("auth_failed: {message}"));
+                    }
                     "max_connections" => {
-                        return Ended::BackOffLong(format!("max_connections: {message}"));
+                        self.stats.max_connections.fetch_add(1, Ordering::Relaxed);
+                        metrics::counter!("mdp_listener_refusals_total", "feed" => "massive", "status" => "max_connections").increment(1);
+                        return Ended::Refused(format!(
+                            "max_connections (another session uses this key): {message}"
+                        ));
                     }
-                    "slow_consumer" | "force_disconnect" => {
-                        return Ended::Retry(format!("{status}: {message}"));
+                    "slow_consumer" => {
+                        self.stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
+                        metrics::counter!("mdp_listener_kicks_total", "feed" => "massive", "status" => "slow_consumer").increment(1);
+                        tracing::error!(%message, "massive feed dropped us as a SLOW CONSUMER; publishing is not keeping up");
+                        return Ended::Retry(format!("slow_consumer: {message}"));
                     }
+                    "force_disconnect" => {
+                        self.stats.force_disconnects.fetch_add(1, Ordering::Relaxed);
+                        metrics::counter!("mdp_listener_kicks_total", "feed" => "massive", "status" => "force_disconnect").increment(1);
+                        return Ended::Retry(format!("force_disconnect: {message}"));
+                    }
+                    "auth_timeout" => return Ended::Retry(format!("auth_timeout: {message}")),
                     "error" => tracing::warn!(%message, "massive feed error status"),
                     _ => tracing::debug!(%status, %message, "massive status"),
                 }
             }
-            if let Err(e) = self.publish(frame.routed).await {
-                tracing::warn!(error = %e, "publish failed; frame events lost");
-                metrics::counter!("mdp_listener_publish_errors_total", "feed" => "massive")
-                    .increment(1);
+            if frame.routed.is_empty() {
+                continue;
+            }
+            if !got_data {
+                got_data = true;
+                backoff.reset();
+            }
+            self.stats
+                .last_message_ms
+                .store(now_ms(), Ordering::Relaxed);
+            for (queue, events) in &frame.routed {
+                let n = events.len() as u64;
+                self.stats.events.fetch_add(n, Ordering::Relaxed);
+                self.stats.per_queue[queue_index(queue)].fetch_add(n, Ordering::Relaxed);
+            }
+            if tx.send(frame.routed).await.is_err() {
+                return Ended::Shutdown;
             }
         }
     }
 
-    async fn publish(&self, routed: BTreeMap<&'static str, Vec<Value>>) -> anyhow::Result<()> {
-        for (queue, events) in routed {
-            let n = events.len() as u64;
-            self.stats.events.fetch_add(n, Ordering::Relaxed);
-            if let Some(i) = MARKET_QUEUES.iter().position(|q| *q == queue) {
-                self.stats.per_queue[i].fetch_add(n, Ordering::Relaxed);
-            }
-            let bodies: Vec<Bytes> = if self.args.batch_frames {
-                vec![Bytes::from(Value::Array(events).to_string())]
-            } else {
-                events
-                    .into_iter()
-                    .map(|e| Bytes::from(e.to_string()))
-                    .collect()
-            };
-            self.queue.publish(queue, &bodies).await?;
-            self.stats
-                .published
-                .fetch_add(bodies.len() as u64, Ordering::Relaxed);
-            metrics::counter!("mdp_mdq_messages_total", "queue" => queue).increment(n);
+    async fn resubscribe<S>(&self, ws: &mut S, old: &[String], new: &[String]) -> anyhow::Result<()>
+    where
+        S: futures_util::Sink<WsMessage, Error = tokio_tungstenite::tungstenite::Error> + Unpin,
+    {
+        let removed: Vec<&str> = old
+            .iter()
+            .filter(|t| !new.contains(t))
+            .map(String::as_str)
+            .collect();
+        let added: Vec<&str> = new
+            .iter()
+            .filter(|t| !old.contains(t))
+            .map(String::as_str)
+            .collect();
+        if !removed.is_empty() {
+            let m = json!({"action": "unsubscribe", "params": removed.join(",")}).to_string();
+            ws.send(WsMessage::Text(m.into())).await?;
         }
+        if !added.is_empty() {
+            let m = json!({"action": "subscribe", "params": added.join(",")}).to_string();
+            ws.send(WsMessage::Text(m.into())).await?;
+        }
+        tracing::info!(?added, ?removed, "massive subscriptions changed");
         Ok(())
     }
+
+    fn bad_frame(&self, why: &str) {
+        self.stats.bad_frames.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("mdp_listener_bad_frames_total", "feed" => "massive").increment(1);
+        tracing::warn!(error = %why, "bad frame skipped");
+    }
+
+    /// Publish frames as they come, merging those waiting (up to
+    /// [`MAX_BATCH_EVENTS`] per queue) and publishing the queues concurrently.
+    async fn publish_loop(&self, mut rx: mpsc::Receiver<Routed>) {
+        while let Some(first) = rx.recv().await {
+            let mut merged: [Vec<Value>; 5] = Default::default();
+            let add = |merged: &mut [Vec<Value>; 5], routed: Routed| {
+                for (queue, events) in routed {
+                    merged[queue_index(queue)].extend(events);
+                }
+            };
+            add(&mut merged, first);
+            while merged.iter().map(Vec::len).max().unwrap_or(0) < MAX_BATCH_EVENTS {
+                match rx.try_recv() {
+                    Ok(routed) => add(&mut merged, routed),
+                    Err(_) => break,
+                }
+            }
+            let publishes = merged
+                .into_iter()
+                .enumerate()
+                .filter(|(_, events)| !events.is_empty())
+                .map(|(i, events)| self.publish_queue(i, events));
+            futures_util::future::join_all(publishes).await;
+        }
+    }
+
+    async fn publish_queue(&self, i: usize, events: Vec<Value>) {
+        let queue = MARKET_QUEUES[i];
+        let n = events.len() as u64;
+        let bodies: Vec<Bytes> = if self.args.batch_frames {
+            vec![Bytes::from(Value::Array(events).to_string())]
+        } else {
+            events
+                .into_iter()
+                .map(|e| Bytes::from(e.to_string()))
+                .collect()
+        };
+        match self.queue.publish(&self.queues[i], &bodies).await {
+            Ok(()) => {
+                self.stats
+                    .published
+                    .fetch_add(bodies.len() as u64, Ordering::Relaxed);
+                self.stats.confirmed.fetch_add(n, Ordering::Relaxed);
+                metrics::counter!("mdp_mdq_messages_total", "queue" => queue).increment(n);
+            }
+            Err(e) => {
+                self.stats.publish_errors.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("mdp_listener_publish_errors_total", "feed" => "massive")
+                    .increment(1);
+                tracing::warn!(error = %e, queue, events = n, "publish failed; events lost");
+            }
+        }
+    }
+}
+
+fn queue_index(queue: &str) -> usize {
+    MARKET_QUEUES
+        .iter()
+        .position(|q| *q == queue)
+        .unwrap_or(MARKET_QUEUES.len() - 1)
+}
+
+/// A list of topics given as a JSON array or `{"subscriptions": [...]}` or a comma string.
+fn topics_of(body: &Value) -> Option<Vec<String>> {
+    let v = body.get("subscriptions").unwrap_or(body);
+    match v {
+        Value::Array(items) => items.iter().map(|i| i.as_str().map(String::from)).collect(),
+        Value::String(s) => Some(s.split(',').map(String::from).collect()),
+        _ => None,
+    }
+}
+
+fn field<'a>(body: &'a Value, names: &[&str]) -> Option<&'a str> {
+    names
+        .iter()
+        .find_map(|n| body.get(*n).and_then(Value::as_str))
+        .or_else(|| body.as_str())
+}
+
+/// The admin routes of a Massive listener: `GET /status`, `GET|POST /feed`,
+/// `GET|POST /market`, `GET|POST /subscriptions` (JSON bodies: `{"feed": url}`,
+/// `{"market": "stocks"}`, `["T.*","Q.AAPL"]`).
+pub fn admin_router(listener: Arc<MassiveListener>) -> Router {
+    type L = State<Arc<MassiveListener>>;
+    fn answer(l: &MassiveListener, r: Result<MassiveSettings, String>) -> Response {
+        match r {
+            Ok(s) => Json(json!({"ok": true, "settings": s})).into_response(),
+            Err(e) => {
+                tracing::warn!(error = %e, "admin change rejected");
+                super::admin::rejected(e, json!(l.settings()))
+            }
+        }
+    }
+    async fn settings(State(l): L) -> Json<MassiveSettings> {
+        Json(l.settings())
+    }
+    Router::new()
+        .route("/", get(|State(l): L| async move { Json(l.status_json()) }))
+        .route(
+            "/status",
+            get(|State(l): L| async move { Json(l.status_json()) }),
+        )
+        .route(
+            "/feed",
+            get(settings).post(|State(l): L, Json(body): Json<Value>| async move {
+                let r = field(&body, &["feed", "url", "feed_url"])
+                    .ok_or_else(|| "expected {\"feed\": \"ws://host:port\"}".to_string())
+                    .and_then(|u| l.set_feed(u));
+                answer(&l, r)
+            }),
+        )
+        .route(
+            "/market",
+            get(settings).post(|State(l): L, Json(body): Json<Value>| async move {
+                let r = field(&body, &["market"])
+                    .ok_or_else(|| "expected {\"market\": \"stocks\"}".to_string())
+                    .and_then(|m| l.set_market(m));
+                answer(&l, r)
+            }),
+        )
+        .route(
+            "/subscriptions",
+            get(settings).post(|State(l): L, Json(body): Json<Value>| async move {
+                let r = topics_of(&body)
+                    .ok_or_else(|| {
+                        "expected a JSON array of topics like [\"T.*\",\"Q.AAPL\"]".to_string()
+                    })
+                    .and_then(|t| l.set_subscriptions(&t));
+                answer(&l, r)
+            }),
+        )
+        .with_state(listener)
 }
 
 /// Run `mdp listen massive` until ctrl-c.
 pub async fn run(args: MassiveArgs) -> anyhow::Result<std::process::ExitCode> {
     let queue = crate::queue::open(&args.queue_url).await?;
-    let listener = MassiveListener::new(args, queue);
+    let admin = args.admin_listen.clone();
+    let listener = Arc::new(MassiveListener::new(args, queue));
+    if let Some(addr) = admin {
+        super::admin::serve(&addr, admin_router(listener.clone())).await?;
+    }
     listener.run(crate::cli::roles::shutdown_signal()).await?;
     Ok(std::process::ExitCode::SUCCESS)
 }
@@ -362,7 +987,8 @@ mod tests {
                     x ^= x << 13;
                     x ^= x >> 7;
                     x ^= x << 17;
-                    b"[]{}\",:evTsymp0123 "[(x % 20) as usize]
+                    let alphabet = b"[]{}\",:evTsymp0123 ";
+                    alphabet[(x % alphabet.len() as u64) as usize]
                 })
                 .collect();
             let _ = parse_frame(&String::from_utf8_lossy(&bytes));

@@ -67,6 +67,12 @@ impl Bar {
             trades: 0,
         }
     }
+    /// A print that counts for volume only (odd lot: no high/low/close update).
+    fn add_volume_only(&mut self, price: f64, size: u64) {
+        self.volume += size;
+        self.notional += price * size as f64;
+        self.trades += 1;
+    }
     fn add(&mut self, price: f64, size: u64) {
         self.high = self.high.max(price);
         self.low = self.low.min(price);
@@ -167,33 +173,115 @@ impl Market {
     pub fn trade(&mut self, now_ms: u64) -> [Value; 2] {
         let i = self.pick();
         let step: f64 = self.rng.random_range(-0.0006..0.0006);
-        let size = self.rng.random_range(1..50u64) * 100;
+        // About half the prints are odd lots (condition 37): they add volume
+        // but do not move the last price or the bars' high/low/close.
+        let odd_lot = self.rng.random_bool(0.5);
+        let size = if odd_lot {
+            self.rng.random_range(1..100u64)
+        } else {
+            self.rng.random_range(1..50u64) * 100
+        };
         let spread = self.rng.random_range(0.01..0.05f64);
-        let exchange = self.rng.random_range(1..20u32);
+        // ~28 % of trades are off-exchange (x = 4, with a TRF id and timestamp).
+        let off_exchange = self.rng.random_bool(0.28);
+        let exchange = if off_exchange {
+            4
+        } else {
+            self.rng.random_range(5..22u32)
+        };
+        let sweep = !odd_lot && self.rng.random_bool(0.1);
+        let fractional = self.rng.random_bool(0.05);
         let t = &mut self.tickers[i];
-        t.price = round2((t.price * (1.0 + step)).max(0.5));
-        t.high = t.high.max(t.price);
-        t.low = t.low.min(t.price);
+        if !odd_lot {
+            t.price = round2((t.price * (1.0 + step)).max(0.5));
+            t.high = t.high.max(t.price);
+            t.low = t.low.min(t.price);
+        }
         t.volume += size;
         t.notional += t.price * size as f64;
         t.sequence += 1;
         let sec = now_ms / 1000 * 1000;
         let min = now_ms / 60_000 * 60_000;
-        t.bar_s
-            .get_or_insert_with(|| Bar::new(sec, t.price))
-            .add(t.price, size);
-        t.bar_m
-            .get_or_insert_with(|| Bar::new(min, t.price))
-            .add(t.price, size);
-        let trade = json!({
+        let price = t.price;
+        for bar in [
+            t.bar_s.get_or_insert_with(|| Bar::new(sec, price)),
+            t.bar_m.get_or_insert_with(|| Bar::new(min, price)),
+        ] {
+            if odd_lot {
+                bar.add_volume_only(price, size);
+            } else {
+                bar.add(price, size);
+            }
+        }
+        let mut trade = json!({
             "ev": "T", "sym": t.symbol, "x": exchange, "i": t.sequence.to_string(), "z": 3,
-            "p": t.price, "s": size, "c": [0], "t": now_ms, "q": t.sequence,
+            "p": t.price, "s": size, "t": now_ms, "q": t.sequence,
         });
+        let conditions: &[u32] = if odd_lot {
+            &[37]
+        } else if sweep {
+            &[14, 41]
+        } else {
+            &[]
+        };
+        if !conditions.is_empty() {
+            trade["c"] = json!(conditions);
+        }
+        if off_exchange {
+            trade["trfi"] = json!(201);
+            trade["trft"] = json!(now_ms.saturating_sub(1));
+        }
+        if fractional {
+            trade["ds"] = json!(format!("{size}.0"));
+        }
         let quote = json!({
             "ev": "Q", "sym": t.symbol, "bx": exchange, "bp": round2(t.price - spread / 2.0), "bs": 100,
             "ax": exchange, "ap": round2(t.price + spread / 2.0), "as": 100, "t": now_ms, "q": t.sequence, "z": 3,
         });
         [trade, quote]
+    }
+
+    /// A quote update without a trade (NBBO moves more often than trades).
+    pub fn quote(&mut self, now_ms: u64) -> Value {
+        let i = self.pick();
+        let spread = self.rng.random_range(0.01..0.05f64);
+        let (bx, ax) = (
+            self.rng.random_range(1..20u32),
+            self.rng.random_range(1..20u32),
+        );
+        let (bs, as_) = (
+            self.rng.random_range(1..20u64) * 100,
+            self.rng.random_range(1..20u64) * 100,
+        );
+        let t = &mut self.tickers[i];
+        t.sequence += 1 + (t.sequence % 3); // increasing, with gaps
+        json!({
+            "ev": "Q", "sym": t.symbol, "bx": bx, "bp": round2(t.price - spread / 2.0), "bs": bs,
+            "ax": ax, "ap": round2(t.price + spread / 2.0), "as": as_, "t": now_ms, "q": t.sequence, "z": 3,
+        })
+    }
+
+    /// A net order imbalance event (ns timestamp, `T` ticker).
+    pub fn noi(&mut self, now_ms: u64) -> Value {
+        let i = self.pick();
+        let (o, p) = (
+            self.rng.random_range(1..100u64) * 100,
+            self.rng.random_range(1..100u64) * 100,
+        );
+        let t = &self.tickers[i];
+        json!({"ev": "NOI", "T": t.symbol, "t": now_ms * 1_000_000, "at": 1600, "a": "C",
+               "i": t.sequence, "x": 10, "o": o, "p": p, "b": t.price})
+    }
+
+    /// A symbol drawn by activity (Zipf-like), with its last price.
+    pub fn pick_symbol(&mut self) -> (String, f64) {
+        let i = self.pick();
+        (self.tickers[i].symbol.clone(), self.tickers[i].price)
+    }
+
+    /// A uniform random number in `[0, n)` from the market's generator.
+    pub fn random_below(&mut self, n: u64) -> u64 {
+        self.rng.random_range(0..n.max(1))
     }
 
     fn agg_event(t: &Ticker, bar: &Bar, ev: &str, len_ms: u64) -> Value {
@@ -300,13 +388,26 @@ mod tests {
     fn trades_and_bars_agree() {
         let mut m = Market::new(100, 1);
         let mut volume = HashMap::<String, u64>::new();
+        let mut last_round_lot = HashMap::<String, f64>::new();
+        let (mut odd, mut trf) = (0, 0);
         for i in 0..500 {
             let [t, q] = m.trade(1_000_000 + i);
-            *volume
-                .entry(t["sym"].as_str().unwrap().to_string())
-                .or_default() += t["s"].as_u64().unwrap();
+            let sym = t["sym"].as_str().unwrap().to_string();
+            *volume.entry(sym.clone()).or_default() += t["s"].as_u64().unwrap();
             assert!(q["bp"].as_f64().unwrap() < q["ap"].as_f64().unwrap());
+            if t["c"] == json!([37]) {
+                odd += 1;
+                assert!(t["s"].as_u64().unwrap() < 100);
+            } else {
+                last_round_lot.insert(sym, t["p"].as_f64().unwrap());
+            }
+            if t["x"] == 4 {
+                trf += 1;
+                assert!(t["trfi"].is_u64() && t["trft"].is_u64());
+            }
         }
+        assert!((150..350).contains(&odd), "about half odd lots: {odd}");
+        assert!((80..200).contains(&trf), "about 28 % off-exchange: {trf}");
         let bars = m.close_bars(1_000_000 + 120_000);
         let per_minute: u64 = bars
             .iter()
@@ -319,6 +420,13 @@ mod tests {
             "minute bars add up to the trades"
         );
         for b in bars.iter().filter(|b| b["ev"] == "AM") {
+            if let Some(p) = last_round_lot.get(b["sym"].as_str().unwrap()) {
+                assert_eq!(
+                    b["c"].as_f64().unwrap(),
+                    *p,
+                    "odd lots do not set the close"
+                );
+            }
             let snap = m.snapshot(b["sym"].as_str().unwrap(), 0).unwrap();
             assert_eq!(
                 snap["day"]["v"], b["av"],

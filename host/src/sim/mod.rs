@@ -3,6 +3,7 @@
 //! the Massive REST endpoints the host uses (§2), over one synthetic market
 //! ([`market`]) driven by a settable simulated clock and a load profile.
 
+pub mod finlight;
 pub mod market;
 mod server;
 
@@ -10,52 +11,93 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-pub use server::{SimHandle, start};
+pub use server::{SimHandle, SimStats, start};
 
-/// Events per second of each load profile.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+/// Load profiles (protocols.md §4.2, events/s on one `T.*,Q.*,A.*,AM.*` connection).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Profile {
-    /// About 200 trades/s.
+    /// Pre/after hours: 200 trades + 800 quotes per second.
     Quiet,
-    /// About 2,000 trades/s.
+    /// A normal session: 3,000 trades + 10,000 quotes per second (plus bars).
     Average,
-    /// About 20,000 trades/s (the opening minutes).
+    /// The opening minutes: 5× average.
     Open,
-    /// About 100,000 trades/s.
+    /// Average with 2 s spikes of 120,000 trades + 400,000 quotes every 10 s
+    /// (a test of slow-consumer handling, not of throughput).
     Stress,
 }
 
 impl Profile {
-    /// Trades per second.
+    /// Trades per second (baseline).
     pub fn trades_per_sec(self) -> u64 {
         match self {
             Profile::Quiet => 200,
-            Profile::Average => 2_000,
-            Profile::Open => 20_000,
-            Profile::Stress => 100_000,
+            Profile::Average | Profile::Stress => 3_000,
+            Profile::Open => 15_000,
         }
     }
+
+    /// Quotes per second (baseline).
+    pub fn quotes_per_sec(self) -> u64 {
+        match self {
+            Profile::Quiet => 800,
+            Profile::Average | Profile::Stress => 10_000,
+            Profile::Open => 50_000,
+        }
+    }
+}
+
+/// A scripted fault, armed by `--fault` or `POST /admin/fault`; each one
+/// fires once, on one session (auth failure: at the next `auth`; the others:
+/// on the next streaming session).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Fault {
+    /// Answer the next `auth` with `auth_failed` and close.
+    AuthFailure,
+    /// Evict a session with `max_connections` and close 1008 (as when another client connects).
+    MaxConnections,
+    /// Send `slow_consumer` and close 1011.
+    SlowConsumer,
+    /// Send `force_disconnect` and close 1000.
+    ForceDisconnect,
+    /// Drop the TCP connection without a close frame.
+    Reset,
+    /// Send a truncated frame, a non-JSON text frame and a binary frame.
+    Garbage,
+    /// Send a valid frame larger than 1 MB.
+    Oversize,
+    /// Stop sending data on the session (pings still answered).
+    Stall,
 }
 
 /// Settings of the simulator.
 #[derive(Debug, Clone, clap::Args)]
 pub struct SimulateArgs {
-    /// Address to listen on (WebSocket `/stocks` and REST on one port).
+    /// Address to listen on (Massive WebSocket `/stocks`, REST and `/admin/*` on one port).
     #[arg(long, default_value = "127.0.0.1:8090")]
     pub listen: String,
+    /// Address of the Finlight WebSocket (`/` enhanced, `/raw`).
+    #[arg(long, default_value = "127.0.0.1:8091")]
+    pub finlight_listen: String,
     /// Number of symbols.
     #[arg(long, default_value_t = 3000)]
     pub symbols: usize,
     /// Load profile.
     #[arg(long, value_enum, default_value_t = Profile::Average)]
     pub profile: Profile,
-    /// Explicit trade rate per second (overrides the profile).
+    /// Explicit trade rate per second (overrides the profile; quotes as many unless `--quote-rate`).
     #[arg(long)]
     pub rate: Option<u64>,
+    /// Explicit quote rate per second.
+    #[arg(long)]
+    pub quote_rate: Option<u64>,
     /// API key clients must present (any key is accepted when unset).
     #[arg(long, env = "MDP_SIM_API_KEY")]
     pub api_key: Option<String>,
-    /// Simulated clock start (RFC 3339); default: now.
+    /// Simulated clock start (RFC 3339 or Unix ms); default: now.
     #[arg(long)]
     pub at: Option<String>,
     /// Simulated seconds per real second.
@@ -64,19 +106,66 @@ pub struct SimulateArgs {
     /// Random seed (the market is deterministic for a seed).
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// Scripted faults to arm at start (repeatable).
+    #[arg(long, value_enum)]
+    pub fault: Vec<Fault>,
+    /// Massive connections allowed per key; a newcomer evicts the oldest with `max_connections`.
+    #[arg(long, default_value_t = 1)]
+    pub max_connections: usize,
+    /// Close a Massive connection that has not authenticated within this many ms (`auth_timeout`).
+    #[arg(long, default_value_t = 10_000)]
+    pub auth_timeout_ms: u64,
+    /// Finlight articles per minute (0 = only on demand via `POST /admin/finlight`).
+    #[arg(long, default_value_t = 6.0)]
+    pub news_per_min: f64,
+    /// Finlight connections allowed per key (takeover displaces, otherwise HTTP 429).
+    #[arg(long, default_value_t = 1)]
+    pub finlight_max_connections: usize,
+    /// Finlight: close sessions that sent nothing (no ping) for this many ms.
+    #[arg(long, default_value_t = 600_000)]
+    pub finlight_idle_timeout_ms: u64,
+    /// Finlight: maximum connection lifetime, ms (the real service: 2 h).
+    #[arg(long, default_value_t = 7_200_000)]
+    pub finlight_max_lifetime_ms: u64,
+    /// Frames buffered per Massive connection before it is dropped as a slow consumer.
+    #[arg(long, default_value_t = 4096)]
+    pub send_buffer_frames: usize,
+    /// Record every Massive frame sent to this JSONL file.
+    #[arg(long)]
+    pub record: Option<std::path::PathBuf>,
+    /// Replay a recorded JSONL stream (from `--record` here or on a listener)
+    /// instead of generating a market; starts when the first client subscribes.
+    #[arg(long)]
+    pub replay: Option<std::path::PathBuf>,
+    /// Replay speed (1 = as recorded, 10 = ten times faster, 0 = as fast as possible).
+    #[arg(long, default_value_t = 1.0)]
+    pub replay_speed: f64,
 }
 
 impl Default for SimulateArgs {
     fn default() -> Self {
         SimulateArgs {
             listen: "127.0.0.1:0".into(),
+            finlight_listen: "127.0.0.1:0".into(),
             symbols: 3000,
             profile: Profile::Average,
             rate: None,
+            quote_rate: None,
             api_key: None,
             at: None,
             speed: 1.0,
             seed: 42,
+            fault: Vec::new(),
+            max_connections: 1,
+            auth_timeout_ms: 10_000,
+            send_buffer_frames: 4096,
+            news_per_min: 6.0,
+            finlight_max_connections: 1,
+            finlight_idle_timeout_ms: 600_000,
+            finlight_max_lifetime_ms: 7_200_000,
+            record: None,
+            replay: None,
+            replay_speed: 1.0,
         }
     }
 }
@@ -86,7 +175,7 @@ impl Default for SimulateArgs {
 pub struct SimClock {
     origin_ms: Arc<AtomicU64>,
     started: Arc<std::sync::Mutex<Instant>>,
-    speed: f64,
+    speed_bits: Arc<AtomicU64>,
 }
 
 impl SimClock {
@@ -95,8 +184,13 @@ impl SimClock {
         SimClock {
             origin_ms: Arc::new(AtomicU64::new(origin_ms)),
             started: Arc::new(std::sync::Mutex::new(Instant::now())),
-            speed: speed.max(0.0),
+            speed_bits: Arc::new(AtomicU64::new(speed.max(0.0).to_bits())),
         }
+    }
+
+    /// Simulated seconds per real second.
+    pub fn speed(&self) -> f64 {
+        f64::from_bits(self.speed_bits.load(Ordering::Relaxed))
     }
 
     /// Simulated now, Unix milliseconds.
@@ -107,13 +201,49 @@ impl SimClock {
             .unwrap_or_else(|p| p.into_inner())
             .elapsed();
         self.origin_ms.load(Ordering::Relaxed)
-            + (elapsed.as_secs_f64() * 1000.0 * self.speed) as u64
+            + (elapsed.as_secs_f64() * 1000.0 * self.speed()) as u64
     }
 
     /// Jump to `ms` (e.g. to test pre-market, the open, after-hours).
     pub fn set_ms(&self, ms: u64) {
         *self.started.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
         self.origin_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Change the speed from now on (negative values are taken as 0).
+    pub fn set_speed(&self, speed: f64) {
+        let now = self.now_ms();
+        self.speed_bits
+            .store(speed.max(0.0).to_bits(), Ordering::Relaxed);
+        self.set_ms(now);
+    }
+
+    /// Jump forward to the next minute whose session is `session` (`pre`,
+    /// `regular`, `after` or `closed`); returns the new time, or `None` if
+    /// the name is unknown.
+    pub fn jump_to_session(&self, session: &str) -> Option<u64> {
+        let now = self.now_ms() / 60_000 * 60_000 + 60_000;
+        let want = |ms: u64| {
+            let (market, early, after) = session_at(ms);
+            match session {
+                "pre" | "pre-market" => early,
+                "regular" | "open" => market == "open",
+                "after" | "after-hours" => after,
+                "closed" => market == "closed",
+                _ => false,
+            }
+        };
+        if !matches!(
+            session,
+            "pre" | "pre-market" | "regular" | "open" | "after" | "after-hours" | "closed"
+        ) {
+            return None;
+        }
+        let target = (0..8 * 24 * 60)
+            .map(|i| now + i * 60_000)
+            .find(|ms| want(*ms))?;
+        self.set_ms(target);
+        Some(target)
     }
 }
 
@@ -141,8 +271,8 @@ pub fn session_at(ms: u64) -> (&'static str, bool, bool) {
 pub async fn run(args: SimulateArgs) -> anyhow::Result<std::process::ExitCode> {
     let handle = start(args).await?;
     println!(
-        "simulator: Massive WebSocket ws://{}/stocks, REST http://{}",
-        handle.addr, handle.addr
+        "simulator: Massive WebSocket ws://{}/stocks, REST http://{}, admin http://{}/admin, Finlight WebSocket ws://{}/ (raw: /raw)",
+        handle.addr, handle.addr, handle.addr, handle.finlight_addr
     );
     let mut shutdown = crate::cli::roles::shutdown_signal();
     let _ = shutdown.changed().await;
