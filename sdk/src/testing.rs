@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde_json::json;
 
-use crate::wire::{EffectRecord, Golden, decode_event};
+use crate::wire::{EffectRecord, Golden, GoldenRestart, decode_event};
 use crate::{
     AggWindow, Analyzer, AnalyzerError, Body, Config, Effect, Event, Level, Market, MarketStatus,
     ReferenceError,
@@ -196,8 +196,9 @@ impl MemStore {
         &mut self.entries.get_mut(key).expect("inserted").0
     }
 
-    /// Apply one effect (bodies already resolved to JSON text).
-    fn apply(&mut self, effect: &Effect, resolve: &dyn Fn(&Body) -> String) {
+    /// Apply one effect, resolving bodies with `resolve` (e.g. a second
+    /// replica's effects in a multi-replica test).
+    pub fn apply(&mut self, effect: &Effect, resolve: &dyn Fn(&Body) -> String) {
         match effect {
             Effect::Put(p) => self.set(&p.key, &resolve(&p.value), p.ttl_secs),
             Effect::Push(p) => {
@@ -349,37 +350,47 @@ impl<A: Analyzer> Harness<A> {
         &mut self,
         messages: &[String],
     ) -> Result<Vec<EffectRecord>, AnalyzerError> {
-        let batch = messages
-            .iter()
-            .map(|m| decode_event(m).map_err(|e| AnalyzerError::Internal(e.to_string())))
-            .collect::<Result<Vec<_>, _>>()?;
         let analyzer = self
             .analyzer
             .as_mut()
             .ok_or_else(|| AnalyzerError::NotReady("harness: init not called".into()))?;
-        let effects = analyzer.analyze(&batch)?;
-        let resolve = |b: &Body| match b {
-            Body::Json(s) => s.clone(),
-            Body::Input(i) => messages
-                .get(*i as usize)
-                .cloned()
-                .unwrap_or_else(|| "null".into()),
-        };
-        with_host(|h| {
-            for e in &effects {
-                h.store.apply(e, &resolve);
-            }
-        });
-        Ok(effects
-            .iter()
-            .map(|e| EffectRecord::new(e, messages))
-            .collect())
+        analyze_json_with(analyzer, messages)
     }
 
     /// The analyzer's snapshot.
     pub fn snapshot(&self) -> Vec<u8> {
         self.analyzer.as_ref().map(A::snapshot).unwrap_or_default()
     }
+}
+
+/// Run `analyzer` on a batch of queue JSON messages (decoded exactly as the
+/// host decodes them), apply its effects to the test host's store and return
+/// them as records.
+pub fn analyze_json_with<A: Analyzer>(
+    analyzer: &mut A,
+    messages: &[String],
+) -> Result<Vec<EffectRecord>, AnalyzerError> {
+    let batch = messages
+        .iter()
+        .map(|m| decode_event(m).map_err(|e| AnalyzerError::Internal(e.to_string())))
+        .collect::<Result<Vec<_>, _>>()?;
+    let effects = analyzer.analyze(&batch)?;
+    let resolve = |b: &Body| match b {
+        Body::Json(s) => s.clone(),
+        Body::Input(i) => messages
+            .get(*i as usize)
+            .cloned()
+            .unwrap_or_else(|| "null".into()),
+    };
+    with_host(|h| {
+        for e in &effects {
+            h.store.apply(e, &resolve);
+        }
+    });
+    Ok(effects
+        .iter()
+        .map(|e| EffectRecord::new(e, messages))
+        .collect())
 }
 
 /// The JSON text a body stands for within `batch`.
@@ -428,61 +439,69 @@ pub fn market_status_named(name: &str) -> MarketStatus {
     }
 }
 
-/// Run a golden file natively and panic with a readable diff on the first
-/// batch whose effects differ.
-pub fn run_golden<A: Analyzer>(text: &str) {
-    let golden = Golden::parse(text).expect("golden file parses");
-    let mut harness = Harness::<A>::new();
-    load_golden_state(&golden);
-    let config: Vec<(&str, &str)> = golden
+/// Replay a golden file natively, handing each step's actual effects to `check`.
+/// Each replica named by a step is its own instance of `A`; all share the
+/// test host's store and clock.
+fn replay<A: Analyzer>(golden: &Golden, mut check: impl FnMut(usize, Vec<EffectRecord>)) {
+    let harness = Harness::<A>::new();
+    load_golden_state(golden);
+    let config: Vec<(String, String)> = golden
         .config
         .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    harness.init(&config).expect("init succeeds");
+    let mut replicas: BTreeMap<u32, A> = BTreeMap::new();
+    // Replica 0 starts at the file's clock; others when first used.
+    let first = A::init(Config::from(config.clone()), None).expect("init succeeds");
+    replicas.insert(0, first);
     for (n, step) in golden.steps.iter().enumerate() {
         harness.set_clock_us(step.now_us.unwrap_or(golden.now_us));
         if let Some(m) = &step.market {
             with_host(|h| h.reference.market = Some(market_status_named(m)));
         }
+        let state = match (step.restart, replicas.remove(&step.replica)) {
+            (Some(GoldenRestart::Snapshot), Some(old)) => Some(old.snapshot()),
+            (None, Some(old)) => {
+                replicas.insert(step.replica, old);
+                None
+            }
+            _ => None,
+        };
+        let analyzer = replicas.entry(step.replica).or_insert_with(|| {
+            A::init(Config::from(config.clone()), state)
+                .unwrap_or_else(|e| panic!("golden step {n}: init failed: {e:?}"))
+        });
         let messages: Vec<String> = step.events.iter().map(|e| e.to_string()).collect();
-        let got = harness.analyze_json(&messages).expect("analyze succeeds");
-        if got != step.effects {
+        let got = analyze_json_with(analyzer, &messages)
+            .unwrap_or_else(|e| panic!("golden step {n}: analyze failed: {e:?}"));
+        check(n, got);
+    }
+}
+
+/// Run a golden file natively and panic with a readable diff on the first
+/// batch whose effects differ.
+pub fn run_golden<A: Analyzer>(text: &str) {
+    let golden = Golden::parse(text).expect("golden file parses");
+    replay::<A>(&golden, |n, got| {
+        let expected = &golden.steps[n].effects;
+        if &got != expected {
             panic!(
                 "golden step {n}: effects differ\n--- expected\n{}\n--- got\n{}",
-                serde_json::to_string_pretty(&step.effects).unwrap_or_default(),
+                serde_json::to_string_pretty(expected).unwrap_or_default(),
                 serde_json::to_string_pretty(&got).unwrap_or_default()
             );
         }
-    }
+    });
 }
 
 /// Fill a golden file's expected effects with what the analyzer produces now
 /// (for writing new golden files: review the result before committing it).
 pub fn bless_golden<A: Analyzer>(text: &str) -> String {
     let mut golden = Golden::parse(text).expect("golden file parses");
-    let mut harness = Harness::<A>::new();
-    load_golden_state(&golden);
-    let config: Vec<(String, String)> = golden
-        .config
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    let pairs: Vec<(&str, &str)> = config
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    harness.init(&pairs).expect("init succeeds");
-    let now_us = golden.now_us;
-    for step in &mut golden.steps {
-        harness.set_clock_us(step.now_us.unwrap_or(now_us));
-        if let Some(m) = &step.market {
-            with_host(|h| h.reference.market = Some(market_status_named(m)));
-        }
-        let messages: Vec<String> = step.events.iter().map(|e| e.to_string()).collect();
-        step.effects = harness.analyze_json(&messages).expect("analyze succeeds");
+    let mut actual = Vec::new();
+    replay::<A>(&golden, |_, got| actual.push(got));
+    for (step, got) in golden.steps.iter_mut().zip(actual) {
+        step.effects = got;
     }
-    let mut out = serde_json::to_string_pretty(&golden).expect("serializable");
-    out.push('\n');
-    out
+    serde_json::to_string_pretty(&golden).expect("golden serializes") + "\n"
 }

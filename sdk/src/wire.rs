@@ -320,6 +320,20 @@ pub struct GoldenReference {
     pub market: Option<String>,
 }
 
+/// How a golden step restarts its replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GoldenRestart {
+    /// A new instance, `init` without state: it rehydrates from the store.
+    Cold,
+    /// A new instance handed the old one's `snapshot`.
+    Snapshot,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
 /// One batch of a golden file and the effects it must produce.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -327,6 +341,16 @@ pub struct GoldenStep {
     /// Clock for this batch, Unix microseconds (default: the file's `now_us`).
     #[serde(default)]
     pub now_us: Option<u64>,
+    /// Which replica analyzes this batch (default 0). Replicas are separate
+    /// instances of the analyzer sharing one store and one clock, each
+    /// initialised with the file's config the first time it is used.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub replica: u32,
+    /// Restart the replica before this batch: `cold` drops it and calls
+    /// `init` without state (rehydration from the store), `snapshot` hands
+    /// its `snapshot` to the new instance (a hot reload).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart: Option<GoldenRestart>,
     /// The batch: queue JSON objects (or pub/sub payloads for scanners).
     pub events: Vec<Value>,
     /// The effects expected, in order.

@@ -2,14 +2,16 @@
 //! harness runs (`mdp_sdk::wire::Golden`), executed by a Wasm plugin against
 //! an embedded store, a fixed clock and store-backed reference data.
 
+use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
 use std::path::Path;
 use std::sync::Arc;
 
-use mdp_sdk::wire::{EffectRecord, Golden, GoldenReference};
+use mdp_sdk::wire::{EffectRecord, Golden, GoldenReference, GoldenRestart};
 
 use super::{
-    Capabilities, FixedClock, HostServices, Limits, LoadOptions, Plugin, Runtime, StoreReference,
-    Worker, convert, effects,
+    Capabilities, Clock, FixedClock, HostServices, Limits, LoadOptions, Plugin, Runtime,
+    StoreReference, Worker, convert, effects,
 };
 use crate::store::{EmbeddedStore, Store, Write};
 
@@ -104,12 +106,15 @@ pub async fn run(
     golden: &Golden,
     limits: Limits,
 ) -> Result<(), GoldenError> {
-    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::new());
+    let clock = FixedClock::new(golden.now_us);
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::with_clock({
+        let clock = clock.clone();
+        move || clock.now_us()
+    }));
     store
         .apply(&seed_writes(&golden.store, &golden.reference), false)
         .await
         .map_err(|e| GoldenError::Setup(e.to_string()))?;
-    let clock = FixedClock::new(golden.now_us);
     let services = HostServices {
         store: store.clone(),
         reference: Arc::new(StoreReference::new(store.clone())),
@@ -123,18 +128,41 @@ pub async fn run(
     let plugin = Plugin::load(runtime, bytes, options, &services)
         .await
         .map_err(|e| GoldenError::Setup(e.to_string()))?;
-    let config = golden
+    let config: Vec<(String, String)> = golden
         .config
         .iter()
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    let mut worker = Worker::new(plugin, services, config);
-    worker.start().await.map_err(|e| GoldenError::Batch {
-        step: 0,
-        reason: e.to_string(),
-    })?;
+    let start = |step: usize, state: Option<Vec<u8>>| {
+        let mut worker = Worker::new(plugin.clone(), services.clone(), config.clone());
+        if let Some(state) = state {
+            worker.hand_over(state);
+        }
+        async move {
+            worker.start().await.map_err(|e| GoldenError::Batch {
+                step,
+                reason: e.to_string(),
+            })?;
+            Ok::<Worker, GoldenError>(worker)
+        }
+    };
+    // Replica 0 starts at the file's clock; others when first used.
+    let mut replicas: BTreeMap<u32, Worker> = BTreeMap::new();
+    replicas.insert(0, start(0, None).await?);
     for (step, s) in golden.steps.iter().enumerate() {
         clock.set(s.now_us.unwrap_or(golden.now_us));
+        let state = match (s.restart, replicas.remove(&s.replica)) {
+            (Some(GoldenRestart::Snapshot), Some(mut old)) => Some(old.snapshot().await),
+            (None, Some(old)) => {
+                replicas.insert(s.replica, old);
+                None
+            }
+            _ => None,
+        };
+        let worker = match replicas.entry(s.replica) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => e.insert(start(step, state).await?),
+        };
         let texts: Vec<String> = s.events.iter().map(|e| e.to_string()).collect();
         let events = s
             .events

@@ -62,10 +62,15 @@ struct Inner {
     subscribers: Mutex<Vec<Subscriber>>,
 }
 
+/// A source of Unix microseconds driving expiry instead of the monotonic clock.
+type ClockFn = Arc<dyn Fn() -> u64 + Send + Sync>;
+
 /// An in-process store with Redis semantics. Cheap to clone (shared).
 #[derive(Clone, Default)]
 pub struct EmbeddedStore {
     inner: Arc<Inner>,
+    /// When set, expiry follows this clock (base instant, its start, the clock).
+    clock: Option<(Instant, u64, ClockFn)>,
 }
 
 impl std::fmt::Debug for EmbeddedStore {
@@ -230,6 +235,26 @@ impl EmbeddedStore {
         EmbeddedStore::default()
     }
 
+    /// An empty store whose expiry follows `now_us` (Unix microseconds)
+    /// instead of the monotonic clock: for golden runs that move a fixed
+    /// clock across TTLs. Time never runs backwards for the store.
+    pub fn with_clock(now_us: impl Fn() -> u64 + Send + Sync + 'static) -> Self {
+        let start = now_us();
+        EmbeddedStore {
+            inner: Arc::default(),
+            clock: Some((Instant::now(), start, Arc::new(now_us))),
+        }
+    }
+
+    fn now(&self) -> Instant {
+        match &self.clock {
+            None => Instant::now(),
+            Some((base, start, now_us)) => {
+                *base + Duration::from_micros(now_us().saturating_sub(*start))
+            }
+        }
+    }
+
     fn data(&self) -> std::sync::MutexGuard<'_, Data> {
         self.inner.data.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -260,7 +285,7 @@ impl EmbeddedStore {
 #[async_trait]
 impl Store for EmbeddedStore {
     async fn apply(&self, writes: &[Write], _atomic: bool) -> StoreResult<()> {
-        let now = Instant::now();
+        let now = self.now();
         let published = {
             let mut data = self.data();
             for w in writes {
@@ -287,7 +312,7 @@ impl Store for EmbeddedStore {
     }
 
     async fn get(&self, key: &str) -> StoreResult<Option<String>> {
-        match self.data().live(key, Instant::now()) {
+        match self.data().live(key, self.now()) {
             None => Ok(None),
             Some(Entry {
                 value: Value::Str(s),
@@ -298,7 +323,7 @@ impl Store for EmbeddedStore {
     }
 
     async fn get_many(&self, keys: &[String]) -> StoreResult<Vec<Option<String>>> {
-        let now = Instant::now();
+        let now = self.now();
         let mut data = self.data();
         Ok(keys
             .iter()
@@ -313,7 +338,7 @@ impl Store for EmbeddedStore {
     }
 
     async fn ztop(&self, key: &str, n: u32) -> StoreResult<Vec<(String, f64)>> {
-        match self.data().live(key, Instant::now()) {
+        match self.data().live(key, self.now()) {
             None => Ok(Vec::new()),
             Some(Entry {
                 value: Value::ZSet(set),
@@ -328,7 +353,7 @@ impl Store for EmbeddedStore {
     }
 
     async fn hgetall(&self, key: &str) -> StoreResult<Vec<(String, String)>> {
-        match self.data().live(key, Instant::now()) {
+        match self.data().live(key, self.now()) {
             None => Ok(Vec::new()),
             Some(Entry {
                 value: Value::Hash(h),
@@ -344,7 +369,7 @@ impl Store for EmbeddedStore {
     }
 
     async fn lrange(&self, key: &str, start: i64, stop: i64) -> StoreResult<Vec<String>> {
-        match self.data().live(key, Instant::now()) {
+        match self.data().live(key, self.now()) {
             None => Ok(Vec::new()),
             Some(Entry {
                 value: Value::List(list),
@@ -363,7 +388,7 @@ impl Store for EmbeddedStore {
     }
 
     async fn set_nx_px(&self, key: &str, value: &str, ttl_ms: u64) -> StoreResult<bool> {
-        let now = Instant::now();
+        let now = self.now();
         let mut data = self.data();
         if data.live(key, now).is_some() {
             return Ok(false);
@@ -380,7 +405,7 @@ impl Store for EmbeddedStore {
 
     async fn del_if_eq(&self, key: &str, value: &str) -> StoreResult<bool> {
         let mut data = self.data();
-        match data.live(key, Instant::now()) {
+        match data.live(key, self.now()) {
             Some(Entry {
                 value: Value::Str(s),
                 ..
@@ -393,7 +418,7 @@ impl Store for EmbeddedStore {
     }
 
     async fn scan_prefix(&self, prefix: &str) -> StoreResult<Vec<String>> {
-        let now = Instant::now();
+        let now = self.now();
         let data = self.data();
         let mut keys: Vec<String> = data
             .entries
@@ -406,7 +431,7 @@ impl Store for EmbeddedStore {
     }
 
     async fn ttl(&self, key: &str) -> StoreResult<Option<u64>> {
-        let now = Instant::now();
+        let now = self.now();
         Ok(self
             .data()
             .live(key, now)
@@ -425,5 +450,39 @@ impl Store for EmbeddedStore {
                 tx,
             });
         Ok(Subscription { messages: rx })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    #[tokio::test]
+    async fn expiry_follows_an_external_clock() {
+        let now = Arc::new(AtomicU64::new(1_000_000_000));
+        let store = EmbeddedStore::with_clock({
+            let now = now.clone();
+            move || now.load(Ordering::Relaxed)
+        });
+        store
+            .apply(
+                &[Write::Set {
+                    key: "k".into(),
+                    value: "v".into(),
+                    ttl: Some(Duration::from_secs(2)),
+                }],
+                false,
+            )
+            .await
+            .unwrap();
+        assert!(store.set_nx_px("lock", "1", 1000).await.unwrap());
+        assert!(!store.set_nx_px("lock", "1", 1000).await.unwrap());
+        now.fetch_add(1_500_000, Ordering::Relaxed);
+        assert_eq!(store.get("k").await.unwrap().as_deref(), Some("v"));
+        // The 1 s lock taken at the start has expired, the 2 s key not yet.
+        assert!(store.set_nx_px("lock", "1", 1000).await.unwrap());
+        now.fetch_add(600_000, Ordering::Relaxed);
+        assert_eq!(store.get("k").await.unwrap(), None);
     }
 }

@@ -1,31 +1,57 @@
 //! `leaderboard`: the seed's LeaderboardAnalyzer (seed-inventory §2.3) on the
-//! `aggregate` queue.
+//! `aggregate` queue, with the seed's keys, channels, TTLs and JSON fields.
 //!
-//! Per aggregate event it computes the 26-field quote (`quote:{SYM}`, put and
-//! published, TTL 4 days) and updates three cluster-wide sorted sets
-//! (`leaderboard:top_volume|top_gappers|top_gainers`, top 500). At most once
-//! per second across all replicas (`cache::try_acquire`) it publishes the
-//! boards `scanners:top_volume|top_gappers|top_gainers` (TTL 4 days).
+//! Per aggregate event it computes the 26-field quote and puts + publishes it
+//! on `quote:{SYM}` (TTL 4 days). Per batch it updates the three cluster-wide
+//! sorted sets `leaderboard:top_volume|top_gappers|top_gainers` (top 500) and
+//! the hashes `symbol:{SYM}:data` (TTL 1 h). At most once per second across
+//! all replicas (`cache::try_acquire("leaderboard:last_publish")`) it builds
+//! the boards `scanners:top_volume|top_gappers|top_gainers` (TTL 4 days) from
+//! the sorted sets and hashes, as the seed does.
 //!
-//! Differences from the seed, deliberate (§8.2):
-//! - the day boundary is 04:00 America/New_York (DST-correct), not midnight;
-//! - every replica resets its own in-memory state at the boundary and at the
-//!   09:30 open (the store-side reset happens once, guarded by try-acquire);
-//! - reference data is fetched once per symbol per day, not per event.
+//! State kept in the plugin (no per-event round trips): reference data per
+//! symbol (ticker snapshot, average volume, free float; fetched once per
+//! symbol per trading day through the host's cache-aside layer) and the open
+//! baseline per symbol (`symbol:{SYM}:open_price`, read once per symbol per
+//! segment with one `get-many` per batch).
+//!
+//! Deliberate fixes of the seed (seed-inventory §8.2):
+//! - the trading day starts at 04:00 America/New_York, DST-correct (the seed
+//!   anchored at 04:00 of *today's* date, so it reset at midnight);
+//! - every replica derives both resets (04:00 day boundary, 09:30 open) from
+//!   the host clock and clears its own state; the shared sorted sets are
+//!   cleared once (try-acquire guarded);
+//! - open baselines written before 09:30 expire at 09:30 and those written
+//!   after expire at the next 04:00, so no replica can read a stale baseline
+//!   after a reset (the seed had to SCAN and delete them);
+//! - the 09:30 reset also fires when the first event of the day after 09:30
+//!   arrives later than 09:30:59 (the seed skipped the reset then);
+//! - reference data that is unavailable is retried after 30 s, the quote is
+//!   still published with the seed's fallbacks (the seed rejected the event);
+//! - aggregates without a positive close are rejected with a reason.
 //!
 //! Config: `board_size` (default 500), `publish_every_ms` (default 1000).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
-use chrono::{TimeZone, Timelike};
+use chrono::{NaiveDate, TimeZone, Timelike};
 use chrono_tz::America::New_York;
 use mdp_sdk::prelude::*;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 /// TTL of `quote:{SYM}` and `scanners:*` (4 days).
 pub const QUOTE_TTL: u32 = 345_600;
-/// TTL of the per-symbol quote kept for building boards (1 h).
+/// TTL of `symbol:{SYM}:data` (1 h).
 pub const SYMBOL_TTL: u32 = 3_600;
+/// Longest TTL of `symbol:{SYM}:open_price` (1 day).
+pub const OPEN_PRICE_TTL: u32 = 86_400;
+/// The key holding the current trading day's 04:00 ET anchor (Unix seconds).
+pub const DAY_KEY: &str = "leaderboard:market:current_day_start";
+/// The cluster-wide publish election key.
+pub const PUBLISH_KEY: &str = "leaderboard:last_publish";
+/// How long unavailable reference data is not asked for again, µs.
+const REFERENCE_RETRY_US: u64 = 30_000_000;
 
 /// The three boards: (sorted set, published key, score field).
 pub const BOARDS: [(&str, &str, &str); 3] = [
@@ -46,7 +72,8 @@ pub const BOARDS: [(&str, &str, &str); 3] = [
     ),
 ];
 
-#[derive(Debug, Clone, Copy, Default)]
+/// Reference data of one symbol, as the quote needs it.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 struct Reference {
     prev_close: f64,
     prev_open: f64,
@@ -56,35 +83,118 @@ struct Reference {
     prev_vwap: f64,
     avg_volume: f64,
     free_float: f64,
+    /// Set when some of it was unavailable: ask again after this time (µs).
+    retry_at_us: Option<u64>,
 }
 
-/// The analyzer.
-pub struct Leaderboard {
-    board_size: u32,
-    publish_every_ms: u32,
-    /// 04:00 ET of the current trading day, Unix seconds.
-    day_anchor: i64,
-    /// Date whose 09:30 reset this replica applied.
-    open_reset_done: Option<chrono::NaiveDate>,
-    reference: HashMap<String, Reference>,
-    open_price: HashMap<String, f64>,
+/// Where in the trading day a time falls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Segment {
+    /// 04:00 America/New_York that started the trading day, Unix seconds.
+    pub anchor: i64,
+    /// The trading day's date in New York.
+    pub date: NaiveDate,
+    /// 09:30 New York of that date, Unix seconds.
+    pub open_at: i64,
+    /// The next day's 04:00 anchor, Unix seconds.
+    pub next_anchor: i64,
+    /// True at or after 09:30.
+    pub after_open: bool,
+}
+
+fn ny_time(date: NaiveDate, h: u32, m: u32) -> Option<i64> {
+    let t = date.and_hms_opt(h, m, 0)?;
+    New_York
+        .from_local_datetime(&t)
+        .earliest()
+        .map(|t| t.timestamp())
+}
+
+/// The trading-day segment containing `now_us` (Unix µs): the day runs from
+/// 04:00 America/New_York to the next 04:00, DST-correct.
+pub fn segment(now_us: u64) -> Segment {
+    let secs = (now_us / 1_000_000) as i64;
+    let ny = New_York.timestamp_opt(secs, 0).single();
+    let date = match ny {
+        Some(ny) if ny.hour() < 4 => ny.date_naive().pred_opt().unwrap_or(ny.date_naive()),
+        Some(ny) => ny.date_naive(),
+        None => NaiveDate::default(),
+    };
+    let anchor = ny_time(date, 4, 0).unwrap_or(secs - secs.rem_euclid(86_400));
+    let open_at = ny_time(date, 9, 30).unwrap_or(anchor + 5 * 3600 + 1800);
+    let next_anchor = date
+        .succ_opt()
+        .and_then(|d| ny_time(d, 4, 0))
+        .unwrap_or(anchor + 86_400);
+    Segment {
+        anchor,
+        date,
+        open_at,
+        next_anchor,
+        after_open: secs >= open_at,
+    }
 }
 
 /// 04:00 America/New_York of the trading day containing `now_us`, Unix seconds.
 pub fn day_anchor(now_us: u64) -> i64 {
-    let secs = (now_us / 1_000_000) as i64;
-    let Some(ny) = New_York.timestamp_opt(secs, 0).single() else {
-        return secs - secs.rem_euclid(86_400);
-    };
-    let date = if ny.hour() < 4 {
-        ny.date_naive().pred_opt().unwrap_or(ny.date_naive())
+    segment(now_us).anchor
+}
+
+/// A float as Python's `str()`/`repr()` writes it (what the seed's Redis
+/// client stores in hashes): `11.0`, `0.5`, `1e-05`, `1.5e+16`.
+pub fn py_float(v: f64) -> String {
+    if v.is_nan() {
+        return "nan".into();
+    }
+    if v.is_infinite() {
+        return if v > 0.0 { "inf" } else { "-inf" }.into();
+    }
+    if v == 0.0 {
+        return if v.is_sign_negative() { "-0.0" } else { "0.0" }.into();
+    }
+    let e = format!("{v:e}");
+    let (mant, exp) = e.split_once('e').unwrap_or((&e, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let sign = if v < 0.0 { "-" } else { "" };
+    let digits: String = mant.chars().filter(char::is_ascii_digit).collect();
+    if !(-4..16).contains(&exp) {
+        let m = if digits.len() > 1 {
+            format!("{}.{}", &digits[..1], &digits[1..])
+        } else {
+            digits
+        };
+        let es = if exp < 0 { '-' } else { '+' };
+        format!("{sign}{m}e{es}{:02}", exp.abs())
+    } else if exp >= 0 {
+        let int_len = exp as usize + 1;
+        if digits.len() > int_len {
+            format!("{sign}{}.{}", &digits[..int_len], &digits[int_len..])
+        } else {
+            format!("{sign}{digits}{}.0", "0".repeat(int_len - digits.len()))
+        }
     } else {
-        ny.date_naive()
-    };
-    date.and_hms_opt(4, 0, 0)
-        .and_then(|t| New_York.from_local_datetime(&t).earliest())
-        .map(|t| t.timestamp())
-        .unwrap_or(secs)
+        format!("{sign}0.{}{digits}", "0".repeat((-exp - 1) as usize))
+    }
+}
+
+/// A hash value read back as the seed does when building boards: a string
+/// containing `.` becomes a float, else an int, else it stays a string.
+pub fn seed_value(text: &str) -> Value {
+    if text.contains('.') {
+        if let Ok(f) = text.trim().parse::<f64>()
+            && let Some(n) = serde_json::Number::from_f64(f)
+        {
+            return Value::Number(n);
+        }
+    } else if let Ok(i) = text.trim().parse::<i64>() {
+        return json!(i);
+    }
+    Value::String(text.to_string())
+}
+
+/// An aggregate the quote can be computed from: a symbol and a positive close.
+fn usable(a: &Aggregate) -> bool {
+    a.close.is_finite() && a.close > 0.0 && !a.symbol.is_empty()
 }
 
 fn num(v: f64) -> Value {
@@ -93,18 +203,93 @@ fn num(v: f64) -> Value {
         .unwrap_or(json!(0))
 }
 
+/// One quote field: its JSON value and its hash (Python `str`) text.
+enum Field {
+    Int(u64),
+    Float(f64),
+    Text(String),
+}
+
+impl Field {
+    fn json(&self) -> Value {
+        match self {
+            Field::Int(i) => json!(i),
+            Field::Float(f) => num(*f),
+            Field::Text(s) => json!(s),
+        }
+    }
+    fn hash_text(&self) -> String {
+        match self {
+            Field::Int(i) => i.to_string(),
+            Field::Float(f) => py_float(if f.is_finite() { *f } else { 0.0 }),
+            Field::Text(s) => s.clone(),
+        }
+    }
+}
+
+/// A computed quote: the seed's 26 fields in the seed's order.
+struct QuoteFields(Vec<(&'static str, Field)>);
+
+impl QuoteFields {
+    fn json(&self) -> Map<String, Value> {
+        self.0
+            .iter()
+            .map(|(k, f)| (k.to_string(), f.json()))
+            .collect()
+    }
+    fn hash(&self) -> Vec<(String, String)> {
+        self.0
+            .iter()
+            .map(|(k, f)| (k.to_string(), f.hash_text()))
+            .collect()
+    }
+    fn score(&self, field: &str) -> f64 {
+        self.0
+            .iter()
+            .find(|(k, _)| *k == field)
+            .map(|(_, f)| match f {
+                Field::Int(i) => *i as f64,
+                Field::Float(x) if x.is_finite() => *x,
+                _ => 0.0,
+            })
+            .unwrap_or(0.0)
+    }
+}
+
+/// In-memory state handed to the next generation on hot reload.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct State {
+    anchor: i64,
+    after_open: bool,
+    /// Anchor of the trading day whose 09:30 reset this replica applied.
+    open_reset_anchor: i64,
+    reference: HashMap<String, Reference>,
+    open_price: HashMap<String, f64>,
+}
+
+/// The analyzer.
+pub struct Leaderboard {
+    board_size: u32,
+    publish_every_ms: u32,
+    state: State,
+}
+
 impl Leaderboard {
-    fn reference(&mut self, symbol: &str) -> Reference {
-        if let Some(r) = self.reference.get(symbol) {
+    /// Reference data for `symbol`, from memory or the host (once per day,
+    /// again 30 s after a failure).
+    fn reference(&mut self, symbol: &str, now_us: u64) -> Reference {
+        if let Some(r) = self.state.reference.get(symbol)
+            && r.retry_at_us.is_none_or(|t| now_us < t)
+        {
             return *r;
         }
         let mut r = Reference::default();
-        let mut complete = true;
+        let mut failed = Vec::new();
         match reference::ticker_snapshot(symbol) {
-            Ok(Some(text)) => {
-                if let Ok(snap) = serde_json::from_str::<Value>(&text) {
+            Ok(Some(text)) => match serde_json::from_str::<Value>(&text) {
+                Ok(snap) => {
                     let prev = &snap["prevDay"];
-                    let f = |k: &str| prev[k].as_f64().unwrap_or(0.0);
+                    let f = |k: &str| prev[k].as_f64().filter(|x| x.is_finite()).unwrap_or(0.0);
                     r.prev_close = f("c");
                     r.prev_open = f("o");
                     r.prev_high = f("h");
@@ -112,37 +297,43 @@ impl Leaderboard {
                     r.prev_volume = f("v");
                     r.prev_vwap = f("vw");
                 }
-            }
+                Err(e) => failed.push(format!("snapshot is not JSON: {e}")),
+            },
             Ok(None) => {}
-            Err(_) => complete = false,
+            Err(e) => failed.push(format!("snapshot: {e:?}")),
         }
         match reference::avg_volume(symbol) {
-            Ok(v) => r.avg_volume = v,
-            Err(_) => complete = false,
+            Ok(v) if v.is_finite() => r.avg_volume = v,
+            Ok(_) => {}
+            Err(e) => failed.push(format!("avg volume: {e:?}")),
         }
         match reference::free_float(symbol) {
-            Ok(v) => r.free_float = v,
-            Err(_) => complete = false,
+            Ok(v) if v.is_finite() => r.free_float = v,
+            Ok(_) => {}
+            Err(e) => failed.push(format!("free float: {e:?}")),
         }
-        if complete {
-            self.reference.insert(symbol.to_string(), r);
-        } else {
+        if !failed.is_empty() {
+            r.retry_at_us = Some(now_us + REFERENCE_RETRY_US);
             host::counter("lba.reference_unavailable", 1);
+            host::log(
+                Level::Warn,
+                &format!(
+                    "{symbol}: reference data unavailable ({})",
+                    failed.join("; ")
+                ),
+            );
         }
+        self.state.reference.insert(symbol.to_string(), r);
         r
     }
 
-    fn quote(&mut self, a: &Aggregate) -> Map<String, Value> {
-        let r = self.reference(&a.symbol);
+    fn quote(&mut self, a: &Aggregate, open: f64, now_us: u64) -> QuoteFields {
+        let r = self.reference(&a.symbol, now_us);
         let prev_close = if r.prev_close > 0.0 {
             r.prev_close
         } else {
             a.close
         };
-        let open = *self
-            .open_price
-            .entry(a.symbol.clone())
-            .or_insert(if a.open > 0.0 { a.open } else { a.close });
         let change = if prev_close > 0.0 {
             a.close - prev_close
         } else {
@@ -164,98 +355,175 @@ impl Leaderboard {
         } else {
             0.0
         };
-        let mut m = Map::new();
-        m.insert("symbol".into(), json!(a.symbol));
-        m.insert("volume".into(), json!(a.volume));
-        m.insert("free_float".into(), num(r.free_float));
-        m.insert("accumulated_volume".into(), json!(a.accumulated_volume));
-        m.insert("relative_volume".into(), num(relative_volume));
-        m.insert("official_open_price".into(), num(a.official_open_price));
-        m.insert("vwap".into(), num(a.vwap));
-        m.insert("open".into(), num(a.open));
-        m.insert("close".into(), num(a.close));
-        m.insert("high".into(), num(a.high));
-        m.insert("low".into(), num(a.low));
-        m.insert("aggregate_vwap".into(), num(a.aggregate_vwap));
-        m.insert("average_size".into(), num(a.average_size));
-        m.insert("avg_volume".into(), num(r.avg_volume));
-        m.insert("prev_day_close".into(), num(prev_close));
-        m.insert("prev_day_open".into(), num(r.prev_open));
-        m.insert("prev_day_high".into(), num(r.prev_high));
-        m.insert("prev_day_low".into(), num(r.prev_low));
-        m.insert(
-            "prev_day_volume".into(),
-            num(if r.prev_volume > 0.0 {
-                r.prev_volume
-            } else {
-                a.volume as f64
-            }),
-        );
-        m.insert(
-            "prev_day_vwap".into(),
-            num(if r.prev_vwap > 0.0 {
-                r.prev_vwap
-            } else {
-                a.vwap
-            }),
-        );
-        m.insert("change".into(), num(change));
-        m.insert("pct_change".into(), num(pct_change));
-        m.insert("change_since_open".into(), num(change_since_open));
-        m.insert("pct_change_since_open".into(), num(pct_change_since_open));
-        m.insert("start_timestamp".into(), json!(a.start_ms));
-        m.insert("end_timestamp".into(), json!(a.end_ms));
-        m
+        // Timestamps fall back to each other, then to the host clock.
+        let now_ms = now_us / 1000;
+        let end = if a.end_ms > 0 { a.end_ms } else { a.start_ms };
+        let end = if end > 0 { end } else { now_ms };
+        let start = if a.start_ms > 0 { a.start_ms } else { end };
+        use Field::{Float, Int, Text};
+        QuoteFields(vec![
+            ("symbol", Text(a.symbol.clone())),
+            ("volume", Int(a.volume)),
+            ("free_float", Float(r.free_float)),
+            ("accumulated_volume", Int(a.accumulated_volume)),
+            ("relative_volume", Float(relative_volume)),
+            ("official_open_price", Float(a.official_open_price)),
+            ("vwap", Float(a.vwap)),
+            ("open", Float(a.open)),
+            ("close", Float(a.close)),
+            ("high", Float(a.high)),
+            ("low", Float(a.low)),
+            ("aggregate_vwap", Float(a.aggregate_vwap)),
+            ("average_size", Float(a.average_size)),
+            ("avg_volume", Float(r.avg_volume)),
+            ("prev_day_close", Float(prev_close)),
+            ("prev_day_open", Float(r.prev_open)),
+            ("prev_day_high", Float(r.prev_high)),
+            ("prev_day_low", Float(r.prev_low)),
+            (
+                "prev_day_volume",
+                if r.prev_volume > 0.0 {
+                    Float(r.prev_volume)
+                } else {
+                    Int(a.volume)
+                },
+            ),
+            (
+                "prev_day_vwap",
+                Float(if r.prev_vwap > 0.0 {
+                    r.prev_vwap
+                } else {
+                    a.vwap
+                }),
+            ),
+            ("change", Float(change)),
+            ("pct_change", Float(pct_change)),
+            ("change_since_open", Float(change_since_open)),
+            ("pct_change_since_open", Float(pct_change_since_open)),
+            ("start_timestamp", Int(start)),
+            ("end_timestamp", Int(end)),
+        ])
     }
 
-    /// Day boundary and 09:30 resets; returns the store-side effects of a reset.
-    fn resets(&mut self, now_us: u64) -> Vec<Effect> {
+    /// Day boundary and 09:30 resets: every replica clears its own state
+    /// (derived from the clock); the shared sorted sets are cleared once.
+    fn resets(&mut self, seg: &Segment, now_us: u64) -> Vec<Effect> {
         let mut effects = Vec::new();
-        let anchor = day_anchor(now_us);
-        if anchor != self.day_anchor {
-            // Every replica forgets yesterday; one clears the shared boards.
-            let first_time = self.day_anchor == 0;
-            self.day_anchor = anchor;
-            self.reference.clear();
-            self.open_price.clear();
-            if !first_time
+        let now_s = (now_us / 1_000_000) as i64;
+        // Until the next day boundary (plus an hour of slack), in ms.
+        let rest_of_day_ms = ((seg.next_anchor - now_s).max(0) as u64 * 1000 + 3_600_000)
+            .min(u64::from(u32::MAX)) as u32;
+        if seg.anchor != self.state.anchor {
+            self.state.anchor = seg.anchor;
+            self.state.reference.clear();
+            self.state.open_price.clear();
+            self.state.after_open = seg.after_open;
+            let stored =
+                cache::get(DAY_KEY).and_then(|s| s.trim().trim_matches('"').parse::<i64>().ok());
+            if stored.is_none_or(|s| s < seg.anchor)
                 && cache::try_acquire(
-                    &format!("leaderboard:market:day_reset:{anchor}"),
-                    86_400_000,
+                    &format!("leaderboard:market:day_reset:{}", seg.anchor),
+                    rest_of_day_ms,
                 )
             {
+                host::log(
+                    Level::Info,
+                    &format!("day boundary {}: clearing the boards", seg.date),
+                );
                 effects.push(del(BOARDS.iter().map(|(z, _, _)| z.to_string()).collect()));
+                effects.push(put(DAY_KEY, Body::Json(seg.anchor.to_string()), None));
             }
         }
-        let secs = (now_us / 1_000_000) as i64;
-        if let Some(ny) = New_York.timestamp_opt(secs, 0).single()
-            && ny.hour() == 9
-            && ny.minute() == 30
-            && self.open_reset_done != Some(ny.date_naive())
-        {
-            self.open_reset_done = Some(ny.date_naive());
-            self.open_price.clear();
-            let key = format!("leaderboard:market:open_reset:{}", ny.date_naive());
-            if cache::try_acquire(&key, 3_600_000) {
+        if seg.after_open != self.state.after_open {
+            // Crossed 09:30: baselines start again from the next bar.
+            self.state.after_open = seg.after_open;
+            self.state.open_price.clear();
+        }
+        if seg.after_open && self.state.open_reset_anchor != seg.anchor {
+            self.state.open_reset_anchor = seg.anchor;
+            let key = format!("leaderboard:market:open_reset:{}", seg.date);
+            if cache::try_acquire(&key, rest_of_day_ms) {
+                host::log(
+                    Level::Info,
+                    &format!("market open {}: clearing top gainers", seg.date),
+                );
                 effects.push(del(vec![BOARDS[2].0.to_string()]));
             }
         }
         effects
     }
 
-    /// The boards from the shared sorted sets, with this batch's quotes
-    /// (`latest`, not yet written) merged in.
-    fn boards(&self, latest: &HashMap<String, Map<String, Value>>) -> Vec<Effect> {
+    /// Open baselines for the batch's symbols: memory, else the store (one
+    /// `get-many`), else the event's open (or close), which is then stored.
+    fn open_prices(&mut self, batch: &[Event], seg: &Segment, now_us: u64) -> Vec<Effect> {
+        let mut missing: Vec<&str> = batch
+            .iter()
+            .filter_map(|e| match e {
+                Event::Aggregate(a) if !self.state.open_price.contains_key(&a.symbol) => {
+                    Some(a.symbol.as_str())
+                }
+                _ => None,
+            })
+            .collect();
+        missing.sort_unstable();
+        missing.dedup();
+        if missing.is_empty() {
+            return Vec::new();
+        }
+        let keys: Vec<String> = missing
+            .iter()
+            .map(|s| format!("symbol:{s}:open_price"))
+            .collect();
+        for (symbol, value) in missing.iter().zip(cache::get_many(&keys)) {
+            if let Some(p) = value.and_then(|v| v.trim().trim_matches('"').parse::<f64>().ok())
+                && p.is_finite()
+                && p > 0.0
+            {
+                self.state.open_price.insert(symbol.to_string(), p);
+            }
+        }
+        // A baseline lives until the next reset: 09:30, then the next 04:00.
+        let now_s = (now_us / 1_000_000) as i64;
+        let until = if seg.after_open {
+            seg.next_anchor
+        } else {
+            seg.open_at
+        };
+        let ttl = (until - now_s).clamp(0, i64::from(OPEN_PRICE_TTL)) as u32;
         let mut effects = Vec::new();
-        let score =
-            |q: &Map<String, Value>, f: &str| q.get(f).and_then(Value::as_f64).unwrap_or(0.0);
+        for e in batch {
+            let Event::Aggregate(a) = e else { continue };
+            if self.state.open_price.contains_key(&a.symbol) || !usable(a) {
+                continue;
+            }
+            let open = if a.open > 0.0 { a.open } else { a.close };
+            self.state.open_price.insert(a.symbol.clone(), open);
+            if ttl > 0 {
+                effects.push(put(
+                    format!("symbol:{}:open_price", a.symbol),
+                    Body::Json(py_float(open)),
+                    Some(ttl),
+                ));
+            }
+        }
+        effects
+    }
+
+    /// The boards from the shared sorted sets and hashes, with this batch's
+    /// quotes (`latest`, not yet written) merged in.
+    /// `cleared` are the sorted sets this batch deletes (read as empty).
+    fn boards(&self, latest: &BTreeMap<String, QuoteFields>, cleared: &[String]) -> Vec<Effect> {
+        let mut effects = Vec::new();
         let tops: Vec<Vec<(String, f64)>> = BOARDS
             .iter()
             .map(|(z, _, field)| {
-                let mut top: HashMap<String, f64> =
-                    cache::ztop(z, self.board_size).into_iter().collect();
+                let mut top: HashMap<String, f64> = if cleared.iter().any(|c| c == z) {
+                    HashMap::new()
+                } else {
+                    cache::ztop(z, self.board_size).into_iter().collect()
+                };
                 for (s, q) in latest {
-                    top.insert(s.clone(), score(q, field));
+                    top.insert(s.clone(), q.score(field));
                 }
                 let mut top: Vec<(String, f64)> = top.into_iter().collect();
                 top.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| b.0.cmp(&a.0)));
@@ -263,33 +531,29 @@ impl Leaderboard {
                 top
             })
             .collect();
-        let mut symbols: Vec<String> = tops.iter().flatten().map(|(s, _)| s.clone()).collect();
-        symbols.sort();
-        symbols.dedup();
-        let keys: Vec<String> = symbols
-            .iter()
-            .map(|s| format!("leaderboard:symbol:{s}"))
-            .collect();
-        let mut quotes: HashMap<&str, Map<String, Value>> = symbols
-            .iter()
-            .zip(cache::get_many(&keys))
-            .filter_map(|(s, q)| Some((s.as_str(), serde_json::from_str(&q?).ok()?)))
-            .collect();
-        for (s, q) in latest {
-            quotes.insert(s.as_str(), q.clone());
+        let mut hashes: HashMap<&str, Vec<(String, String)>> = HashMap::new();
+        for (symbol, _) in tops.iter().flatten() {
+            if hashes.contains_key(symbol.as_str()) {
+                continue;
+            }
+            let fields = match latest.get(symbol) {
+                Some(q) => q.hash(),
+                None => cache::hgetall(&format!("symbol:{symbol}:data")),
+            };
+            hashes.insert(symbol.as_str(), fields);
         }
-        for ((_, key, field), top) in BOARDS.iter().zip(tops) {
+        for ((_, key, field), top) in BOARDS.iter().zip(&tops) {
             let mut board = Vec::with_capacity(top.len());
             for (rank, (symbol, score)) in top.iter().enumerate() {
-                let Some(q) = quotes.get(symbol.as_str()) else {
+                let Some(fields) = hashes.get(symbol.as_str()).filter(|f| !f.is_empty()) else {
                     continue;
                 };
                 let mut entry = Map::new();
                 entry.insert("rank".into(), json!(rank + 1));
                 entry.insert("symbol".into(), json!(symbol));
                 entry.insert(field.to_string(), num(*score));
-                for (k, v) in q {
-                    entry.insert(k.clone(), v.clone());
+                for (k, v) in fields {
+                    entry.insert(k.clone(), seed_value(v));
                 }
                 board.push(Value::Object(entry));
             }
@@ -307,204 +571,98 @@ impl Analyzer for Leaderboard {
             "leaderboard",
             env!("CARGO_PKG_VERSION"),
             Kinds::AGGREGATE | Kinds::OTHER,
-            1,
+            2,
         )
     }
 
-    fn init(config: Config, _state: Option<Vec<u8>>) -> Result<Self, AnalyzerError> {
+    fn init(config: Config, state: Option<Vec<u8>>) -> Result<Self, AnalyzerError> {
+        let state = state
+            .filter(|s| !s.is_empty())
+            .and_then(|s| serde_json::from_slice(&s).ok())
+            .unwrap_or_default();
         Ok(Leaderboard {
             board_size: config.parse_or("board_size", 500)?,
             publish_every_ms: config.parse_or("publish_every_ms", 1000)?,
-            day_anchor: 0,
-            open_reset_done: None,
-            reference: HashMap::new(),
-            open_price: HashMap::new(),
+            state,
         })
     }
 
     fn analyze(&mut self, batch: &[Event]) -> Result<Vec<Effect>, AnalyzerError> {
         let now_us = host::now_us();
-        let mut effects = self.resets(now_us);
-        // Latest quote per symbol in this batch for the boards; every event's quote is published.
-        let mut latest: HashMap<String, Map<String, Value>> = HashMap::new();
+        let seg = segment(now_us);
+        let mut effects = self.resets(&seg, now_us);
+        let cleared: Vec<String> = effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Del(keys) => Some(keys.clone()),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        effects.extend(self.open_prices(batch, &seg, now_us));
+        // Latest quote per symbol in this batch, for the sorted sets, hashes
+        // and boards; every event's quote is published.
+        let mut latest: BTreeMap<String, QuoteFields> = BTreeMap::new();
         for (i, event) in batch.iter().enumerate() {
             let Event::Aggregate(a) = event else {
+                let kind = match event {
+                    Event::Other(raw) => raw.kind.as_str(),
+                    _ => "a non-aggregate type",
+                };
                 effects.push(reject(
                     i,
-                    "not an aggregate event (or missing required fields)",
+                    format!("not an aggregate (event_type `{kind}`) or missing required fields"),
                 ));
                 continue;
             };
-            if a.close.is_nan() || a.close <= 0.0 {
+            if !usable(a) {
                 effects.push(reject(
                     i,
                     format!("{}: aggregate without a positive close", a.symbol),
                 ));
                 continue;
             }
-            let q = self.quote(a);
-            let body = json(&q);
+            let open = self
+                .state
+                .open_price
+                .get(&a.symbol)
+                .copied()
+                .unwrap_or(a.close);
+            let q = self.quote(a, open, now_us);
             effects.extend(put_and_publish(
                 &format!("quote:{}", a.symbol),
-                body,
+                json(&q.json()),
                 Some(QUOTE_TTL),
             ));
             latest.insert(a.symbol.clone(), q);
         }
         if !latest.is_empty() {
-            let score =
-                |q: &Map<String, Value>, f: &str| q.get(f).and_then(Value::as_f64).unwrap_or(0.0);
             for (zset, _, field) in BOARDS {
                 let members = latest
                     .iter()
-                    .map(|(s, q)| (s.clone(), score(q, field)))
+                    .map(|(s, q)| (s.clone(), q.score(field)))
                     .collect();
                 effects.push(zadd(zset, members, Some(self.board_size), None));
             }
             for (s, q) in &latest {
-                effects.push(put(
-                    format!("leaderboard:symbol:{s}"),
-                    json(q),
-                    Some(SYMBOL_TTL),
-                ));
+                effects.push(hset(format!("symbol:{s}:data"), q.hash(), Some(SYMBOL_TTL)));
             }
-            if cache::try_acquire("leaderboard:last_publish", self.publish_every_ms) {
-                effects.extend(self.boards(&latest));
+            if cache::try_acquire(PUBLISH_KEY, self.publish_every_ms) {
+                let boards = self.boards(&latest, &cleared);
+                host::counter("lba.published", boards.len() as u64 / 2);
+                effects.extend(boards);
             }
         }
         host::counter("lba.processed", batch.len() as u64);
         Ok(effects)
+    }
+
+    fn snapshot(&self) -> Vec<u8> {
+        serde_json::to_vec(&self.state).unwrap_or_default()
     }
 }
 
 export_analyzer!(Leaderboard);
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use mdp_sdk::testing::Harness;
-
-    fn agg(sym: &str, close: f64, av: u64) -> Event {
-        Event::Aggregate(Aggregate {
-            window: AggWindow::Second,
-            symbol: sym.into(),
-            volume: 100,
-            accumulated_volume: av,
-            official_open_price: 10.0,
-            vwap: close,
-            open: close,
-            close,
-            high: close,
-            low: close,
-            aggregate_vwap: close,
-            average_size: 10.0,
-            start_ms: 1,
-            end_ms: 2,
-            otc: false,
-        })
-    }
-
-    // 2026-03-09 14:00 UTC = 10:00 EDT (after the DST change).
-    const MORNING: u64 = 1_773_064_800_000_000;
-
-    #[test]
-    fn day_anchor_is_4am_new_york_across_dst() {
-        // 10:00 EDT → anchor 04:00 EDT = 08:00 UTC.
-        assert_eq!(day_anchor(MORNING), 1_773_043_200);
-        // 03:59 EDT still belongs to the previous day (04:00 EDT on 03-08 = 08:00 UTC).
-        assert_eq!(day_anchor(1_773_043_140_000_000), 1_772_956_800);
-        // The seed reset at midnight; 00:30 is still yesterday's session here.
-        assert_eq!(day_anchor(1_773_030_600_000_000), 1_772_956_800);
-        // Winter: 2026-01-05 10:00 EST → 04:00 EST = 09:00 UTC.
-        assert_eq!(day_anchor(1_767_625_200_000_000), 1_767_603_600);
-    }
-
-    #[test]
-    fn quotes_use_reference_data_and_boards_publish_once_per_window() {
-        let mut h = Harness::<Leaderboard>::new().at_us(MORNING);
-        h.host(|h| {
-            h.reference.snapshots.insert(
-                "AAA".into(),
-                r#"{"prevDay":{"c":10.0,"v":5000,"vw":9.9,"o":9.5,"h":10.5,"l":9.0}}"#.into(),
-            );
-            h.reference.avg_volumes.insert("AAA".into(), 1000.0);
-        });
-        h.init(&[]).unwrap();
-        let effects = h
-            .analyze(vec![agg("AAA", 11.0, 2000), agg("BBB", 5.0, 100)])
-            .unwrap();
-        let quote: Value =
-            serde_json::from_str(&h.host(|h| h.store.get("quote:AAA")).unwrap()).unwrap();
-        assert_eq!(quote.as_object().unwrap().len(), 26);
-        assert!((quote["pct_change"].as_f64().unwrap() - 10.0).abs() < 1e-9);
-        assert_eq!(quote["relative_volume"].as_f64().unwrap(), 2.0);
-        assert_eq!(quote["prev_day_close"].as_f64().unwrap(), 10.0);
-        let board: Value =
-            serde_json::from_str(&h.host(|h| h.store.get("scanners:top_gappers")).unwrap())
-                .unwrap();
-        assert_eq!(board[0]["symbol"], "AAA");
-        assert_eq!(board[0]["rank"], 1);
-        assert!(
-            effects
-                .iter()
-                .any(|e| matches!(e, Effect::Publish(p) if p.channel == "scanners:top_volume"))
-        );
-        // Within the same second the election is lost: only quotes.
-        let again = h.analyze(vec![agg("AAA", 12.0, 2100)]).unwrap();
-        assert!(
-            !again
-                .iter()
-                .any(|e| matches!(e, Effect::Publish(p) if p.channel.starts_with("scanners:")))
-        );
-    }
-
-    #[test]
-    fn bad_events_are_rejected_not_trapped() {
-        let mut h = Harness::<Leaderboard>::new().at_us(MORNING);
-        h.init(&[]).unwrap();
-        let effects = h
-            .analyze(vec![
-                agg("AAA", 0.0, 1),
-                Event::Other(Raw {
-                    kind: "A".into(),
-                    json: "{}".into(),
-                }),
-            ])
-            .unwrap();
-        let rejects: Vec<u32> = effects
-            .iter()
-            .filter_map(|e| {
-                if let Effect::Reject(r) = e {
-                    Some(r.index)
-                } else {
-                    None
-                }
-            })
-            .collect();
-        assert_eq!(rejects, vec![0, 1]);
-    }
-
-    #[test]
-    fn every_replica_resets_at_the_day_boundary_but_the_store_once() {
-        let mut a = Harness::<Leaderboard>::new().at_us(MORNING);
-        a.init(&[]).unwrap();
-        a.analyze(vec![agg("AAA", 11.0, 2000)]).unwrap();
-        let mut b = Leaderboard::init(Config::default(), None).unwrap();
-        // Replica b shares the same (thread-local) store.
-        b.analyze(&[agg("BBB", 11.0, 2000)]).unwrap();
-        let next_day = MORNING + 86_400_000_000;
-        a.set_clock_us(next_day);
-        let ea = a.analyze(vec![agg("CCC", 11.0, 10)]).unwrap();
-        let eb = b.analyze(&[agg("DDD", 11.0, 10)]).unwrap();
-        let dels = |e: &[Effect]| e.iter().filter(|e| matches!(e, Effect::Del(_))).count();
-        assert_eq!(
-            dels(&ea) + dels(&eb),
-            1,
-            "the shared boards are cleared once"
-        );
-        assert!(
-            b.open_price.len() == 1 && b.open_price.contains_key("DDD"),
-            "replica b forgot yesterday too"
-        );
-    }
-}
+mod tests;

@@ -1,0 +1,342 @@
+use super::*;
+use mdp_sdk::testing::{Harness, bless_golden, resolve_body, run_golden, with_host};
+
+/// Run a second replica on the shared test store, applying its effects.
+fn feed(b: &mut Leaderboard, batch: &[Event]) -> Vec<Effect> {
+    let effects = b.analyze(batch).unwrap();
+    with_host(|h| {
+        for e in &effects {
+            h.store.apply(e, &|body| resolve_body(body, batch));
+        }
+    });
+    effects
+}
+
+fn agg(sym: &str, close: f64, av: u64) -> Event {
+    Event::Aggregate(Aggregate {
+        window: AggWindow::Second,
+        symbol: sym.into(),
+        volume: 100,
+        accumulated_volume: av,
+        official_open_price: 10.0,
+        vwap: close,
+        open: close,
+        close,
+        high: close,
+        low: close,
+        aggregate_vwap: close,
+        average_size: 10.0,
+        start_ms: 1,
+        end_ms: 2,
+        otc: false,
+    })
+}
+
+// 2026-03-09 14:00 UTC = 10:00 EDT (the day after the DST change).
+const MORNING: u64 = 1_773_064_800_000_000;
+const SEC: u64 = 1_000_000;
+
+fn published(effects: &[Effect], prefix: &str) -> Vec<String> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Publish(p) if p.channel.starts_with(prefix) => Some(p.channel.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn dels(effects: &[Effect]) -> Vec<Vec<String>> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Del(k) => Some(k.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn day_anchor_is_4am_new_york_across_dst() {
+    // 10:00 EDT → anchor 04:00 EDT = 08:00 UTC.
+    assert_eq!(day_anchor(MORNING), 1_773_043_200);
+    // 03:59 EDT still belongs to the previous day (04:00 EDT on 03-08, already
+    // after the 02:00 change, = 08:00 UTC).
+    assert_eq!(day_anchor(1_773_043_140_000_000), 1_772_956_800);
+    // The seed reset at midnight; 00:30 is still yesterday's session here.
+    assert_eq!(day_anchor(1_773_030_600_000_000), 1_772_956_800);
+    // Winter: 2026-01-05 10:00 EST → 04:00 EST = 09:00 UTC.
+    assert_eq!(day_anchor(1_767_625_200_000_000), 1_767_603_600);
+    // Autumn change: 2026-11-01 (EDT→EST at 02:00). 04:00 EST = 09:00 UTC.
+    assert_eq!(day_anchor(1_793_530_800_000_000), 1_793_523_600);
+    // The 09:30 open in EDT is 13:30 UTC.
+    assert_eq!(segment(MORNING).open_at, 1_773_063_000);
+    assert!(segment(MORNING).after_open);
+}
+
+#[test]
+fn python_float_text_matches_the_seed() {
+    for (v, text) in [
+        (11.0, "11.0"),
+        (0.5, "0.5"),
+        (78.08, "78.08"),
+        (1e-5, "1e-05"),
+        (0.0001, "0.0001"),
+        (1.5e16, "1.5e+16"),
+        (123456789012345.0, "123456789012345.0"),
+        (-2.25, "-2.25"),
+        (0.0, "0.0"),
+    ] {
+        assert_eq!(py_float(v), text, "{v}");
+    }
+    assert_eq!(seed_value("1e-05"), json!("1e-05"));
+    assert_eq!(seed_value("12"), json!(12));
+    assert_eq!(seed_value("12.5"), json!(12.5));
+}
+
+#[test]
+fn quotes_use_reference_data_and_boards_publish_once_per_window() {
+    let mut h = Harness::<Leaderboard>::new().at_us(MORNING);
+    h.host(|h| {
+        h.reference.snapshots.insert(
+            "AAA".into(),
+            r#"{"prevDay":{"c":10.0,"v":5000,"vw":9.9,"o":9.5,"h":10.5,"l":9.0}}"#.into(),
+        );
+        h.reference.avg_volumes.insert("AAA".into(), 1000.0);
+    });
+    h.init(&[]).unwrap();
+    let effects = h
+        .analyze(vec![agg("AAA", 11.0, 2000), agg("BBB", 5.0, 100)])
+        .unwrap();
+    let quote: Value =
+        serde_json::from_str(&h.host(|h| h.store.get("quote:AAA")).unwrap()).unwrap();
+    assert_eq!(quote.as_object().unwrap().len(), 26);
+    assert!((quote["pct_change"].as_f64().unwrap() - 10.0).abs() < 1e-9);
+    assert_eq!(quote["relative_volume"].as_f64().unwrap(), 2.0);
+    assert_eq!(quote["prev_day_close"].as_f64().unwrap(), 10.0);
+    // The seed's hash is written with Python's text for numbers.
+    let hash = h.host(|h| h.store.hgetall("symbol:AAA:data"));
+    assert_eq!(hash.len(), 26);
+    assert!(hash.contains(&("close".to_string(), "11.0".to_string())));
+    assert!(hash.contains(&("accumulated_volume".to_string(), "2000".to_string())));
+    let board: Value =
+        serde_json::from_str(&h.host(|h| h.store.get("scanners:top_gappers")).unwrap()).unwrap();
+    assert_eq!(board[0]["symbol"], "AAA");
+    assert_eq!(board[0]["rank"], 1);
+    assert_eq!(
+        published(&effects, "scanners:"),
+        vec![
+            "scanners:top_volume",
+            "scanners:top_gappers",
+            "scanners:top_gainers"
+        ]
+    );
+    // Within the same second the election is lost: only quotes.
+    h.set_clock_us(MORNING + SEC / 2);
+    let again = h.analyze(vec![agg("AAA", 12.0, 2100)]).unwrap();
+    assert!(published(&again, "scanners:").is_empty());
+    assert_eq!(published(&again, "quote:"), vec!["quote:AAA"]);
+    // A second later the boards are published again, from the store.
+    h.set_clock_us(MORNING + 2 * SEC);
+    let later = h.analyze(vec![agg("CCC", 1.0, 1)]).unwrap();
+    assert_eq!(published(&later, "scanners:").len(), 3);
+    let board: Value =
+        serde_json::from_str(&h.host(|h| h.store.get("scanners:top_volume")).unwrap()).unwrap();
+    let symbols: Vec<&str> = board
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["symbol"].as_str().unwrap())
+        .collect();
+    assert_eq!(symbols, vec!["AAA", "BBB", "CCC"]);
+    assert_eq!(board[0]["accumulated_volume"], 2100);
+}
+
+#[test]
+fn bad_events_are_rejected_not_trapped() {
+    let mut h = Harness::<Leaderboard>::new().at_us(MORNING);
+    h.init(&[]).unwrap();
+    let effects = h
+        .analyze(vec![
+            agg("AAA", 0.0, 1),
+            Event::Other(Raw {
+                kind: "A".into(),
+                json: "{}".into(),
+            }),
+            agg("BBB", f64::NAN, 1),
+        ])
+        .unwrap();
+    let rejects: Vec<u32> = effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Reject(r) => Some(r.index),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(rejects, vec![0, 1, 2]);
+    assert!(published(&effects, "").is_empty());
+}
+
+#[test]
+fn unavailable_reference_data_falls_back_and_is_retried_later() {
+    let mut h = Harness::<Leaderboard>::new().at_us(MORNING);
+    h.host(|h| h.reference.unavailable = Some("REST down".into()));
+    h.init(&[]).unwrap();
+    let effects = h.analyze(vec![agg("AAA", 11.0, 2000)]).unwrap();
+    assert_eq!(published(&effects, "quote:"), vec!["quote:AAA"]);
+    let quote: Value =
+        serde_json::from_str(&h.host(|h| h.store.get("quote:AAA")).unwrap()).unwrap();
+    assert_eq!(quote["prev_day_close"].as_f64(), Some(11.0));
+    assert_eq!(quote["pct_change"].as_f64(), Some(0.0));
+    assert_eq!(h.host(|h| h.counters["lba.reference_unavailable"]), 1);
+    // The API recovers; within 30 s the symbol is not asked again...
+    h.host(|h| {
+        h.reference.unavailable = None;
+        h.reference
+            .snapshots
+            .insert("AAA".into(), r#"{"prevDay":{"c":10.0}}"#.into());
+    });
+    h.set_clock_us(MORNING + 10 * SEC);
+    h.analyze(vec![agg("AAA", 11.0, 2000)]).unwrap();
+    let quote: Value =
+        serde_json::from_str(&h.host(|h| h.store.get("quote:AAA")).unwrap()).unwrap();
+    assert_eq!(quote["prev_day_close"].as_f64(), Some(11.0));
+    // ...after that it is.
+    h.set_clock_us(MORNING + 31 * SEC);
+    h.analyze(vec![agg("AAA", 11.0, 2000)]).unwrap();
+    let quote: Value =
+        serde_json::from_str(&h.host(|h| h.store.get("quote:AAA")).unwrap()).unwrap();
+    assert_eq!(quote["prev_day_close"].as_f64(), Some(10.0));
+}
+
+#[test]
+fn a_known_zero_is_kept_not_asked_again() {
+    // Seed bug §8.2.6: a cached 0 (no average volume) read as a miss, so the
+    // API was asked on every event. Here 0 is an answer, kept for the day.
+    let mut h = Harness::<Leaderboard>::new().at_us(MORNING);
+    h.init(&[]).unwrap();
+    h.analyze(vec![agg("AAA", 11.0, 2000)]).unwrap();
+    h.host(|h| {
+        h.reference.avg_volumes.insert("AAA".into(), 1000.0);
+    });
+    h.set_clock_us(MORNING + 60 * SEC);
+    h.analyze(vec![agg("AAA", 11.0, 2000)]).unwrap();
+    let quote: Value =
+        serde_json::from_str(&h.host(|h| h.store.get("quote:AAA")).unwrap()).unwrap();
+    assert_eq!(quote["avg_volume"].as_f64(), Some(0.0));
+    assert_eq!(quote["relative_volume"].as_f64(), Some(0.0));
+    assert!(!h.host(|h| h.counters.contains_key("lba.reference_unavailable")));
+}
+
+#[test]
+fn every_replica_resets_at_the_day_boundary_but_the_store_once() {
+    let mut a = Harness::<Leaderboard>::new().at_us(MORNING);
+    a.init(&[]).unwrap();
+    a.analyze(vec![agg("AAA", 11.0, 2000)]).unwrap();
+    // Replica b shares the same (thread-local) store.
+    let mut b = Leaderboard::init(Config::default(), None).unwrap();
+    feed(&mut b, &[agg("BBB", 11.0, 2000)]);
+    assert!(b.state.open_price.contains_key("BBB"));
+    // 2026-03-10 04:00:01 EDT: a new trading day for both.
+    let next_day = 1_773_129_601 * SEC;
+    a.set_clock_us(next_day);
+    let ea = a.analyze(vec![agg("CCC", 11.0, 10)]).unwrap();
+    let eb = feed(&mut b, &[agg("DDD", 11.0, 10)]);
+    assert_eq!(
+        dels(&ea).len() + dels(&eb).len(),
+        1,
+        "the shared boards are cleared once"
+    );
+    assert_eq!(
+        b.state.open_price.keys().collect::<Vec<_>>(),
+        vec!["DDD"],
+        "replica b forgot yesterday too"
+    );
+    assert_eq!(
+        with_host(|h| h.store.get(DAY_KEY)),
+        Some("1773129600".to_string())
+    );
+}
+
+#[test]
+fn the_seed_midnight_reset_does_not_fire_before_4am() {
+    // Seed bug §8.2.1: the anchor used today's date, so 00:30 ET started a new day.
+    let mut h = Harness::<Leaderboard>::new().at_us(MORNING);
+    h.init(&[]).unwrap();
+    h.analyze(vec![agg("AAA", 11.0, 2000)]).unwrap();
+    // 2026-03-10 00:30 EDT = 04:30 UTC.
+    h.set_clock_us(1_773_117_000 * SEC);
+    let effects = h.analyze(vec![agg("AAA", 11.0, 2000)]).unwrap();
+    assert!(dels(&effects).is_empty(), "no reset at midnight");
+    // 03:59:59 EDT: still none; 04:00:00 EDT: the reset.
+    h.set_clock_us(1_773_129_599 * SEC);
+    assert!(dels(&h.analyze(vec![agg("AAA", 11.0, 1)]).unwrap()).is_empty());
+    h.set_clock_us(1_773_129_600 * SEC);
+    assert_eq!(
+        dels(&h.analyze(vec![agg("AAA", 11.0, 1)]).unwrap()).len(),
+        1
+    );
+}
+
+#[test]
+fn open_baselines_reset_at_0930_on_every_replica() {
+    // 2026-03-09 09:00 EDT = 13:00 UTC: pre-market.
+    let pre = 1_773_061_200 * SEC;
+    let mut a = Harness::<Leaderboard>::new().at_us(pre);
+    a.init(&[]).unwrap();
+    let mut b = Leaderboard::init(Config::default(), None).unwrap();
+    let e = a.analyze(vec![agg("AAA", 10.0, 1)]).unwrap();
+    // The pre-market baseline expires at 09:30 (30 minutes).
+    assert!(e.iter().any(|e| matches!(e, Effect::Put(p)
+        if p.key == "symbol:AAA:open_price" && p.ttl_secs == Some(1800))));
+    // Replica b reads a's baseline from the store.
+    feed(&mut b, &[agg("AAA", 11.0, 2)]);
+    assert_eq!(b.state.open_price.get("AAA"), Some(&10.0));
+    // 09:31: both start over from their next bar; gainers cleared once.
+    let open = 1_773_063_060 * SEC;
+    a.set_clock_us(open);
+    let ea = a.analyze(vec![agg("AAA", 20.0, 3)]).unwrap();
+    let eb = feed(&mut b, &[agg("AAA", 22.0, 4)]);
+    let gainers_cleared = |e: &[Effect]| {
+        dels(e)
+            .iter()
+            .filter(|k| k == &&vec!["leaderboard:top_gainers".to_string()])
+            .count()
+    };
+    assert_eq!(gainers_cleared(&ea) + gainers_cleared(&eb), 1);
+    assert!(!a.snapshot().is_empty());
+    // b reads the baseline a set after the open (20.0), not its own stale 10.0.
+    assert_eq!(b.state.open_price.get("AAA"), Some(&20.0));
+    let quote: Value =
+        serde_json::from_str(&with_host(|h| h.store.get("quote:AAA")).unwrap()).unwrap();
+    assert!((quote["pct_change_since_open"].as_f64().unwrap() - 10.0).abs() < 1e-9);
+}
+
+#[test]
+fn a_snapshot_carries_the_state_to_the_next_generation() {
+    let mut h = Harness::<Leaderboard>::new().at_us(MORNING);
+    h.init(&[]).unwrap();
+    h.analyze(vec![agg("AAA", 11.0, 2000)]).unwrap();
+    let next = Leaderboard::init(Config::default(), Some(h.snapshot())).unwrap();
+    assert_eq!(next.state.open_price.get("AAA"), Some(&11.0));
+    assert_eq!(next.state.anchor, day_anchor(MORNING));
+}
+
+#[test]
+fn golden_files_pass_natively() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/golden");
+    let mut n = 0;
+    for entry in std::fs::read_dir(dir).expect("golden dir") {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "json") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            eprintln!("golden {}", path.display());
+            if std::env::var_os("MDP_GOLDEN_BLESS").is_some() {
+                std::fs::write(&path, bless_golden::<Leaderboard>(&text)).unwrap();
+            }
+            run_golden::<Leaderboard>(&std::fs::read_to_string(&path).unwrap());
+            n += 1;
+        }
+    }
+    assert!(n > 0, "no golden files");
+}

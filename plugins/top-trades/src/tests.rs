@@ -1,0 +1,208 @@
+use super::*;
+use mdp_sdk::testing::{Harness, bless_golden, resolve_body, run_golden, with_host};
+
+// 2026-03-09 14:00 UTC.
+const NOW: u64 = 1_773_064_800_000_000;
+const SEC: u64 = 1_000_000;
+
+fn trade(sym: &str, price: f64, size: u64, ts: u64) -> Event {
+    Event::Trade(Trade {
+        symbol: sym.into(),
+        price,
+        size,
+        exchange: 4,
+        id: format!("{sym}-{ts}"),
+        tape: 3,
+        conditions: vec![12],
+        timestamp_ms: ts,
+        sequence: ts,
+    })
+}
+
+fn widget(key: &str) -> Option<Value> {
+    with_host(|h| h.store.get(key)).map(|t| serde_json::from_str(&t).unwrap())
+}
+
+/// Run a second replica on the shared test store, applying its effects.
+fn feed(b: &mut TopTrades, batch: &[Event]) -> Vec<Effect> {
+    let effects = b.analyze(batch).unwrap();
+    with_host(|h| {
+        for e in &effects {
+            h.store.apply(e, &|body| resolve_body(body, batch));
+        }
+    });
+    effects
+}
+
+#[test]
+fn stats_match_the_seed_over_the_last_1000_trades() {
+    let mut h = Harness::<TopTrades>::new().at_us(NOW);
+    h.init(&[]).unwrap();
+    // 1,200 trades: the window keeps the last 1,000 (sizes 201..=1200).
+    let batch: Vec<Event> = (1..=1200)
+        .map(|i| trade("AAPL", 100.0 + i as f64 / 100.0, i, 1_000_000 + i))
+        .collect();
+    h.analyze(batch).unwrap();
+    let all = widget("tta:all_symbols:widget").expect("published on the first batch");
+    let s = &all["symbols"]["AAPL"];
+    let expected_volume: u64 = (201..=1200).sum();
+    assert_eq!(s["total_volume"], expected_volume);
+    assert_eq!(s["trade_count"], 1000);
+    assert_eq!(s["avg_size"], 700.5);
+    assert_eq!(s["max_size"], 1200);
+    assert_eq!(s["time_span_ms"], 999);
+    assert_eq!(s["latest_price"], 112.0);
+    assert_eq!(s["latest_timestamp"], 1_001_200);
+    assert_eq!(s["latest_exchange"], 4);
+    assert_eq!(all["symbol_count"], 1);
+    assert_eq!(all["timestamp"], "2026-03-09T14:00:00+00:00");
+    let one = widget("tta:AAPL:widget").unwrap();
+    assert_eq!(one["symbol"], "AAPL");
+    assert_eq!(one["total_volume"], expected_volume);
+    // The store list keeps the seed's normalised trades, newest first, capped.
+    let recent = with_host(|h| h.store.lrange("tta:AAPL:recent", 0, -1));
+    assert_eq!(recent.len(), 1000);
+    let newest: Value = serde_json::from_str(&recent[0]).unwrap();
+    assert_eq!(newest["size"], 1200);
+    assert_eq!(newest["trf_id"], 0);
+    assert_eq!(
+        with_host(|h| h.store.expiry_ms("tta:AAPL:recent")),
+        Some(NOW / 1000 + 300_000)
+    );
+}
+
+#[test]
+fn widgets_are_written_every_five_seconds_cluster_wide_without_publishing() {
+    let mut h = Harness::<TopTrades>::new().at_us(NOW);
+    h.init(&[]).unwrap();
+    let first = h.analyze(vec![trade("AAPL", 1.0, 10, 1)]).unwrap();
+    assert!(
+        first
+            .iter()
+            .any(|e| matches!(e, Effect::Put(p) if p.key == "tta:all_symbols:widget"))
+    );
+    assert!(!first.iter().any(|e| matches!(e, Effect::Publish(_))));
+    h.set_clock_us(NOW + 4 * SEC);
+    let quiet = h.analyze(vec![trade("AAPL", 1.0, 10, 2)]).unwrap();
+    assert!(
+        !quiet
+            .iter()
+            .any(|e| matches!(e, Effect::Put(p) if p.key.ends_with(":widget")))
+    );
+    h.set_clock_us(NOW + 5 * SEC);
+    let again = h.analyze(vec![trade("AAPL", 1.0, 10, 3)]).unwrap();
+    assert!(
+        again
+            .iter()
+            .any(|e| matches!(e, Effect::Put(p) if p.key == "tta:AAPL:widget"))
+    );
+}
+
+#[test]
+fn only_the_top_symbols_by_volume_get_a_widget() {
+    let mut h = Harness::<TopTrades>::new().at_us(NOW);
+    h.init(&[("top_symbols", "2")]).unwrap();
+    h.analyze(vec![
+        trade("AAA", 1.0, 10, 1),
+        trade("BBB", 1.0, 30, 1),
+        trade("CCC", 1.0, 20, 1),
+    ])
+    .unwrap();
+    assert!(widget("tta:BBB:widget").is_some());
+    assert!(widget("tta:CCC:widget").is_some());
+    assert!(widget("tta:AAA:widget").is_none());
+    assert_eq!(widget("tta:all_symbols:widget").unwrap()["symbol_count"], 3);
+}
+
+#[test]
+fn two_replicas_merge_their_windows() {
+    let mut a = Harness::<TopTrades>::new().at_us(NOW);
+    a.init(&[]).unwrap();
+    let mut b = TopTrades::init(Config::default(), None).unwrap();
+    // a wins the first election; b's trades reach the store as a partial.
+    a.analyze(vec![trade("AAPL", 10.0, 100, 1_000)]).unwrap();
+    feed(
+        &mut b,
+        &[
+            trade("AAPL", 11.0, 300, 2_000),
+            trade("MSFT", 5.0, 7, 1_500),
+        ],
+    );
+    assert!(!a.snapshot().is_empty());
+    assert_ne!(b.state.replica, None);
+    assert_ne!(b.state.replica, Some(0), "replica ids are distinct");
+    // 5 s later a is elected again and sees b's trades.
+    a.set_clock_us(NOW + 5 * SEC);
+    a.analyze(vec![trade("AAPL", 10.5, 50, 3_000)]).unwrap();
+    let all = widget("tta:all_symbols:widget").unwrap();
+    assert_eq!(all["symbols"]["AAPL"]["total_volume"], 450);
+    assert_eq!(all["symbols"]["AAPL"]["trade_count"], 3);
+    assert_eq!(all["symbols"]["AAPL"]["max_size"], 300);
+    assert_eq!(all["symbols"]["AAPL"]["time_span_ms"], 2_000);
+    assert_eq!(all["symbols"]["AAPL"]["latest_price"], 10.5);
+    assert_eq!(all["symbols"]["MSFT"]["total_volume"], 7);
+    // A replica that stops writing partials drops out after 10 s.
+    a.set_clock_us(NOW + 16 * SEC);
+    a.analyze(vec![trade("AAPL", 10.5, 50, 4_000)]).unwrap();
+    let all = widget("tta:all_symbols:widget").unwrap();
+    assert!(all["symbols"].get("MSFT").is_none());
+}
+
+#[test]
+fn bad_events_are_rejected_and_zero_timestamps_use_the_clock() {
+    let mut h = Harness::<TopTrades>::new().at_us(NOW);
+    h.init(&[]).unwrap();
+    let effects = h
+        .analyze(vec![
+            Event::Other(Raw {
+                kind: "T".into(),
+                json: r#"{"event_type":"T","symbol":"X"}"#.into(),
+            }),
+            trade("AAPL", 0.0, 0, 0),
+        ])
+        .unwrap();
+    assert!(matches!(&effects[0], Effect::Reject(r) if r.index == 0));
+    let recent = with_host(|h| h.store.lrange("tta:AAPL:recent", 0, 0));
+    let stored: Value = serde_json::from_str(&recent[0]).unwrap();
+    assert_eq!(stored["timestamp"], NOW / 1000);
+}
+
+#[test]
+fn windows_expire_with_their_store_list_and_survive_a_hot_reload() {
+    let mut h = Harness::<TopTrades>::new().at_us(NOW);
+    h.init(&[]).unwrap();
+    h.analyze(vec![trade("AAPL", 1.0, 10, 1)]).unwrap();
+    let next = TopTrades::init(Config::default(), Some(h.snapshot())).unwrap();
+    assert_eq!(next.state.windows["AAPL"].trades.len(), 1);
+    assert_eq!(next.state.replica, Some(0));
+    h.set_clock_us(NOW + 301 * SEC);
+    h.analyze(vec![trade("MSFT", 1.0, 10, 2)]).unwrap();
+    let all = widget("tta:all_symbols:widget").unwrap();
+    assert!(all["symbols"].get("AAPL").is_none());
+    assert_eq!(all["symbol_count"], 1);
+}
+
+#[test]
+fn iso_timestamps_match_python() {
+    assert_eq!(iso_utc(NOW), "2026-03-09T14:00:00+00:00");
+    assert_eq!(iso_utc(NOW + 1_500), "2026-03-09T14:00:00.001500+00:00");
+}
+
+#[test]
+fn golden_files_pass_natively() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/golden");
+    let mut n = 0;
+    for entry in std::fs::read_dir(dir).expect("golden dir") {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "json") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            eprintln!("golden {}", path.display());
+            if std::env::var_os("MDP_GOLDEN_BLESS").is_some() {
+                std::fs::write(&path, bless_golden::<TopTrades>(&text)).unwrap();
+            }
+            run_golden::<TopTrades>(&std::fs::read_to_string(&path).unwrap());
+            n += 1;
+        }
+    }
+    assert!(n > 0, "no golden files");
+}
