@@ -19,10 +19,10 @@
 //! makes the boards and widgets reflect the final state. The barrier events
 //! are part of the stream the expected results are computed from.
 //!
-//! The fixture was recorded once with
-//! `mdp simulate --record stream.jsonl --seed 7 --symbols 40 --at 2026-01-05T14:59:40Z --rate 250 --speed 20`
-//! (a Monday, the regular session, crossing a minute boundary), stopped after
-//! a few seconds.
+//! The fixture was recorded once (a Monday, the regular session, crossing a
+//! minute boundary; 4,046 events, stopped after about five seconds) with
+//! `mdp simulate --record stream.jsonl --seed 7 --symbols 40 --at 2026-01-05T14:59:45Z
+//! --rate 250 --quote-rate 400 --speed 10 --news-per-min 0`.
 
 #[path = "support/mod.rs"]
 mod support;
