@@ -429,24 +429,52 @@ async fn send_barriers(p: &Pipeline, events: &mut Vec<Map<String, Value>>, round
             .expect("publish a barrier");
     }
     let store = p.store.clone();
-    wait_for(&format!("barrier round {round} processed"), || {
-        let store = store.clone();
-        let (q, t, a) = (q.clone(), t.clone(), a.clone());
-        async move {
-            let quote = get_json(&store, &format!("stocks:quotes:{}", sym(&q))).await?;
-            let trades = store
-                .lrange(&format!("tta:{}:recent", sym(&t)), 0, 0)
-                .await
-                .ok()?;
-            let newest: Value = serde_json::from_str(trades.first()?).ok()?;
-            let range = get_json(&store, &format!("daily_range:{}", sym(&a))).await?;
-            (quote["timestamp"] == q["t"]
-                && newest["timestamp"] == t["t"]
-                && range["end_timestamp"] == a["e"])
-                .then_some(())
-        }
-    })
+    let seen = Arc::new(std::sync::Mutex::new(String::new()));
+    let last = seen.clone();
+    let outcome = tokio::time::timeout(
+        WAIT - Duration::from_secs(1),
+        wait_for(&format!("barrier round {round} processed"), || {
+            let store = store.clone();
+            let seen = seen.clone();
+            let (q, t, a) = (q.clone(), t.clone(), a.clone());
+            async move {
+                let quote = get_json(&store, &format!("stocks:quotes:{}", sym(&q))).await;
+                let trades = store
+                    .lrange(&format!("tta:{}:recent", sym(&t)), 0, 0)
+                    .await
+                    .unwrap_or_default();
+                let newest: Option<Value> =
+                    trades.first().and_then(|t| serde_json::from_str(t).ok());
+                let range = get_json(&store, &format!("daily_range:{}", sym(&a))).await;
+                let done = quote.as_ref().is_some_and(|v| v["timestamp"] == q["t"])
+                    && newest.as_ref().is_some_and(|v| v["timestamp"] == t["t"])
+                    && range.as_ref().is_some_and(|v| v["end_timestamp"] == a["e"]);
+                *seen.lock().unwrap() = format!(
+                    "quote t {:?} (want {}), newest trade t {:?} (want {}), range end {:?} (want {})",
+                    quote.map(|v| v["timestamp"].clone()),
+                    q["t"],
+                    newest.map(|v| v["timestamp"].clone()),
+                    t["t"],
+                    range.map(|v| v["end_timestamp"].clone()),
+                    a["e"]
+                );
+                done.then_some(())
+            }
+        }),
+    )
     .await;
+    if outcome.is_err() {
+        let mut depths = Vec::new();
+        for queue in ["quotes", "trades", "aggregate"] {
+            let name = format!("{}.{queue}", p.prefix);
+            depths.push(format!("{queue}: {:?}", p.queue.depth(&name).await));
+        }
+        panic!(
+            "barrier round {round} not processed: {}; queue depths {}",
+            last.lock().unwrap(),
+            depths.join(", ")
+        );
+    }
     events.extend([q, t, a]);
 }
 
@@ -599,12 +627,15 @@ async fn replay_matches_independent_reference(p: Pipeline) {
     let total = events.len() as u64;
     let stats = sim.stats();
     wait_for("the replay reached the queues", || {
+        // Confirmed by the broker: the barriers below must queue behind them.
         let done = stats.replay_done.load(Ordering::Relaxed)
-            && listener.stats.events.load(Ordering::Relaxed) >= total;
+            && listener.stats.events.load(Ordering::Relaxed) >= total
+            && listener.stats.confirmed.load(Ordering::Relaxed) >= total;
         async move { done.then_some(()) }
     })
     .await;
     assert_eq!(listener.stats.events.load(Ordering::Relaxed), total);
+    assert_eq!(listener.stats.confirmed.load(Ordering::Relaxed), total);
     assert_eq!(listener.stats.bad_frames.load(Ordering::Relaxed), 0);
     assert_eq!(listener.stats.publish_errors.load(Ordering::Relaxed), 0);
     assert_eq!(listener.stats.sessions.load(Ordering::Relaxed), 1, "no reconnects");
