@@ -149,6 +149,9 @@ async fn reference_data(sim: &SimHandle, symbols: &BTreeSet<String>) -> HashMap<
     out
 }
 
+/// A board: its key, its score field and its (symbol, score) rows in rank order.
+type Board = (&'static str, &'static str, Vec<(String, f64)>);
+
 /// What the store must hold after the stream, computed from the events.
 #[derive(Debug, Default)]
 struct Expected {
@@ -157,7 +160,7 @@ struct Expected {
     /// `quote:{SYM}`: the seed's 26-field quote of the last aggregate.
     quote: BTreeMap<String, Map<String, Value>>,
     /// `scanners:top_volume|top_gappers|top_gainers`: (symbol, score) in rank order.
-    boards: Vec<(&'static str, &'static str, Vec<(String, f64)>)>,
+    boards: Vec<Board>,
     /// Regular-session (high, low) per symbol (`daily_range:{SYM}`).
     range: BTreeMap<String, (f64, f64)>,
     /// New-high / new-low alerts in order: (symbol, price, previous).
@@ -186,10 +189,7 @@ fn seed_quote(a: &Map<String, Value>, open: f64, r: &RefData) -> Map<String, Val
     set("volume", json!(u(a, "v")));
     set("free_float", json!(r.free_float));
     set("accumulated_volume", json!(u(a, "av")));
-    set(
-        "relative_volume",
-        json!(u(a, "av") as f64 / r.avg_volume),
-    );
+    set("relative_volume", json!(u(a, "av") as f64 / r.avg_volume));
     set("official_open_price", json!(f(a, "op")));
     set("vwap", json!(f(a, "vw")));
     set("open", json!(f(a, "o")));
@@ -259,7 +259,11 @@ fn expected(events: &[Map<String, Value>], refs: &HashMap<String, RefData>) -> E
             Some("A" | "AM") => {
                 // The open baseline: the first bar's open after 09:30.
                 let base = *open.entry(s.clone()).or_insert_with(|| {
-                    if f(e, "o") > 0.0 { f(e, "o") } else { f(e, "c") }
+                    if f(e, "o") > 0.0 {
+                        f(e, "o")
+                    } else {
+                        f(e, "c")
+                    }
                 });
                 let q = seed_quote(e, base, &refs[&s]);
                 // daily-range sees every published quote, in order.
@@ -322,7 +326,10 @@ fn same(a: &Value, b: &Value) -> bool {
 /// Board rows carry the hash values as the seed reads them back: a float
 /// written in exponent form without a `.` (`5e-05`) stays a string.
 fn same_as_hash_text(got: &Value, want: &Value) -> bool {
-    match (got.as_str().and_then(|t| t.parse::<f64>().ok()), want.as_f64()) {
+    match (
+        got.as_str().and_then(|t| t.parse::<f64>().ok()),
+        want.as_f64(),
+    ) {
         (Some(g), Some(w)) => g == w,
         _ => false,
     }
@@ -347,7 +354,12 @@ struct Pipeline {
     prefix: String,
 }
 
-fn manifest(dir: &std::path::Path, name: &str, consumes: &str, config: &[(&str, &str)]) -> Manifest {
+fn manifest(
+    dir: &std::path::Path,
+    name: &str,
+    consumes: &str,
+    config: &[(&str, &str)],
+) -> Manifest {
     let mut text = format!(
         "name = \"{name}\"\nwit = \"mdp:analyzer@1.0.0\"\nconsumes = [\"{consumes}\"]\n[config]\n"
     );
@@ -359,11 +371,7 @@ fn manifest(dir: &std::path::Path, name: &str, consumes: &str, config: &[(&str, 
     Manifest::load(&path).unwrap()
 }
 
-async fn worker(
-    runtime: &Runtime,
-    services: &HostServices,
-    manifest: Manifest,
-) -> LiveWorker {
+async fn worker(runtime: &Runtime, services: &HostServices, manifest: Manifest) -> LiveWorker {
     let bytes = std::fs::read(support::plugin_wasm(&manifest.name)).unwrap();
     let mut options = LoadOptions::default();
     // Parity, not speed, is under test: a loaded 2-core machine must not
@@ -597,14 +605,23 @@ async fn replay_matches_independent_reference(p: Pipeline) {
     let mut processors = Vec::new();
     for (queue, plugin, config) in [
         ("quotes", "massive-router", &[][..]),
-        ("aggregate", "leaderboard", &[("publish_every_ms", "1000")][..]),
+        (
+            "aggregate",
+            "leaderboard",
+            &[("publish_every_ms", "1000")][..],
+        ),
         (
             "trades",
             "top-trades",
             &[("publish_every_ms", "1000"), ("window", "1000")][..],
         ),
     ] {
-        let w = worker(&runtime, &services, manifest(dir.path(), plugin, queue, config)).await;
+        let w = worker(
+            &runtime,
+            &services,
+            manifest(dir.path(), plugin, queue, config),
+        )
+        .await;
         let mut processor = Processor::new(
             ProcessorConfig {
                 queue: format!("{}.{queue}", p.prefix),
@@ -638,7 +655,11 @@ async fn replay_matches_independent_reference(p: Pipeline) {
     assert_eq!(listener.stats.confirmed.load(Ordering::Relaxed), total);
     assert_eq!(listener.stats.bad_frames.load(Ordering::Relaxed), 0);
     assert_eq!(listener.stats.publish_errors.load(Ordering::Relaxed), 0);
-    assert_eq!(listener.stats.sessions.load(Ordering::Relaxed), 1, "no reconnects");
+    assert_eq!(
+        listener.stats.sessions.load(Ordering::Relaxed),
+        1,
+        "no reconnects"
+    );
 
     // Drain (round 1), then let the throttles expire and publish the final
     // boards and widgets (round 2).
@@ -679,7 +700,10 @@ async fn replay_matches_independent_reference(p: Pipeline) {
             .await
             .unwrap_or_else(|| panic!("stocks:quotes:{s} missing"));
         let want = mdp::event::massive::to_queue_json(q);
-        assert!(same(&got, &Value::Object(want.clone())), "stocks:quotes:{s}: {got} vs {want:?}");
+        assert!(
+            same(&got, &Value::Object(want.clone())),
+            "stocks:quotes:{s}: {got} vs {want:?}"
+        );
         assert_eq!(got["bid_price"], q["bp"]);
         assert_eq!(got["ask_price"], q["ap"]);
     }
@@ -720,8 +744,16 @@ async fn replay_matches_independent_reference(p: Pipeline) {
         let got = get_json(store, &format!("daily_range:{s}"))
             .await
             .unwrap_or_else(|| panic!("daily_range:{s} missing"));
-        assert_eq!(got["regular_session_high"].as_f64(), Some(*high), "{s}: {got}");
-        assert_eq!(got["regular_session_low"].as_f64(), Some(*low), "{s}: {got}");
+        assert_eq!(
+            got["regular_session_high"].as_f64(),
+            Some(*high),
+            "{s}: {got}"
+        );
+        assert_eq!(
+            got["regular_session_low"].as_f64(),
+            Some(*low),
+            "{s}: {got}"
+        );
         for k in [
             "pre_market_high",
             "pre_market_low",
@@ -786,12 +818,29 @@ async fn replay_matches_independent_reference(p: Pipeline) {
             .await
             .unwrap_or_else(|| panic!("tta:{s}:widget missing"));
         assert_eq!(w["symbol"], json!(s));
-        assert_fields(&format!("tta:{s}:widget"), &w, want.as_object().unwrap(), false);
+        assert_fields(
+            &format!("tta:{s}:widget"),
+            &w,
+            want.as_object().unwrap(),
+            false,
+        );
     }
-    let trades_of = |s: &str| events.iter().filter(|e| e["ev"] == "T" && sym(e) == s).count();
+    let trades_of = |s: &str| {
+        events
+            .iter()
+            .filter(|e| e["ev"] == "T" && sym(e) == s)
+            .count()
+    };
     for s in x.trade_stats.keys() {
-        let recent = store.lrange(&format!("tta:{s}:recent"), 0, -1).await.unwrap();
-        assert_eq!(recent.len(), trades_of(s).min(TRADE_WINDOW), "tta:{s}:recent");
+        let recent = store
+            .lrange(&format!("tta:{s}:recent"), 0, -1)
+            .await
+            .unwrap();
+        assert_eq!(
+            recent.len(),
+            trades_of(s).min(TRADE_WINDOW),
+            "tta:{s}:recent"
+        );
     }
 
     eprintln!(
