@@ -456,6 +456,39 @@ async fn closed_market_is_polled_not_hammered() {
 }
 
 #[tokio::test]
+async fn a_lying_market_status_is_counted_and_the_feed_tried_anyway() {
+    let sim = sim(SimulateArgs {
+        at: Some(SATURDAY.into()),
+        fault: vec![Fault::RestLie],
+        ..quiet()
+    })
+    .await;
+    let running = massive(
+        MassiveArgs {
+            rest_url: Some(sim.rest_url()),
+            closed_poll_ms: 100,
+            stall_timeout_ms: 500,
+            ..massive_args(&sim, &support::unique("lie"))
+        },
+        Arc::new(EmbeddedQueue::new()),
+    );
+    let l = running.listener.clone();
+    // The lie is counted and the feed tried; it sends nothing (closed), the
+    // stall ends the session, and the honest status sends the listener back to polling.
+    assert!(
+        eventually(20, || l.stats.rest_errors.load(Ordering::Relaxed) == 1
+            && l.stats.stalls.load(Ordering::Relaxed) == 1
+            && l.stats.closed_polls.load(Ordering::Relaxed) >= 2)
+        .await,
+        "{}",
+        l.status_json()
+    );
+    assert_eq!(sim.stats().connections.load(Ordering::Relaxed), 1);
+    assert_eq!(l.stats.state(), "market_closed");
+    running.stop().await;
+}
+
+#[tokio::test]
 async fn admin_api_reports_status_and_validates_changes() {
     let (sim, running) = streaming(|a| MassiveArgs {
         subscriptions: "T.*".into(),
@@ -482,6 +515,7 @@ async fn admin_api_reports_status_and_validates_changes() {
     assert!(status["per_queue"]["trades"].as_u64().unwrap() > 0);
     assert_eq!(status["per_queue"]["quotes"], 0);
     assert!(status["last_message_time"].is_string());
+    assert_eq!(http.get(url("/ready")).send().await.unwrap().status(), 200);
 
     for (path, body, reason) in [
         (

@@ -154,6 +154,19 @@ pub async fn run(mut args: UpArgs) -> anyhow::Result<ExitCode> {
         let shutdown = shutdown.clone();
         tokio::spawn(async move { listener.run(shutdown).await })
     };
+    // News from the simulated Finlight service onto the `news` queue.
+    let news_feed = _sim.as_ref().map(|sim| {
+        let news = crate::feed::finlight::FinlightListener::new(
+            crate::feed::finlight::FinlightArgs {
+                url: sim.finlight_url(),
+                api_key: Some("simulated".into()),
+                ..Default::default()
+            },
+            queue.clone(),
+        );
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move { news.run(shutdown).await })
+    });
     println!(
         "mdp is up: dashboard at http://{}/  (ctrl-c to stop)",
         serve.addr
@@ -173,6 +186,9 @@ pub async fn run(mut args: UpArgs) -> anyhow::Result<ExitCode> {
         t.await.context("processor task")??;
     }
     feed.await.context("listener task")??;
+    if let Some(news) = news_feed {
+        news.await.context("news listener task")??;
+    }
     let _ = serve.task.await;
     println!("mdp stopped cleanly");
     Ok(ExitCode::SUCCESS)

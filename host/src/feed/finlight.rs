@@ -701,7 +701,7 @@ fn close(code: u16, reason: &'static str) -> CloseFrame {
     }
 }
 
-/// The admin routes of a Finlight listener: `GET /status`, `GET|POST /filter`
+/// The admin routes of a Finlight listener: `GET /status`, `GET /ready`, `GET|POST /filter`
 /// (`{"query":…, "tickers":[…], "sources":[…], "language":"en"}`; omitted
 /// fields keep their value).
 pub fn admin_router(listener: Arc<FinlightListener>) -> Router {
@@ -758,6 +758,16 @@ pub fn admin_router(listener: Arc<FinlightListener>) -> Router {
     }
     Router::new()
         .route("/", get(|State(l): L| async move { Json(l.status_json()) }))
+        .route(
+            "/ready",
+            get(|State(l): L| async move {
+                if l.stats.connected.load(Ordering::Relaxed) {
+                    (axum::http::StatusCode::OK, "connected")
+                } else {
+                    (axum::http::StatusCode::SERVICE_UNAVAILABLE, "not connected")
+                }
+            }),
+        )
         .route(
             "/status",
             get(|State(l): L| async move { Json(l.status_json()) }),

@@ -4,7 +4,8 @@
 //! unknown event types routed to `unknown` without aborting the frame),
 //! conversion to the seed's queue JSON, routing to
 //! `trades|aggregate|quotes|halts|unknown`, publishing with confirms (one
-//! message per event, or one array message per queue per frame).
+//! message per event, or array messages) on a pipelined publisher that
+//! merges the frames waiting into one publish per queue.
 //!
 //! Robustness (issue #6): every disconnect status is handled distinctly —
 //! `auth_failed` and `max_connections` wait long and log loudly (retrying
@@ -44,6 +45,9 @@ const PIPELINE_FRAMES: usize = 64;
 /// Most events merged into one publish per queue.
 const MAX_BATCH_EVENTS: usize = 2000;
 
+/// Most events in one array message (`--batch-frames`).
+const BATCH_MESSAGE_EVENTS: usize = 1000;
+
 /// A parsed frame's events per queue.
 type Routed = BTreeMap<&'static str, Vec<Value>>;
 
@@ -76,7 +80,8 @@ pub struct MassiveArgs {
     /// Message TTL of the market-data queues, ms.
     #[arg(long, env = "MARKET_DATA_MESSAGE_TTL", default_value_t = 5000)]
     pub message_ttl_ms: u64,
-    /// Publish one array message per queue per frame instead of one per event.
+    /// Publish array messages (the frames waiting, per queue, up to 1,000
+    /// events each) instead of one message per event.
     #[arg(long)]
     pub batch_frames: bool,
     /// Market (path segment); only `stocks` is implemented.
@@ -832,7 +837,12 @@ impl MassiveListener {
         let queue = MARKET_QUEUES[i];
         let n = events.len() as u64;
         let bodies: Vec<Bytes> = if self.args.batch_frames {
-            vec![Bytes::from(Value::Array(events).to_string())]
+            // Array messages of at most BATCH_MESSAGE_EVENTS events stay well
+            // under the processors' 1 MB body limit.
+            events
+                .chunks(BATCH_MESSAGE_EVENTS)
+                .map(|c| Bytes::from(serde_json::to_string(c).unwrap_or_default()))
+                .collect()
         } else {
             events
                 .into_iter()
@@ -881,7 +891,7 @@ fn field<'a>(body: &'a Value, names: &[&str]) -> Option<&'a str> {
         .or_else(|| body.as_str())
 }
 
-/// The admin routes of a Massive listener: `GET /status`, `GET|POST /feed`,
+/// The admin routes of a Massive listener: `GET /status`, `GET /ready`, `GET|POST /feed`,
 /// `GET|POST /market`, `GET|POST /subscriptions` (JSON bodies: `{"feed": url}`,
 /// `{"market": "stocks"}`, `["T.*","Q.AAPL"]`).
 pub fn admin_router(listener: Arc<MassiveListener>) -> Router {
@@ -900,6 +910,16 @@ pub fn admin_router(listener: Arc<MassiveListener>) -> Router {
     }
     Router::new()
         .route("/", get(|State(l): L| async move { Json(l.status_json()) }))
+        .route(
+            "/ready",
+            get(|State(l): L| async move {
+                if l.stats.connected.load(Ordering::Relaxed) {
+                    (axum::http::StatusCode::OK, "connected")
+                } else {
+                    (axum::http::StatusCode::SERVICE_UNAVAILABLE, "not connected")
+                }
+            }),
+        )
         .route(
             "/status",
             get(|State(l): L| async move { Json(l.status_json()) }),

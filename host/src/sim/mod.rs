@@ -71,6 +71,9 @@ pub enum Fault {
     Oversize,
     /// Stop sending data on the session (pings still answered).
     Stall,
+    /// Answer the next REST market-status call with a body that lies
+    /// (`market` of the wrong type, fields missing).
+    RestLie,
 }
 
 /// Settings of the simulator.

@@ -563,7 +563,7 @@ async fn close_with(socket: &mut WebSocket, code: u16, reason: &str) {
 /// What a fault does to the session: `true` = the session ends.
 async fn apply_fault(socket: &mut WebSocket, fault: Fault, stalled: &mut bool) -> bool {
     match fault {
-        Fault::AuthFailure => false,
+        Fault::AuthFailure | Fault::RestLie => false,
         Fault::MaxConnections => {
             let _ = socket.send(WsMessage::Text(status("max_connections", "Maximum number of websocket connections exceeded. You have reached the connection limit for your account. Please contact support at https://polygon.io/contact to increase your limit.").into())).await;
             close_with(socket, 1008, "max connections").await;
@@ -698,7 +698,7 @@ async fn session(mut socket: WebSocket, shared: Arc<Shared>) {
                         continue;
                     }
                     if subs.any()
-                        && let Some(fault) = shared.take_fault(|f| f != Fault::AuthFailure)
+                        && let Some(fault) = shared.take_fault(|f| !matches!(f, Fault::AuthFailure | Fault::RestLie))
                         && apply_fault(&mut socket, fault, &mut stalled).await
                     {
                         return;
@@ -822,7 +822,7 @@ async fn admin_fault(State(shared): State<Arc<Shared>>, Json(body): Json<Value>)
             Json(json!({"armed": name})).into_response()
         }
         Err(_) => admin_error(format!(
-            "unknown fault `{name}` (auth-failure, max-connections, slow-consumer, force-disconnect, reset, garbage, oversize, stall)"
+            "unknown fault `{name}` (auth-failure, max-connections, slow-consumer, force-disconnect, reset, garbage, oversize, stall, rest-lie)"
         )),
     }
 }
@@ -895,6 +895,9 @@ async fn market_status(
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     guard!(shared, headers, q);
+    if shared.take_fault(|f| f == Fault::RestLie).is_some() {
+        return Json(json!({"market": 7, "earlyHours": "maybe"})).into_response();
+    }
     let now = shared.clock.now_ms();
     let (market, early, after) = session_at(now);
     let server_time = chrono::DateTime::from_timestamp_millis(now as i64)
