@@ -21,8 +21,8 @@ use bytes::Bytes;
 use mdp::plugin::bindings::MarketStatus;
 use mdp::plugin::manifest::Manifest;
 use mdp::plugin::{
-    HostServices, LiveWorker, LoadOptions, Plugin, PluginSlot, ReferenceData, ReferenceFault,
-    Runtime, RuntimeConfig, StoreReference, SystemClock,
+    HostServices, LiveWorker, Plugin, PluginSlot, ReferenceData, ReferenceFault, Runtime,
+    RuntimeConfig, StoreReference, SystemClock,
 };
 use mdp::queue::{Queue, QueueSpec};
 use mdp::role::processor::{Processor, ProcessorConfig};
@@ -106,14 +106,16 @@ async fn run(
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let wasm = root.join(format!("target/plugins/{}.wasm", r.plugin));
     let runtime = Runtime::new(RuntimeConfig::default())?;
+    // The plugin's own manifest: limits (batches in flight) and capabilities
+    // apply as in production.
+    let manifest = Manifest::load(&root.join(format!("plugins/{0}/{0}.toml", r.plugin)))?;
     let plugin = Plugin::load(
         &runtime,
         std::fs::read(&wasm)?,
-        LoadOptions::default(),
+        manifest.load_options(),
         &services,
     )
     .await?;
-    let manifest = Manifest::load(&root.join(format!("plugins/{0}/{0}.toml", r.plugin)))?;
     let live = LiveWorker::new(PluginSlot::fixed(plugin, manifest), services)?;
     let config = ProcessorConfig {
         queue: r.queue_name.into(),

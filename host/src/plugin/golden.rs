@@ -151,6 +151,21 @@ pub async fn run(
     replicas.insert(0, start(0, None).await?);
     for (step, s) in golden.steps.iter().enumerate() {
         clock.set(s.now_us.unwrap_or(golden.now_us));
+        // The step's market status, served by StoreReference from here on.
+        if let Some(m) = &s.market {
+            let write = Write::Set {
+                key: "mdc:market_status".into(),
+                value: m.clone(),
+                ttl: None,
+            };
+            store
+                .apply(&[write], false)
+                .await
+                .map_err(|e| GoldenError::Batch {
+                    step,
+                    reason: e.to_string(),
+                })?;
+        }
         let state = match (s.restart, replicas.remove(&s.replica)) {
             (Some(GoldenRestart::Snapshot), Some(mut old)) => Some(old.snapshot().await),
             (None, Some(old)) => {
@@ -174,21 +189,6 @@ pub async fn run(
                 step,
                 reason: e.to_string(),
             })?;
-        // The step's market status, served by StoreReference from here on.
-        if let Some(m) = &s.market {
-            let write = Write::Set {
-                key: "mdc:market_status".into(),
-                value: m.clone(),
-                ttl: None,
-            };
-            store
-                .apply(&[write], false)
-                .await
-                .map_err(|e| GoldenError::Batch {
-                    step,
-                    reason: e.to_string(),
-                })?;
-        }
         let out = worker
             .analyze(&events)
             .await

@@ -30,7 +30,10 @@
 //!   still published with the seed's fallbacks (the seed rejected the event);
 //! - aggregates without a positive close are rejected with a reason.
 //!
-//! Config: `board_size` (default 500), `publish_every_ms` (default 1000).
+//! Config: `board_size` (default 500), `publish_every_ms` (default 1000),
+//! `hash_every_ms` (default 1000: how often a replica refreshes a symbol's
+//! `symbol:{SYM}:data` hash; the seed wrote it on every event, but only the
+//! once-a-second boards read it).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -152,6 +155,14 @@ pub fn py_float(v: f64) -> String {
     if v == 0.0 {
         return if v.is_sign_negative() { "-0.0" } else { "0.0" }.into();
     }
+    if (1e-4..1e16).contains(&v.abs()) {
+        // Fixed notation: Rust's shortest round-trip digits are Python's.
+        let mut s = format!("{v}");
+        if !s.contains('.') {
+            s.push_str(".0");
+        }
+        return s;
+    }
     let e = format!("{v:e}");
     let (mant, exp) = e.split_once('e').unwrap_or((&e, "0"));
     let exp: i32 = exp.parse().unwrap_or(0);
@@ -204,6 +215,7 @@ fn num(v: f64) -> Value {
 }
 
 /// One quote field: its JSON value and its hash (Python `str`) text.
+#[derive(Clone)]
 enum Field {
     Int(u64),
     Float(f64),
@@ -211,13 +223,6 @@ enum Field {
 }
 
 impl Field {
-    fn json(&self) -> Value {
-        match self {
-            Field::Int(i) => json!(i),
-            Field::Float(f) => num(*f),
-            Field::Text(s) => json!(s),
-        }
-    }
     fn hash_text(&self) -> String {
         match self {
             Field::Int(i) => i.to_string(),
@@ -228,14 +233,31 @@ impl Field {
 }
 
 /// A computed quote: the seed's 26 fields in the seed's order.
+#[derive(Clone)]
 struct QuoteFields(Vec<(&'static str, Field)>);
 
 impl QuoteFields {
-    fn json(&self) -> Map<String, Value> {
-        self.0
-            .iter()
-            .map(|(k, f)| (k.to_string(), f.json()))
-            .collect()
+    /// The quote as JSON text, fields in the seed's order.
+    fn json(&self) -> String {
+        let mut out: Vec<u8> = Vec::with_capacity(768);
+        out.push(b'{');
+        for (n, (k, f)) in self.0.iter().enumerate() {
+            if n > 0 {
+                out.push(b',');
+            }
+            out.push(b'"');
+            out.extend_from_slice(k.as_bytes());
+            out.extend_from_slice(b"\":");
+            let written = match f {
+                Field::Int(i) => serde_json::to_writer(&mut out, i),
+                Field::Float(x) if x.is_finite() => serde_json::to_writer(&mut out, x),
+                Field::Float(_) => serde_json::to_writer(&mut out, &0),
+                Field::Text(t) => serde_json::to_writer(&mut out, t),
+            };
+            debug_assert!(written.is_ok());
+        }
+        out.push(b'}');
+        String::from_utf8(out).unwrap_or_default()
     }
     fn hash(&self) -> Vec<(String, String)> {
         self.0
@@ -271,6 +293,11 @@ struct State {
 pub struct Leaderboard {
     board_size: u32,
     publish_every_ms: u32,
+    hash_every_us: u64,
+    /// When this replica last wrote each symbol's hash, µs.
+    hash_written: HashMap<String, u64>,
+    /// Quotes not yet written to their hash.
+    hash_pending: HashMap<String, QuoteFields>,
     state: State,
 }
 
@@ -511,6 +538,32 @@ impl Leaderboard {
 
     /// The boards from the shared sorted sets and hashes, with this batch's
     /// quotes (`latest`, not yet written) merged in.
+    /// Write the `symbol:{SYM}:data` hashes that are due. The hashes only
+    /// feed the boards (built at most once per `publish_every_ms`), so a
+    /// symbol's hash is refreshed at most every `hash_every_ms`; its latest
+    /// quote waits in memory until then (and the boards of this replica
+    /// read it from there).
+    fn flush_hashes(&mut self, now_us: u64) -> Vec<Effect> {
+        let every = self.hash_every_us;
+        let written = &mut self.hash_written;
+        let mut effects = Vec::new();
+        self.hash_pending.retain(|s, q| {
+            let due = written
+                .get(s)
+                .is_none_or(|t| now_us.saturating_sub(*t) >= every);
+            if due {
+                written.insert(s.clone(), now_us);
+                effects.push(hset(format!("symbol:{s}:data"), q.hash(), Some(SYMBOL_TTL)));
+            }
+            !due
+        });
+        effects.sort_by(|a, b| match (a, b) {
+            (Effect::Hset(a), Effect::Hset(b)) => a.key.cmp(&b.key),
+            _ => std::cmp::Ordering::Equal,
+        });
+        effects
+    }
+
     /// `cleared` are the sorted sets this batch deletes (read as empty).
     fn boards(&self, latest: &BTreeMap<String, QuoteFields>, cleared: &[String]) -> Vec<Effect> {
         let mut effects = Vec::new();
@@ -536,7 +589,8 @@ impl Leaderboard {
             if hashes.contains_key(symbol.as_str()) {
                 continue;
             }
-            let fields = match latest.get(symbol) {
+            // This batch's quote, else this replica's unwritten one, else the store's.
+            let fields = match latest.get(symbol).or_else(|| self.hash_pending.get(symbol)) {
                 Some(q) => q.hash(),
                 None => cache::hgetall(&format!("symbol:{symbol}:data")),
             };
@@ -551,6 +605,7 @@ impl Leaderboard {
                 let mut entry = Map::new();
                 entry.insert("rank".into(), json!(rank + 1));
                 entry.insert("symbol".into(), json!(symbol));
+                // As the seed: the score, then the hash's fields over it.
                 entry.insert(field.to_string(), num(*score));
                 for (k, v) in fields {
                     entry.insert(k.clone(), seed_value(v));
@@ -583,6 +638,9 @@ impl Analyzer for Leaderboard {
         Ok(Leaderboard {
             board_size: config.parse_or("board_size", 500)?,
             publish_every_ms: config.parse_or("publish_every_ms", 1000)?,
+            hash_every_us: config.parse_or::<u64>("hash_every_ms", 1000)? * 1000,
+            hash_written: HashMap::new(),
+            hash_pending: HashMap::new(),
             state,
         })
     }
@@ -631,7 +689,7 @@ impl Analyzer for Leaderboard {
             let q = self.quote(a, open, now_us);
             effects.extend(put_and_publish(
                 &format!("quote:{}", a.symbol),
-                json(&q.json()),
+                Body::Json(q.json()),
                 Some(QUOTE_TTL),
             ));
             latest.insert(a.symbol.clone(), q);
@@ -645,14 +703,16 @@ impl Analyzer for Leaderboard {
                 effects.push(zadd(zset, members, Some(self.board_size), None));
             }
             for (s, q) in &latest {
-                effects.push(hset(format!("symbol:{s}:data"), q.hash(), Some(SYMBOL_TTL)));
+                self.hash_pending.insert(s.clone(), q.clone());
             }
+
             if cache::try_acquire(PUBLISH_KEY, self.publish_every_ms) {
                 let boards = self.boards(&latest, &cleared);
                 host::counter("lba.published", boards.len() as u64 / 2);
                 effects.extend(boards);
             }
         }
+        effects.extend(self.flush_hashes(now_us));
         host::counter("lba.processed", batch.len() as u64);
         Ok(effects)
     }

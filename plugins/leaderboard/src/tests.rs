@@ -153,6 +153,42 @@ fn quotes_use_reference_data_and_boards_publish_once_per_window() {
 }
 
 #[test]
+fn symbol_hashes_are_refreshed_once_per_second_and_never_left_stale() {
+    let mut h = Harness::<Leaderboard>::new().at_us(MORNING);
+    h.init(&[]).unwrap();
+    let hset_keys = |e: &[Effect]| -> Vec<String> {
+        e.iter()
+            .filter_map(|e| match e {
+                Effect::Hset(h) => Some(h.key.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    let hash_volume = || {
+        with_host(|h| h.store.hgetall("symbol:AAA:data"))
+            .into_iter()
+            .find(|(k, _)| k == "accumulated_volume")
+            .map(|(_, v)| v)
+    };
+    let first = h.analyze(vec![agg("AAA", 11.0, 2000)]).unwrap();
+    assert_eq!(hset_keys(&first), vec!["symbol:AAA:data"]);
+    // Half a second later: the quote goes out, the hash waits.
+    h.set_clock_us(MORNING + SEC / 2);
+    let second = h.analyze(vec![agg("AAA", 12.0, 2100)]).unwrap();
+    assert_eq!(published(&second, "quote:"), vec!["quote:AAA"]);
+    assert!(hset_keys(&second).is_empty());
+    assert_eq!(hash_volume().as_deref(), Some("2000"));
+    // The next batch after the second is up writes it, even without AAA.
+    h.set_clock_us(MORNING + 1_100_000);
+    let third = h.analyze(vec![agg("BBB", 5.0, 10)]).unwrap();
+    assert_eq!(
+        hset_keys(&third),
+        vec!["symbol:AAA:data", "symbol:BBB:data"]
+    );
+    assert_eq!(hash_volume().as_deref(), Some("2100"));
+}
+
+#[test]
 fn bad_events_are_rejected_not_trapped() {
     let mut h = Harness::<Leaderboard>::new().at_us(MORNING);
     h.init(&[]).unwrap();

@@ -185,6 +185,30 @@ pub fn iso_utc(now_us: u64) -> String {
     }
 }
 
+/// The seed's normalised trade (field order and defaults of its
+/// `tta:{SYM}:recent` entries), as JSON text.
+fn stored_trade(t: &Trade, price: f64, timestamp: u64) -> String {
+    use std::fmt::Write;
+    let text = |s: &str| serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into());
+    let price = serde_json::to_string(&price).unwrap_or_else(|_| "0".into());
+    let conditions = serde_json::to_string(&t.conditions).unwrap_or_else(|_| "[]".into());
+    let mut out = String::with_capacity(256);
+    let _ = write!(
+        out,
+        r#"{{"event_type":"T","symbol":{},"exchange":{},"id":{},"tape":{},"price":{},"size":{},"conditions":{},"timestamp":{},"sequence_number":{},"trf_id":0,"trf_timestamp":0}}"#,
+        text(&t.symbol),
+        t.exchange,
+        text(&t.id),
+        t.tape,
+        price,
+        t.size,
+        conditions,
+        timestamp,
+        t.sequence,
+    );
+    out
+}
+
 impl TopTrades {
     /// Lease the lowest free replica id (renewed with every partial write).
     fn replica_id(&mut self) -> u32 {
@@ -348,23 +372,9 @@ impl Analyzer for TopTrades {
                 now_ms
             };
             let price = if t.price.is_finite() { t.price } else { 0.0 };
-            let stored = json!({
-                "event_type": "T",
-                "symbol": t.symbol,
-                "exchange": t.exchange,
-                "id": t.id,
-                "tape": t.tape,
-                "price": price,
-                "size": t.size,
-                "conditions": t.conditions,
-                "timestamp": timestamp,
-                "sequence_number": t.sequence,
-                "trf_id": 0,
-                "trf_timestamp": 0,
-            });
             effects.push(push(
                 format!("tta:{}:recent", t.symbol),
-                json(&stored),
+                Body::Json(stored_trade(t, price, timestamp)),
                 self.window as u32,
                 Some(RECENT_TTL),
             ));
