@@ -354,26 +354,20 @@ struct Pipeline {
     prefix: String,
 }
 
-fn manifest(
-    dir: &std::path::Path,
-    name: &str,
-    consumes: &str,
-    config: &[(&str, &str)],
-) -> Manifest {
-    let mut text = format!(
-        "name = \"{name}\"\nwit = \"mdp:analyzer@1.0.0\"\nconsumes = [\"{consumes}\"]\n[config]\n"
-    );
+/// The plugin's shipped manifest (`plugins/<name>/<name>.toml`: limits,
+/// batches in flight, capabilities) with `config` overriding its settings.
+fn manifest(name: &str, config: &[(&str, &str)]) -> Manifest {
+    let path = support::repo_root().join(format!("plugins/{name}/{name}.toml"));
+    let mut m = Manifest::load(&path).unwrap_or_else(|e| panic!("{e}"));
     for (k, v) in config {
-        text.push_str(&format!("{k} = \"{v}\"\n"));
+        m.config.insert(k.to_string(), v.to_string());
     }
-    let path = dir.join(format!("{name}.toml"));
-    std::fs::write(&path, text).unwrap();
-    Manifest::load(&path).unwrap()
+    m
 }
 
 async fn worker(runtime: &Runtime, services: &HostServices, manifest: Manifest) -> LiveWorker {
     let bytes = std::fs::read(support::plugin_wasm(&manifest.name)).unwrap();
-    let mut options = LoadOptions::default();
+    let mut options = manifest.load_options();
     // Parity, not speed, is under test: a loaded 2-core machine must not
     // turn a slow batch into a deadline fault.
     options.limits.deadline_base = Duration::from_secs(10);
@@ -531,7 +525,6 @@ async fn replay_matches_independent_reference(p: Pipeline) {
         clock: Arc::new(FixedClock::new(HOST_NOW_US)),
     };
     let runtime = Runtime::new(RuntimeConfig::default()).unwrap();
-    let dir = tempfile::tempdir().unwrap();
     let (stop, stop_rx) = watch::channel(false);
 
     // Scanner first, and wait until its subscription is live: a probe
@@ -539,12 +532,7 @@ async fn replay_matches_independent_reference(p: Pipeline) {
     let daily_range = worker(
         &runtime,
         &services,
-        manifest(
-            dir.path(),
-            "daily-range",
-            "quote:*",
-            &[("dra_cache_list_max", "100000")],
-        ),
+        manifest("daily-range", &[("dra_cache_list_max", "100000")]),
     )
     .await;
     let mut scanner = Scanner::new(
@@ -605,23 +593,11 @@ async fn replay_matches_independent_reference(p: Pipeline) {
     let mut processors = Vec::new();
     for (queue, plugin, config) in [
         ("quotes", "massive-router", &[][..]),
-        (
-            "aggregate",
-            "leaderboard",
-            &[("publish_every_ms", "1000")][..],
-        ),
-        (
-            "trades",
-            "top-trades",
-            &[("publish_every_ms", "1000"), ("window", "1000")][..],
-        ),
+        ("aggregate", "leaderboard", &[][..]),
+        // The shipped 5 s widget throttle, shortened: the test waits for it.
+        ("trades", "top-trades", &[("publish_every_ms", "1000")][..]),
     ] {
-        let w = worker(
-            &runtime,
-            &services,
-            manifest(dir.path(), plugin, queue, config),
-        )
-        .await;
+        let w = worker(&runtime, &services, manifest(plugin, config)).await;
         let mut processor = Processor::new(
             ProcessorConfig {
                 queue: format!("{}.{queue}", p.prefix),
@@ -737,6 +713,14 @@ async fn replay_matches_independent_reference(p: Pipeline) {
             assert_eq!(row[*field].as_f64(), Some(*score), "{key} {s} {field}");
             assert_fields(&format!("{key} row {}", rank + 1), row, &x.quote[s], true);
         }
+    }
+
+    // leaderboard: the sorted sets behind the boards hold the same scores.
+    for (key, _, rows) in &x.boards {
+        let zset = key.replace("scanners:", "leaderboard:");
+        let mut got = store.ztop(&zset, 500).await.unwrap();
+        got.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| b.0.cmp(&a.0)));
+        assert_eq!(&got, rows, "{zset}");
     }
 
     // daily-range: regular-session ranges per symbol, no other session.
