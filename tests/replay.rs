@@ -37,7 +37,7 @@ use mdp::feed::RecordedFrame;
 use mdp::feed::massive::{MassiveArgs, MassiveListener};
 use mdp::plugin::manifest::Manifest;
 use mdp::plugin::{
-    FixedClock, HostServices, LiveWorker, LoadOptions, Plugin, PluginSlot, Runtime, RuntimeConfig,
+    FixedClock, HostServices, LiveWorker, Plugin, PluginSlot, Runtime, RuntimeConfig,
 };
 use mdp::queue::{EmbeddedQueue, Queue};
 use mdp::refdata::{MassiveReference, MassiveRestConfig};
