@@ -7,7 +7,7 @@
 //! events with plain Rust (not through the plugins), with the reference data
 //! the simulator's REST API serves, and compared with the store once the
 //! pipeline has drained. Once on the embedded backends, once on RabbitMQ +
-//! Redis.
+//! Redis, and once more (embedded) with the clocks in the pre-market session.
 //!
 //! Draining is detected with barrier events (no sleeps): after the listener
 //! has queued every replayed event, one more quote, trade and aggregate is
@@ -52,11 +52,36 @@ use tokio::sync::watch;
 /// same market's reference data over REST).
 const SEED: u64 = 7;
 const SYMBOLS: usize = 40;
-/// Where the replaying simulator's clock starts (market status: open).
-const SIM_AT: &str = "2026-01-05T15:00:00Z";
-/// The host clock the plugins see: Monday 2026-01-05 10:02 EST, after the
-/// 09:30 open of the recorded day.
-const HOST_NOW_US: u64 = 1_767_625_320_000_000;
+/// The market session a run is in: the replaying simulator's clock (market
+/// status over REST) and the host clock the plugins see agree on it.
+#[derive(Debug, Clone, Copy)]
+struct Session {
+    /// Start of the simulator's clock.
+    sim_at: &'static str,
+    /// The host clock.
+    host_now_us: u64,
+    /// daily-range's name of the session.
+    name: &'static str,
+    /// Its `daily_range:{SYM}` fields: (high, low).
+    fields: (&'static str, &'static str),
+}
+
+/// Monday 2026-01-05 10:02 EST, after the 09:30 open (the recorded time).
+const REGULAR: Session = Session {
+    sim_at: "2026-01-05T15:00:00Z",
+    host_now_us: 1_767_625_320_000_000,
+    name: "regular",
+    fields: ("regular_session_high", "regular_session_low"),
+};
+
+/// The same Monday at 08:02 EST: the stream replayed as pre-market trading.
+const PRE_MARKET: Session = Session {
+    sim_at: "2026-01-05T13:00:00Z",
+    host_now_us: 1_767_618_120_000_000,
+    name: "pre_market",
+    fields: ("pre_market_high", "pre_market_low"),
+};
+
 /// How long any one wait may take before the test fails.
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -352,6 +377,7 @@ struct Pipeline {
     queue: Arc<dyn Queue>,
     store: Arc<dyn Store>,
     prefix: String,
+    session: Session,
 }
 
 /// The plugin's shipped manifest (`plugins/<name>/<name>.toml`: limits,
@@ -499,7 +525,7 @@ async fn replay_matches_independent_reference(p: Pipeline) {
     let sim = mdp::sim::start(SimulateArgs {
         symbols: SYMBOLS,
         seed: SEED,
-        at: Some(SIM_AT.into()),
+        at: Some(p.session.sim_at.into()),
         replay: Some(fixture()),
         replay_speed: 0.0,
         news_per_min: 0.0,
@@ -522,7 +548,7 @@ async fn replay_matches_independent_reference(p: Pipeline) {
             )
             .unwrap(),
         ),
-        clock: Arc::new(FixedClock::new(HOST_NOW_US)),
+        clock: Arc::new(FixedClock::new(p.session.host_now_us)),
     };
     let runtime = Runtime::new(RuntimeConfig::default()).unwrap();
     let (stop, stop_rx) = watch::channel(false);
@@ -723,28 +749,25 @@ async fn replay_matches_independent_reference(p: Pipeline) {
         assert_eq!(&got, rows, "{zset}");
     }
 
-    // daily-range: regular-session ranges per symbol, no other session.
+    // daily-range: the session's ranges per symbol, no other session.
+    let (high_field, low_field) = p.session.fields;
     for (s, (high, low)) in &x.range {
         let got = get_json(store, &format!("daily_range:{s}"))
             .await
             .unwrap_or_else(|| panic!("daily_range:{s} missing"));
-        assert_eq!(
-            got["regular_session_high"].as_f64(),
-            Some(*high),
-            "{s}: {got}"
-        );
-        assert_eq!(
-            got["regular_session_low"].as_f64(),
-            Some(*low),
-            "{s}: {got}"
-        );
+        assert_eq!(got[high_field].as_f64(), Some(*high), "{s}: {got}");
+        assert_eq!(got[low_field].as_f64(), Some(*low), "{s}: {got}");
         for k in [
             "pre_market_high",
             "pre_market_low",
+            "regular_session_high",
+            "regular_session_low",
             "after_hours_high",
             "after_hours_low",
         ] {
-            assert!(got[k].is_null(), "{s}: {k} outside the session: {got}");
+            if k != high_field && k != low_field {
+                assert!(got[k].is_null(), "{s}: {k} outside the session: {got}");
+            }
         }
         assert_fields(&format!("daily_range:{s}"), &got, &x.quote[s], false);
     }
@@ -772,9 +795,9 @@ async fn replay_matches_independent_reference(p: Pipeline) {
             .collect();
         assert_eq!(&got_keys, want, "{key}");
         for a in &got {
-            assert_eq!(a["session"], "regular", "{a}");
+            assert_eq!(a["session"], p.session.name, "{a}");
             assert_eq!(a["direction"], direction, "{a}");
-            assert_eq!(a["note"], "", "no pre-market range to break: {a}");
+            assert_eq!(a["note"], "", "no earlier session's range to break: {a}");
         }
     }
     assert!(
@@ -860,6 +883,20 @@ async fn replay_embedded_matches_reference() {
         queue: Arc::new(EmbeddedQueue::new()),
         store: Arc::new(EmbeddedStore::new()),
         prefix: support::unique("replay"),
+        session: REGULAR,
+    })
+    .await;
+}
+
+/// The same stream as pre-market trading: the ranges and alerts are the
+/// pre-market session's; the leaderboard has not had its 09:30 reset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_pre_market_embedded_matches_reference() {
+    replay_matches_independent_reference(Pipeline {
+        queue: Arc::new(EmbeddedQueue::new()),
+        store: Arc::new(EmbeddedStore::new()),
+        prefix: support::unique("replay"),
+        session: PRE_MARKET,
     })
     .await;
 }
@@ -893,6 +930,7 @@ async fn replay_rabbitmq_redis_matches_reference() {
             .expect("rabbitmq"),
         store: private_redis_db().await,
         prefix: support::unique("replay"),
+        session: REGULAR,
     })
     .await;
 }
