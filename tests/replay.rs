@@ -133,6 +133,9 @@ struct RefData {
     prev_vwap: f64,
     avg_volume: f64,
     free_float: f64,
+    /// Today's official open (`day.o`): the recording's `op` if the fixture
+    /// comes from this seed's market.
+    day_open: f64,
 }
 
 async fn reference_data(sim: &SimHandle, symbols: &BTreeSet<String>) -> HashMap<String, RefData> {
@@ -168,6 +171,7 @@ async fn reference_data(sim: &SimHandle, symbols: &BTreeSet<String>) -> HashMap<
                 prev_vwap: prev["vw"].as_f64().unwrap(),
                 avg_volume: ratios["results"][0]["average_volume"].as_f64().unwrap(),
                 free_float: float["results"][0]["free_float"].as_f64().unwrap(),
+                day_open: snap["ticker"]["day"]["o"].as_f64().unwrap(),
             },
         );
     }
@@ -694,6 +698,16 @@ async fn replay_matches_independent_reference(p: Pipeline) {
     let symbols: BTreeSet<String> = events.iter().map(sym).collect();
     let refs = reference_data(&sim, &symbols).await;
     let x = expected(&events, &refs);
+    for e in events
+        .iter()
+        .filter(|e| matches!(e["ev"].as_str(), Some("A" | "AM")))
+    {
+        assert_eq!(
+            f(e, "op"),
+            refs[&sym(e)].day_open,
+            "the fixture was recorded from the market of seed {SEED} with {SYMBOLS} symbols"
+        );
+    }
     let store = &p.store;
 
     // massive-router: the last quote per symbol, unchanged.
