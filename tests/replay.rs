@@ -846,21 +846,49 @@ async fn replay_matches_independent_reference(p: Pipeline) {
             false,
         );
     }
-    let trades_of = |s: &str| {
-        events
-            .iter()
-            .filter(|e| e["ev"] == "T" && sym(e) == s)
-            .count()
-    };
+    // top-trades: each symbol's recent list holds its trades, newest first.
     for s in x.trade_stats.keys() {
-        let recent = store
+        let mut want: Vec<(f64, u64, u64, u64)> = events
+            .iter()
+            .filter(|e| e["ev"] == "T" && sym(e) == *s)
+            .map(|e| (f(e, "p"), u(e, "s"), u(e, "t"), u(e, "x")))
+            .collect();
+        want.reverse();
+        want.truncate(TRADE_WINDOW);
+        let got: Vec<(f64, u64, u64, u64)> = store
             .lrange(&format!("tta:{s}:recent"), 0, -1)
             .await
+            .unwrap()
+            .iter()
+            .map(|t| {
+                let v: Map<String, Value> = serde_json::from_str(t).unwrap();
+                assert_eq!(v["symbol"], json!(s));
+                (
+                    f(&v, "price"),
+                    u(&v, "size"),
+                    u(&v, "timestamp"),
+                    u(&v, "exchange"),
+                )
+            })
+            .collect();
+        assert_eq!(got, want, "tta:{s}:recent");
+    }
+
+    // leaderboard: each symbol's open baseline is its first bar's open.
+    for s in x.quote.keys() {
+        let first = events
+            .iter()
+            .find(|e| matches!(e["ev"].as_str(), Some("A" | "AM")) && sym(e) == *s)
             .unwrap();
+        let got = store
+            .get(&format!("symbol:{s}:open_price"))
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("symbol:{s}:open_price missing"));
         assert_eq!(
-            recent.len(),
-            trades_of(s).min(TRADE_WINDOW),
-            "tta:{s}:recent"
+            got.trim_matches('"').parse::<f64>().ok(),
+            Some(f(first, "o")),
+            "{s}"
         );
     }
 
