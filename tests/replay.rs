@@ -7,7 +7,8 @@
 //! events with plain Rust (not through the plugins), with the reference data
 //! the simulator's REST API serves, and compared with the store once the
 //! pipeline has drained. Once on the embedded backends, once on RabbitMQ +
-//! Redis, and once more (embedded) with the clocks in the pre-market session.
+//! Redis, and (embedded) with the clocks in the pre-market and after-hours
+//! sessions.
 //!
 //! Draining is detected with barrier events (no sleeps): after the listener
 //! has queued every replayed event, one more quote, trade and aggregate is
@@ -72,6 +73,14 @@ const REGULAR: Session = Session {
     host_now_us: 1_767_625_320_000_000,
     name: "regular",
     fields: ("regular_session_high", "regular_session_low"),
+};
+
+/// The same Monday at 16:02 EST: the stream replayed as after-hours trading.
+const AFTER_HOURS: Session = Session {
+    sim_at: "2026-01-05T21:00:00Z",
+    host_now_us: 1_767_646_920_000_000,
+    name: "after_hours",
+    fields: ("after_hours_high", "after_hours_low"),
 };
 
 /// The same Monday at 08:02 EST: the stream replayed as pre-market trading.
@@ -939,6 +948,19 @@ async fn replay_pre_market_embedded_matches_reference() {
         store: Arc::new(EmbeddedStore::new()),
         prefix: support::unique("replay"),
         session: PRE_MARKET,
+    })
+    .await;
+}
+
+/// The same stream as after-hours trading (no earlier session of the day
+/// was seen, so no breach notes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_after_hours_embedded_matches_reference() {
+    replay_matches_independent_reference(Pipeline {
+        queue: Arc::new(EmbeddedQueue::new()),
+        store: Arc::new(EmbeddedStore::new()),
+        prefix: support::unique("replay"),
+        session: AFTER_HOURS,
     })
     .await;
 }
