@@ -792,12 +792,19 @@ async fn finlight_raw_stream_filters_and_auth() {
     assert_eq!(bad.stats.admits.load(Ordering::Relaxed), 0);
     let _ = bad_stop.send(true);
     // Seed some articles; the raw stream sends no initial article and no enrichment.
-    let mut wanted = None;
+    // Follow the ticker most written about (activity is Zipf-like).
+    let mut seen = BTreeMap::<String, u32>::new();
     for _ in 0..30 {
         let a = fl.publish_article();
-        wanted.get_or_insert_with(|| a["companies"][0]["ticker"].as_str().unwrap().to_string());
+        *seen
+            .entry(a["companies"][0]["ticker"].as_str().unwrap().to_string())
+            .or_default() += 1;
     }
-    let wanted = wanted.unwrap();
+    let wanted = seen
+        .into_iter()
+        .max_by_key(|(_, n)| *n)
+        .map(|(t, _)| t)
+        .unwrap();
     let q: Arc<dyn Queue> = Arc::new(EmbeddedQueue::new());
     let prefix = support::unique("raw");
     let (l, _stop, _task) = finlight(
