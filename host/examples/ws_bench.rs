@@ -328,6 +328,16 @@ async fn main() -> anyhow::Result<()> {
         hist.quantile_ms(0.99),
         hist.quantile_ms(0.999)
     );
+    // The server's own view: time to hand one message to every client.
+    let metrics = http
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    for line in metrics.lines().filter(|l| l.starts_with("mdp_wds_fanout")) {
+        println!("server: {line}");
+    }
     readers.abort_all();
     Ok(())
 }

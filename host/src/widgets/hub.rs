@@ -138,6 +138,7 @@ impl Hub {
                 let Some(clients) = self.clients(&feed) else {
                     return;
                 };
+                let started = std::time::Instant::now();
                 let payload = shared_text(&msg.payload);
                 let channel: Arc<str> = Arc::from(msg.channel.as_str());
                 let (mut sent, mut conflated, mut slow) = (0u64, 0u64, 0u64);
@@ -149,6 +150,8 @@ impl Hub {
                         Offer::Closed => {}
                     }
                 }
+                metrics::histogram!("mdp_wds_fanout_seconds")
+                    .record(started.elapsed().as_secs_f64());
                 metrics::counter!("mdp_wds_messages_received_total").increment(1);
                 metrics::counter!("mdp_wds_messages_sent_total").increment(sent);
                 if conflated > 0 {

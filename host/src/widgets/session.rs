@@ -96,20 +96,22 @@ async fn write_batch(
 /// within [`CLOSE_GRACE`] — its connection is dropped: a writer blocked on a
 /// client that never reads cannot hold the connection open.
 async fn write(mut sink: futures_util::stream::SplitSink<WebSocket, Message>, outbox: Arc<Outbox>) {
-    let mut batch = Vec::with_capacity(WRITE_BATCH);
     let mut killed = outbox.killed();
-    loop {
+    let cut_off = {
+        let writing = async {
+            let mut batch = Vec::with_capacity(WRITE_BATCH);
+            while write_batch(&mut sink, &outbox, &mut batch).await {}
+        };
+        // One waiter on the kill switch for the writer's life, not one per batch.
         tokio::select! {
             biased;
-            _ = async { killed.wait_for(|k| *k).await.is_ok() } => {
-                metrics::counter!("mdp_wds_disconnects_total", "reason" => "slow").increment(1);
-                let _ = tokio::time::timeout(CLOSE_GRACE, sink.send(close_frame(1013, TOO_SLOW))).await;
-                return;
-            }
-            more = write_batch(&mut sink, &outbox, &mut batch) => if !more {
-                return;
-            },
+            _ = killed.wait_for(|k| *k) => true,
+            () = writing => false,
         }
+    };
+    if cut_off {
+        metrics::counter!("mdp_wds_disconnects_total", "reason" => "slow").increment(1);
+        let _ = tokio::time::timeout(CLOSE_GRACE, sink.send(close_frame(1013, TOO_SLOW))).await;
     }
 }
 
