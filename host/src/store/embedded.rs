@@ -6,6 +6,14 @@
 //! does not fit is dropped for that subscriber and counted
 //! (`mdp_store_pubsub_dropped_total`), like Redis disconnecting a pub/sub
 //! client past its output buffer limit — publishers never block.
+//!
+//! Memory: like Redis with `maxmemory` and the `volatile-ttl` policy, a store
+//! opened with a budget (`memory://?max_memory_mib=N`) keeps its estimated
+//! size under it by evicting keys that have an expiry, soonest expiry first
+//! (for the seed's keys: the least recently written caches), down to 90 % of
+//! the budget. Keys without an expiry are never evicted. Size and evictions
+//! are exported (`mdp_store_embedded_bytes`, `mdp_store_embedded_keys`,
+//! `mdp_store_evicted_total`).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -28,7 +36,27 @@ enum Value {
     Hash(HashMap<String, String>),
 }
 
+/// Estimated heap cost of a string: its bytes, header and allocator overhead.
+fn str_cost(s: &str) -> usize {
+    s.len() + 40
+}
+
 impl Value {
+    /// Estimated heap bytes held by the value.
+    fn cost(&self) -> usize {
+        match self {
+            Value::Str(v) => str_cost(v),
+            Value::List(l) => 32 + l.iter().map(|v| str_cost(v)).sum::<usize>(),
+            Value::ZSet(z) => 48 + z.keys().map(|m| str_cost(m) + 16).sum::<usize>(),
+            Value::Hash(h) => {
+                48 + h
+                    .iter()
+                    .map(|(f, v)| str_cost(f) + str_cost(v) + 8)
+                    .sum::<usize>()
+            }
+        }
+    }
+
     fn kind(&self) -> &'static str {
         match self {
             Value::Str(_) => "string",
@@ -43,6 +71,18 @@ impl Value {
 struct Entry {
     value: Value,
     expires: Option<Instant>,
+    /// Estimated bytes of the key and value (kept up to date by writes).
+    cost: usize,
+}
+
+impl Entry {
+    fn new(key: &str, value: Value, expires: Option<Instant>) -> Entry {
+        Entry {
+            cost: str_cost(key) + 64 + value.cost(),
+            value,
+            expires,
+        }
+    }
 }
 
 struct Subscriber {
@@ -54,6 +94,10 @@ struct Subscriber {
 struct Data {
     entries: HashMap<String, Entry>,
     writes: u64,
+    /// Estimated bytes of all entries.
+    used: usize,
+    /// The memory budget, if any.
+    max: Option<usize>,
 }
 
 #[derive(Default)]
@@ -93,27 +137,88 @@ impl Data {
             .get(key)
             .is_some_and(|e| e.expires.is_some_and(|t| t <= now))
         {
-            self.entries.remove(key);
+            self.remove(key);
         }
         self.entries.get_mut(key)
     }
 
+    fn insert(&mut self, key: String, entry: Entry) {
+        self.used += entry.cost;
+        if let Some(old) = self.entries.insert(key, entry) {
+            self.used -= old.cost;
+        }
+    }
+
+    fn remove(&mut self, key: &str) -> Option<Entry> {
+        let entry = self.entries.remove(key)?;
+        self.used -= entry.cost;
+        Some(entry)
+    }
+
     fn purge(&mut self, now: Instant) {
-        self.entries
-            .retain(|_, e| e.expires.is_none_or(|t| t > now));
+        let mut freed = 0;
+        self.entries.retain(|_, e| {
+            let keep = e.expires.is_none_or(|t| t > now);
+            if !keep {
+                freed += e.cost;
+            }
+            keep
+        });
+        self.used -= freed;
+        metrics::gauge!("mdp_store_embedded_bytes").set(self.used as f64);
+        metrics::gauge!("mdp_store_embedded_keys").set(self.entries.len() as f64);
+    }
+
+    /// Over budget: evict keys with an expiry, soonest first, to 90 % of it.
+    fn evict(&mut self, now: Instant) {
+        let Some(max) = self.max else {
+            return;
+        };
+        if self.used <= max {
+            return;
+        }
+        self.purge(now);
+        let target = max / 10 * 9;
+        let mut victims: Vec<(Instant, usize, String)> = self
+            .entries
+            .iter()
+            .filter_map(|(k, e)| e.expires.map(|t| (t, e.cost, k.clone())))
+            .collect();
+        victims.sort_unstable_by_key(|(t, _, _)| *t);
+        let mut evicted = 0u64;
+        for (_, _, key) in victims {
+            if self.used <= target {
+                break;
+            }
+            self.remove(&key);
+            evicted += 1;
+        }
+        metrics::counter!("mdp_store_evicted_total").increment(evicted);
+        metrics::gauge!("mdp_store_embedded_bytes").set(self.used as f64);
+        metrics::gauge!("mdp_store_embedded_keys").set(self.entries.len() as f64);
+        if self.used > max {
+            tracing::warn!(
+                used = self.used,
+                max,
+                "embedded store over its memory budget with nothing left to evict (keys without expiry)"
+            );
+        }
+    }
+
+    /// Re-estimate `key`'s cost after an in-place change.
+    fn recost(&mut self, key: &str) {
+        if let Some(e) = self.entries.get_mut(key) {
+            let cost = str_cost(key) + 64 + e.value.cost();
+            self.used = self.used - e.cost + cost;
+            e.cost = cost;
+        }
     }
 
     /// The entry at `key`, created empty as `empty` when missing; a type check against `wanted`.
     fn slot(&mut self, key: &str, now: Instant, empty: Value) -> StoreResult<&mut Entry> {
         let wanted = empty.kind();
         if self.live(key, now).is_none() {
-            self.entries.insert(
-                key.to_string(),
-                Entry {
-                    value: empty,
-                    expires: None,
-                },
-            );
+            self.insert(key.to_string(), Entry::new(key, empty, None));
         }
         let entry = self.entries.get_mut(key).expect("present");
         if entry.value.kind() != wanted {
@@ -145,13 +250,8 @@ impl Data {
     fn write(&mut self, w: &Write, now: Instant) -> StoreResult<Option<(String, Arc<str>)>> {
         match w {
             Write::Set { key, value, ttl } => {
-                self.entries.insert(
-                    key.clone(),
-                    Entry {
-                        value: Value::Str(value.clone()),
-                        expires: ttl.map(|t| now + t),
-                    },
-                );
+                let entry = Entry::new(key, Value::Str(value.clone()), ttl.map(|t| now + t));
+                self.insert(key.clone(), entry);
             }
             Write::Push {
                 key,
@@ -159,12 +259,19 @@ impl Data {
                 max_len,
                 ttl,
             } => {
-                if let Value::List(list) =
-                    &mut self.slot(key, now, Value::List(VecDeque::new()))?.value
-                {
+                let entry = self.slot(key, now, Value::List(VecDeque::new()))?;
+                let before = entry.cost;
+                if let Value::List(list) = &mut entry.value {
                     list.push_front(value.clone());
-                    list.truncate(*max_len as usize);
+                    entry.cost += str_cost(value);
+                    while list.len() > *max_len as usize {
+                        if let Some(dropped) = list.pop_back() {
+                            entry.cost -= str_cost(&dropped);
+                        }
+                    }
                 }
+                let after = entry.cost;
+                self.used = self.used + after - before;
                 self.expire(key, *ttl, now);
             }
             Write::ZAdd {
@@ -190,6 +297,7 @@ impl Data {
                         set.retain(|m, _| keep.contains(m));
                     }
                 }
+                self.recost(key);
                 self.expire(key, *ttl, now);
             }
             Write::HSet { key, fields, ttl } => {
@@ -200,11 +308,12 @@ impl Data {
                         hash.insert(f.clone(), v.clone());
                     }
                 }
+                self.recost(key);
                 self.expire(key, *ttl, now);
             }
             Write::Del { keys } => {
                 for k in keys {
-                    self.entries.remove(k);
+                    self.remove(k);
                 }
             }
             Write::Publish { channel, message } => {
@@ -233,6 +342,19 @@ impl EmbeddedStore {
     /// An empty store.
     pub fn new() -> Self {
         EmbeddedStore::default()
+    }
+
+    /// An empty store that keeps its estimated size under `max_bytes` by
+    /// evicting keys with an expiry, soonest first (see the module docs).
+    pub fn with_max_memory(max_bytes: usize) -> Self {
+        let store = EmbeddedStore::default();
+        store.data().max = Some(max_bytes);
+        store
+    }
+
+    /// Estimated bytes held (keys and values).
+    pub fn used_memory(&self) -> usize {
+        self.data().used
     }
 
     /// An empty store whose expiry follows `now_us` (Unix microseconds)
@@ -302,6 +424,7 @@ impl Store for EmbeddedStore {
                 data.writes = 0;
                 data.purge(now);
             }
+            data.evict(now);
             published
         };
         // Published after the writes are visible, in order.
@@ -393,12 +516,10 @@ impl Store for EmbeddedStore {
         if data.live(key, now).is_some() {
             return Ok(false);
         }
-        data.entries.insert(
+        let expires = Some(now + Duration::from_millis(ttl_ms));
+        data.insert(
             key.to_string(),
-            Entry {
-                value: Value::Str(value.to_string()),
-                expires: Some(now + Duration::from_millis(ttl_ms)),
-            },
+            Entry::new(key, Value::Str(value.to_string()), expires),
         );
         Ok(true)
     }
@@ -410,7 +531,7 @@ impl Store for EmbeddedStore {
                 value: Value::Str(s),
                 ..
             }) if s == value => {
-                data.entries.remove(key);
+                data.remove(key);
                 Ok(true)
             }
             _ => Ok(false),
@@ -484,5 +605,155 @@ mod tests {
         assert!(store.set_nx_px("lock", "1", 1000).await.unwrap());
         now.fetch_add(600_000, Ordering::Relaxed);
         assert_eq!(store.get("k").await.unwrap(), None);
+    }
+
+    /// The store's running estimate, recomputed from scratch.
+    fn recounted(store: &EmbeddedStore) -> usize {
+        store
+            .data()
+            .entries
+            .iter()
+            .map(|(k, e)| str_cost(k) + 64 + e.value.cost())
+            .sum()
+    }
+
+    fn push(key: &str, value: &str, ttl_s: u64) -> Write {
+        Write::Push {
+            key: key.into(),
+            value: value.into(),
+            max_len: 10,
+            ttl: Some(Duration::from_secs(ttl_s)),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_size_estimate_follows_every_kind_of_write() {
+        let store = EmbeddedStore::new();
+        let writes = vec![
+            Write::Set {
+                key: "s".into(),
+                value: "x".repeat(100),
+                ttl: None,
+            },
+            Write::Set {
+                key: "s".into(),
+                value: "y".repeat(10),
+                ttl: None,
+            },
+            push("l", &"a".repeat(50), 60),
+            Write::ZAdd {
+                key: "z".into(),
+                members: (0..20).map(|i| (format!("m{i}"), f64::from(i))).collect(),
+                keep_top: Some(5),
+                ttl: None,
+            },
+            Write::HSet {
+                key: "h".into(),
+                fields: vec![("f".into(), "v".into()), ("g".into(), "w".repeat(30))],
+                ttl: None,
+            },
+        ];
+        store.apply(&writes, false).await.unwrap();
+        for i in 0..25 {
+            store
+                .apply(&[push("l", &"b".repeat(i), 60)], false)
+                .await
+                .unwrap();
+        }
+        assert_eq!(store.used_memory(), recounted(&store));
+        assert!(store.set_nx_px("lock", "me", 10_000).await.unwrap());
+        assert!(store.del_if_eq("lock", "me").await.unwrap());
+        store
+            .apply(
+                &[Write::Del {
+                    keys: vec!["h".into(), "s".into()],
+                }],
+                false,
+            )
+            .await
+            .unwrap();
+        assert_eq!(store.used_memory(), recounted(&store));
+        store
+            .apply(
+                &[Write::Del {
+                    keys: vec!["l".into(), "z".into()],
+                }],
+                false,
+            )
+            .await
+            .unwrap();
+        assert_eq!(store.used_memory(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_memory_budget_evicts_the_soonest_expiring_keys_and_never_keys_without_expiry() {
+        let budget = 200_000;
+        let store = EmbeddedStore::with_max_memory(budget);
+        let keep = "k".repeat(1000);
+        store
+            .apply(
+                &[Write::Set {
+                    key: "keep".into(),
+                    value: keep.clone(),
+                    ttl: None,
+                }],
+                false,
+            )
+            .await
+            .unwrap();
+        // 500 lists of 10 × 200 bytes (~2.4 KB each, ~1.2 MB in all), list i
+        // expiring after 1000 + i seconds: far more than the budget.
+        let item = "i".repeat(200);
+        for i in 0..500u64 {
+            let writes: Vec<Write> = (0..10)
+                .map(|_| push(&format!("list:{i}"), &item, 1000 + i))
+                .collect();
+            store.apply(&writes, false).await.unwrap();
+            assert!(store.used_memory() <= budget, "over budget after list {i}");
+        }
+        assert_eq!(store.used_memory(), recounted(&store));
+        assert!(
+            store.used_memory() > budget / 2,
+            "evicts to 90 %, not to nothing"
+        );
+        assert_eq!(
+            store.get("keep").await.unwrap(),
+            Some(keep),
+            "no expiry: never evicted"
+        );
+        assert!(
+            store.lrange("list:0", 0, -1).await.unwrap().is_empty(),
+            "soonest expiry went first"
+        );
+        assert_eq!(
+            store.lrange("list:499", 0, -1).await.unwrap().len(),
+            10,
+            "latest expiry kept"
+        );
+        let survivors = (0..500)
+            .filter(|i| store.data().entries.contains_key(&format!("list:{i}")))
+            .collect::<Vec<_>>();
+        assert!(
+            survivors.windows(2).all(|w| w[1] == w[0] + 1),
+            "the survivors are the latest-expiring lists: {survivors:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn store_urls_set_or_refuse_a_budget() {
+        assert!(
+            crate::store::open("memory://?max_memory_mib=8")
+                .await
+                .is_ok()
+        );
+        assert!(
+            crate::store::open("memory://?max_memory_mib=0")
+                .await
+                .is_ok()
+        );
+        for bad in ["memory://?max_memory_mib=lots", "memory://?maxmemory=8"] {
+            let err = crate::store::open(bad).await.err().expect("refused");
+            assert!(err.to_string().contains("max_memory_mib"), "{err}");
+        }
     }
 }

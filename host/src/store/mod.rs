@@ -163,10 +163,17 @@ pub trait Store: Send + Sync + 'static {
 }
 
 /// Open a store by URL: `memory://` (or `embedded`) for the embedded store,
-/// `redis://` for Redis (the database index may be given as the path).
+/// optionally with a memory budget (`memory://?max_memory_mib=N`, `0` for
+/// none; default [`EMBEDDED_MAX_MEMORY_MIB`]); `redis://` for Redis (the
+/// database index may be given as the path).
 pub async fn open(url: &str) -> StoreResult<Arc<dyn Store>> {
     if url == "embedded" || url.starts_with("memory://") {
-        return Ok(Arc::new(EmbeddedStore::new()));
+        let mib = embedded_budget_mib(url)?;
+        return Ok(Arc::new(if mib == 0 {
+            EmbeddedStore::new()
+        } else {
+            EmbeddedStore::with_max_memory(mib << 20)
+        }));
     }
     if url.starts_with("redis://")
         || url.starts_with("rediss://")
@@ -178,6 +185,40 @@ pub async fn open(url: &str) -> StoreResult<Arc<dyn Store>> {
         "unsupported store URL `{}`: use memory:// or redis://host:port/db",
         redact(url)
     )))
+}
+
+/// The embedded store's default memory budget, MiB: enough for the seed's
+/// caches of a few thousand symbols, so `mdp up` runs in bounded memory.
+pub const EMBEDDED_MAX_MEMORY_MIB: usize = 64;
+
+/// The memory budget of a `memory://` URL, MiB.
+fn embedded_budget_mib(url: &str) -> StoreResult<usize> {
+    let query = url
+        .strip_prefix("memory://")
+        .and_then(|rest| rest.split_once('?'))
+        .map(|(_, q)| q);
+    let mut mib = EMBEDDED_MAX_MEMORY_MIB;
+    for pair in query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .filter(|p| !p.is_empty())
+    {
+        match pair.split_once('=') {
+            Some(("max_memory_mib", v)) => {
+                mib = v.parse().map_err(|_| {
+                    StoreError::Other(format!(
+                        "store URL `{url}`: max_memory_mib must be a whole number of MiB, not `{v}`"
+                    ))
+                })?;
+            }
+            _ => {
+                return Err(StoreError::Other(format!(
+                    "store URL `{url}`: unknown parameter `{pair}` (the embedded store takes max_memory_mib=N)"
+                )));
+            }
+        }
+    }
+    Ok(mib)
 }
 
 /// A URL with any password replaced by `***`.

@@ -192,3 +192,37 @@ fn iso_timestamps_match_python() {
 fn golden_files_pass_natively() {
     mdp_sdk::testing::check_golden_dir::<TopTrades>(concat!(env!("CARGO_MANIFEST_DIR"), "/golden"));
 }
+
+#[test]
+fn full_windows_of_a_large_universe_snapshot_compactly_and_round_trip() {
+    let mut state = State::default();
+    for s in 0..3000u64 {
+        let mut w = Window {
+            latest_price: 100.0 + s as f64,
+            latest_exchange: 4,
+            last_push_us: NOW,
+            ..Window::default()
+        };
+        w.trades = (0..1000u64)
+            .map(|i| Tick {
+                timestamp: 1_773_064_800_000 + i * 37 + s,
+                size: (i * 13 + s) as u32 % 5000,
+            })
+            .collect();
+        state.windows.insert(format!("S{s}"), w);
+    }
+    let before = Stats::of(&state.windows["S42"]).unwrap();
+    let tt = TopTrades {
+        window: 1000,
+        publish_every_ms: 5000,
+        top_symbols: 100,
+        state,
+    };
+    let bytes = tt.snapshot();
+    // The plugin's memory limit is 128 MiB and the windows themselves take
+    // ~48 MB: the snapshot must fit beside them (JSON took ~200 MB).
+    assert!(bytes.len() < 40 << 20, "snapshot of {} bytes", bytes.len());
+    let next = TopTrades::init(Config::default(), Some(bytes)).unwrap();
+    assert_eq!(next.state.windows.len(), 3000);
+    assert_eq!(Stats::of(&next.state.windows["S42"]).unwrap(), before);
+}
