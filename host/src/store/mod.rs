@@ -187,9 +187,10 @@ pub async fn open(url: &str) -> StoreResult<Arc<dyn Store>> {
     )))
 }
 
-/// The embedded store's default memory budget, MiB: enough for the seed's
-/// caches of a few thousand symbols, so `mdp up` runs in bounded memory.
-pub const EMBEDDED_MAX_MEMORY_MIB: usize = 64;
+/// The embedded store's default memory budget, MiB. The latest values of
+/// 3,000 symbols take ~6 MB; the rest holds the most recently written
+/// recent-trade lists, so `mdp up` runs in bounded memory.
+pub const EMBEDDED_MAX_MEMORY_MIB: usize = 32;
 
 /// The memory budget of a `memory://` URL, MiB.
 fn embedded_budget_mib(url: &str) -> StoreResult<usize> {
