@@ -46,14 +46,28 @@ pub const MASSIVE_KEY_FILE: &str = "/app/massive_api_key.txt";
 /// [`MASSIVE_KEY_FILE`] (or `MASSIVE_API_KEY_FILE`), trimmed; blank counts as
 /// none.
 pub fn massive_api_key(given: Option<&str>) -> Option<String> {
-    let file =
-        std::env::var("MASSIVE_API_KEY_FILE").unwrap_or_else(|_| MASSIVE_KEY_FILE.to_string());
-    given
-        .map(str::to_string)
-        .or_else(|| std::env::var("POLYGON_API_KEY").ok())
-        .or_else(|| std::fs::read_to_string(file).ok())
+    first_key([
+        Box::new(|| given.map(str::to_string)) as Box<dyn FnOnce() -> Option<String>>,
+        Box::new(|| std::env::var("POLYGON_API_KEY").ok()),
+        Box::new(|| {
+            let file = std::env::var("MASSIVE_API_KEY_FILE")
+                .unwrap_or_else(|_| MASSIVE_KEY_FILE.to_string());
+            std::fs::read_to_string(file).ok()
+        }),
+    ])
+}
+
+/// The first source, in order, that yields a non-blank key (trimmed); later
+/// sources are not consulted. Like the seed's `a or b or c`, a blank value
+/// falls through to the next source.
+fn first_key<const N: usize>(
+    sources: [Box<dyn FnOnce() -> Option<String> + '_>; N],
+) -> Option<String> {
+    sources
+        .into_iter()
+        .filter_map(|source| source())
         .map(|k| k.trim().to_string())
-        .filter(|k| !k.is_empty())
+        .find(|k| !k.is_empty())
 }
 
 /// Largest frame accepted, bytes (larger ones are dropped and counted).
@@ -979,6 +993,51 @@ impl super::admin::ListenerStatus for MassiveListener {
 
 #[cfg(test)]
 mod tests {
+
+    type Source<'a> = Box<dyn FnOnce() -> Option<String> + 'a>;
+
+    fn source(value: Option<&str>) -> Source<'_> {
+        Box::new(move || value.map(str::to_string))
+    }
+
+    #[test]
+    fn api_key_sources_in_the_seeds_order_blank_values_fall_through() {
+        let key = |a, b, c| first_key([source(a), source(b), source(c)]);
+        assert_eq!(
+            key(Some("flag"), Some("polygon"), Some("file")).as_deref(),
+            Some("flag")
+        );
+        assert_eq!(
+            key(None, Some("polygon"), Some("file")).as_deref(),
+            Some("polygon")
+        );
+        assert_eq!(
+            key(None, None, Some(" file-key\n")).as_deref(),
+            Some("file-key"),
+            "file trimmed"
+        );
+        assert_eq!(
+            key(Some("  "), Some("polygon"), None).as_deref(),
+            Some("polygon"),
+            "blank falls through"
+        );
+        assert_eq!(key(None, Some(""), Some("\n")), None, "all blank: no key");
+        assert_eq!(key(None, None, None), None);
+        let mut read = false;
+        let found = first_key([
+            source(Some("flag")),
+            Box::new(|| {
+                read = true;
+                None
+            }),
+        ]);
+        assert_eq!(found.as_deref(), Some("flag"));
+        assert!(
+            !read,
+            "later sources (the key file) are not read once a key is found"
+        );
+    }
+
     use super::*;
 
     #[test]
