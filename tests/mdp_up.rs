@@ -34,6 +34,10 @@ async fn up_serves_live_boards_and_quotes_and_stops_cleanly() {
             // A Monday morning: the simulated market is open whenever the test runs.
             "--sim-at",
             "2026-03-09T10:00:00-04:00",
+            // A small memory budget: the store evicts within seconds, and the
+            // dashboard's data must keep flowing regardless.
+            "--store-url",
+            "memory://?max_memory_mib=1",
         ])
         .arg("--plugin-dir")
         .arg(&plugins)
@@ -98,6 +102,27 @@ async fn up_serves_live_boards_and_quotes_and_stops_cleanly() {
     assert!(quote, "a quote:AAA update arrived");
     assert!(range, "a daily_range:AAA update arrived");
     eprintln!("ready after {ready:?}, first board and quote after {first_update:?}");
+
+    // The embedded store stayed within its budget by evicting.
+    let metrics = client
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("{name} missing from /metrics"))
+    };
+    assert!(value("mdp_store_evicted_total") > 0.0, "evictions happened");
+    assert!(
+        value("mdp_store_embedded_bytes") <= f64::from(1u32 << 20),
+        "within the 1 MiB budget"
+    );
 
     // SIGTERM: drain and exit 0.
     let status = Command::new("kill")
