@@ -82,8 +82,27 @@ pub enum ListenCommand {
     Finlight(crate::feed::finlight::FinlightArgs),
 }
 
-/// Install the tracing subscriber (`RUST_LOG` filter, default `info`).
-pub fn init_logging(format: Option<LogFormat>) {
+/// Keeps trace export alive; dropping it flushes the spans not yet sent.
+#[must_use = "dropping the guard stops trace export"]
+pub struct LoggingGuard {
+    #[cfg(feature = "otel")]
+    provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+}
+
+impl Drop for LoggingGuard {
+    fn drop(&mut self) {
+        #[cfg(feature = "otel")]
+        if let Some(provider) = self.provider.take()
+            && let Err(e) = provider.shutdown()
+        {
+            eprintln!("OpenTelemetry export: could not flush spans: {e}");
+        }
+    }
+}
+
+/// Install the tracing subscriber (`RUST_LOG` filter, default `info`) and,
+/// with the `otel` feature and `OTEL_EXPORTER_OTLP_ENDPOINT` set, span export.
+pub fn init_logging(format: Option<LogFormat>) -> LoggingGuard {
     use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -102,8 +121,16 @@ pub fn init_logging(format: Option<LogFormat>) {
     };
     let registry = tracing_subscriber::registry().with(filter).with(fmt);
     #[cfg(feature = "otel")]
-    let registry = registry.with(otel::layer());
-    let _ = registry.try_init();
+    {
+        let (layer, provider) = otel::layer().unzip();
+        let _ = registry.with(layer).try_init();
+        LoggingGuard { provider }
+    }
+    #[cfg(not(feature = "otel"))]
+    {
+        let _ = registry.try_init();
+        LoggingGuard {}
+    }
 }
 
 /// OpenTelemetry trace export (cargo feature `otel`): when
@@ -112,8 +139,12 @@ pub fn init_logging(format: Option<LogFormat>) {
 mod otel {
     use opentelemetry::trace::TracerProvider as _;
 
-    /// The export layer, or none when no endpoint is configured.
-    pub fn layer<S>() -> Option<impl tracing_subscriber::Layer<S>>
+    /// The export layer and its provider (to flush at exit), or none when
+    /// no endpoint is configured.
+    pub fn layer<S>() -> Option<(
+        impl tracing_subscriber::Layer<S>,
+        opentelemetry_sdk::trace::SdkTracerProvider,
+    )>
     where
         S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
     {
@@ -136,8 +167,8 @@ mod otel {
             .with_resource(resource)
             .build();
         let tracer = provider.tracer("mdp");
-        opentelemetry::global::set_tracer_provider(provider);
-        Some(tracing_opentelemetry::layer().with_tracer(tracer))
+        opentelemetry::global::set_tracer_provider(provider.clone());
+        Some((tracing_opentelemetry::layer().with_tracer(tracer), provider))
     }
 }
 
@@ -202,7 +233,7 @@ pub fn main() -> ExitCode {
             }
         },
     };
-    init_logging(cli.log_format);
+    let _logging = init_logging(cli.log_format);
     if let Command::ShowConfig { args: tail } = &cli.command {
         return match show_config(&args, tail) {
             Ok(code) => code,

@@ -6,6 +6,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use tracing::Instrument;
+
 use super::PluginError;
 use super::bindings::{Effect, Event};
 use super::effects::{kind, shift};
@@ -156,6 +158,29 @@ impl Worker {
     }
 
     async fn run(&mut self, batch: &[Event], isolate: bool) -> Result<BatchOutput, BatchError> {
+        let span = tracing::info_span!(
+            "analyze",
+            plugin = %self.plugin.name,
+            events = batch.len(),
+            effects = tracing::field::Empty,
+            faults = tracing::field::Empty,
+        );
+        let result = self
+            .run_batch(batch, isolate)
+            .instrument(span.clone())
+            .await;
+        if let Ok(out) = &result {
+            span.record("effects", out.effects.len());
+            span.record("faults", out.faults.len());
+        }
+        result
+    }
+
+    async fn run_batch(
+        &mut self,
+        batch: &[Event],
+        isolate: bool,
+    ) -> Result<BatchOutput, BatchError> {
         let max = self.plugin.limits.max_batch;
         if batch.len() > max {
             return Err(BatchError::TooLarge {

@@ -30,6 +30,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::{oneshot, watch};
+use tracing::Instrument;
 
 use super::{Backoff, EventBatch};
 use crate::event::split_body;
@@ -519,7 +520,18 @@ impl Settler {
                 .await;
             return false;
         }
-        if let Err(e) = self.store.apply(&writes, self.atomic).await {
+        let applying = tracing::info_span!(
+            "apply",
+            messages = pending.deliveries.len(),
+            events = pending.batch.len(),
+            writes = writes.len()
+        );
+        if let Err(e) = self
+            .store
+            .apply(&writes, self.atomic)
+            .instrument(applying)
+            .await
+        {
             self.requeue(&pending, &e.to_string()).await;
             return false;
         }
