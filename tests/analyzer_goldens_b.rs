@@ -12,16 +12,19 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
-use mdp::plugin::bindings::{Market, MarketStatus};
 use mdp::plugin::manifest::Manifest;
 use mdp::plugin::{
-    FixedClock, HostServices, LiveWorker, Plugin, PluginSlot, ReferenceData, ReferenceFault,
-    Runtime, RuntimeConfig, golden,
+    FixedClock, HostServices, LiveWorker, Plugin, PluginSlot, ReferenceData, Runtime,
+    RuntimeConfig, StoreReference, golden,
 };
 use mdp::role::scanner::{Scanner, ScannerConfig};
 use mdp::store::{EmbeddedStore, Store, Topic, Write};
 use mdp_sdk::wire::{EffectRecord, Golden};
+
+/// Reference data of an empty store: the market open, nothing else known.
+fn open_market() -> Arc<dyn ReferenceData> {
+    Arc::new(StoreReference::new(Arc::new(EmbeddedStore::new())))
+}
 
 const PLUGINS: [&str; 2] = ["daily-range", "news-feed"];
 
@@ -91,29 +94,6 @@ fn manifests_allow_every_effect_their_golden_files_expect() {
     }
 }
 
-/// Market status "open"; everything else unknown.
-struct OpenMarket;
-
-#[async_trait]
-impl ReferenceData for OpenMarket {
-    async fn ticker_snapshot(&self, _: &str) -> Result<Option<String>, ReferenceFault> {
-        Ok(None)
-    }
-    async fn avg_volume(&self, _: &str) -> Result<f64, ReferenceFault> {
-        Ok(0.0)
-    }
-    async fn free_float(&self, _: &str) -> Result<f64, ReferenceFault> {
-        Ok(0.0)
-    }
-    async fn market_now(&self) -> Result<MarketStatus, ReferenceFault> {
-        Ok(MarketStatus {
-            market: Market::Open,
-            early_hours: false,
-            after_hours: false,
-        })
-    }
-}
-
 /// Poll `f` until it returns `Some` (a generous bound against hangs, not a timing assertion).
 async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
     what: &str,
@@ -133,7 +113,7 @@ async fn daily_range_scans_quote_channels(store: Arc<dyn Store>) {
     // Monday 2026-03-09 10:00 EDT.
     let services = HostServices {
         store: store.clone(),
-        reference: Arc::new(OpenMarket),
+        reference: open_market(),
         clock: Arc::new(FixedClock::new(1_773_064_800_000_000)),
     };
     let runtime = Runtime::new(RuntimeConfig::default()).unwrap();
@@ -263,7 +243,7 @@ async fn news_feed_processes_the_news_queue(
 
     let services = HostServices {
         store: store.clone(),
-        reference: Arc::new(OpenMarket),
+        reference: open_market(),
         clock: Arc::new(FixedClock::new(1_773_064_800_000_000)),
     };
     let runtime = Runtime::new(RuntimeConfig::default()).unwrap();
@@ -357,7 +337,7 @@ async fn daily_range_state_survives_a_snapshot_handover() {
     let store: Arc<dyn Store> = Arc::new(EmbeddedStore::new());
     let services = HostServices {
         store: store.clone(),
-        reference: Arc::new(OpenMarket),
+        reference: open_market(),
         clock: Arc::new(FixedClock::new(1_773_064_800_000_000)),
     };
     let runtime = Runtime::new(RuntimeConfig::default()).unwrap();

@@ -18,11 +18,7 @@ async fn up_serves_live_boards_and_quotes_and_stops_cleanly() {
         .parent()
         .unwrap()
         .to_path_buf();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = support::free_port();
     let started = Instant::now();
     let mut child = Command::new(env!("CARGO_BIN_EXE_mdp"))
         .args([
@@ -104,14 +100,7 @@ async fn up_serves_live_boards_and_quotes_and_stops_cleanly() {
     eprintln!("ready after {ready:?}, first board and quote after {first_update:?}");
 
     // The embedded store stayed within its budget by evicting.
-    let metrics = client
-        .get(format!("http://127.0.0.1:{port}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = support::http_text(&format!("http://127.0.0.1:{port}/metrics")).await;
     let value = |name: &str| {
         metrics
             .lines()
@@ -159,11 +148,7 @@ async fn process_role_exposes_health_readiness_and_metrics() {
         .parent()
         .unwrap()
         .to_path_buf();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = support::free_port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_mdp"))
         .args([
             "process",
@@ -197,14 +182,7 @@ async fn process_role_exposes_health_readiness_and_metrics() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let metrics = client
-        .get(format!("http://127.0.0.1:{port}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = support::http_text(&format!("http://127.0.0.1:{port}/metrics")).await;
     let health = client
         .get(format!("http://127.0.0.1:{port}/health"))
         .send()

@@ -48,23 +48,28 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
         .any(|w| w == needle.as_bytes())
 }
 
+/// `mdp plugin test` of the router on the mixed fixture, exporting to
+/// `endpoint` when given.
+fn plugin_test(endpoint: Option<&str>) -> std::process::Output {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_mdp"));
+    command
+        .args(["plugin", "test"])
+        .arg(support::plugin_wasm("massive-router"))
+        .arg("--events")
+        .arg(support::repo_root().join("tests/fixtures/events/massive-mixed.jsonl"));
+    match endpoint {
+        Some(url) => command.env("OTEL_EXPORTER_OTLP_ENDPOINT", url),
+        None => command.env_remove("OTEL_EXPORTER_OTLP_ENDPOINT"),
+    };
+    command.output().expect("run mdp")
+}
+
 #[tokio::test]
 async fn a_plugin_run_exports_its_analyze_spans_and_flushes_them_at_exit() {
     let (url, received) = collector().await;
-    let wasm = support::plugin_wasm("massive-router");
-    let events = support::repo_root().join("tests/fixtures/events/massive-mixed.jsonl");
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_mdp"))
-            .args(["plugin", "test"])
-            .arg(wasm)
-            .arg("--events")
-            .arg(events)
-            .env("OTEL_EXPORTER_OTLP_ENDPOINT", &url)
-            .output()
-            .expect("run mdp")
-    })
-    .await
-    .unwrap();
+    let out = tokio::task::spawn_blocking(move || plugin_test(Some(&url)))
+        .await
+        .unwrap();
     assert!(
         out.status.success(),
         "stderr: {}",
@@ -90,14 +95,7 @@ async fn a_plugin_run_exports_its_analyze_spans_and_flushes_them_at_exit() {
 #[tokio::test]
 async fn without_an_endpoint_nothing_is_exported_and_the_run_is_unaffected() {
     let (_url, received) = collector().await;
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mdp"))
-        .args(["plugin", "test"])
-        .arg(support::plugin_wasm("massive-router"))
-        .arg("--events")
-        .arg(support::repo_root().join("tests/fixtures/events/massive-mixed.jsonl"))
-        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-        .output()
-        .expect("run mdp");
+    let out = plugin_test(None);
     assert!(out.status.success());
     assert!(!out.stdout.is_empty());
     assert!(received.lock().unwrap().is_empty());

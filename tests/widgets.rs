@@ -638,15 +638,7 @@ async fn no_secret_reaches_the_dashboard() {
     let handle = serve(Arc::new(EmbeddedStore::new()), args, rx)
         .await
         .unwrap();
-    let client = reqwest::Client::new();
-    let index = client
-        .get(format!("http://{}/", handle.addr))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let index = support::http_text(&format!("http://{}/", handle.addr)).await;
     assert!(index.contains("Top Gainers"), "the dashboard is served");
     // Every script the page loads, and the other HTTP endpoints.
     let mut paths = vec!["/".to_string(), "/health".into(), "/metrics".into()];
@@ -665,14 +657,7 @@ async fn no_secret_reaches_the_dashboard() {
         "the page loads its modules: {paths:?}"
     );
     for path in &paths {
-        let body = client
-            .get(format!("http://{}{path}", handle.addr))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let body = support::http_text(&format!("http://{}{path}", handle.addr)).await;
         for secret in ["shared-key-3f9a", "jwt-secret-77c1"] {
             assert!(!body.contains(secret), "{path} leaks a secret");
         }

@@ -9,36 +9,12 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use async_trait::async_trait;
-use mdp::plugin::bindings::{Event, Market, MarketStatus};
+use mdp::plugin::bindings::Event;
 use mdp::plugin::{
-    Capabilities, FixedClock, HostServices, LoadOptions, Plugin, ReferenceData, ReferenceFault,
-    Runtime, RuntimeConfig, Worker, convert, effects,
+    Capabilities, FixedClock, HostServices, LoadOptions, Plugin, Runtime, RuntimeConfig,
+    StoreReference, Worker, convert, effects,
 };
 use mdp::store::{EmbeddedStore, Store};
-
-/// Regular session; no other reference data.
-struct Open;
-
-#[async_trait]
-impl ReferenceData for Open {
-    async fn ticker_snapshot(&self, _: &str) -> Result<Option<String>, ReferenceFault> {
-        Ok(None)
-    }
-    async fn avg_volume(&self, _: &str) -> Result<f64, ReferenceFault> {
-        Ok(0.0)
-    }
-    async fn free_float(&self, _: &str) -> Result<f64, ReferenceFault> {
-        Ok(0.0)
-    }
-    async fn market_now(&self) -> Result<MarketStatus, ReferenceFault> {
-        Ok(MarketStatus {
-            market: Market::Open,
-            early_hours: false,
-            after_hours: false,
-        })
-    }
-}
 
 async fn bench(
     runtime: &Runtime,
@@ -48,7 +24,8 @@ async fn bench(
     let store: Arc<dyn Store> = Arc::new(EmbeddedStore::new());
     let services = HostServices {
         store,
-        reference: Arc::new(Open),
+        // An empty store: the market open, nothing else known.
+        reference: Arc::new(StoreReference::new(Arc::new(EmbeddedStore::new()))),
         // Monday 2026-03-09 10:00 EDT.
         clock: Arc::new(FixedClock::new(1_773_064_800_000_000)),
     };

@@ -82,6 +82,17 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// The body of `GET url` as text (panics on any failure: a test helper).
+pub async fn http_text(url: &str) -> String {
+    reqwest::get(url)
+        .await
+        .and_then(|r| r.error_for_status())
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+        .text()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+}
+
 /// A private redis-server on a fixed port that a test may kill and restart.
 pub struct PrivateRedis {
     /// The port it listens on.

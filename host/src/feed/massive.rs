@@ -46,28 +46,29 @@ pub const MASSIVE_KEY_FILE: &str = "/app/massive_api_key.txt";
 /// [`MASSIVE_KEY_FILE`] (or `MASSIVE_API_KEY_FILE`), trimmed; blank counts as
 /// none.
 pub fn massive_api_key(given: Option<&str>) -> Option<String> {
-    first_key([
-        Box::new(|| given.map(str::to_string)) as Box<dyn FnOnce() -> Option<String>>,
-        Box::new(|| std::env::var("POLYGON_API_KEY").ok()),
-        Box::new(|| {
+    api_key_from(
+        given,
+        || std::env::var("POLYGON_API_KEY").ok(),
+        || {
             let file = std::env::var("MASSIVE_API_KEY_FILE")
                 .unwrap_or_else(|_| MASSIVE_KEY_FILE.to_string());
             std::fs::read_to_string(file).ok()
-        }),
-    ])
+        },
+    )
 }
 
-/// The first source, in order, that yields a non-blank key (trimmed); later
-/// sources are not consulted. Like the seed's `a or b or c`, a blank value
-/// falls through to the next source.
-fn first_key<const N: usize>(
-    sources: [Box<dyn FnOnce() -> Option<String> + '_>; N],
+/// The first non-blank key (trimmed) of `given`, `polygon`, `file`, in that
+/// order; later sources are not consulted. Like the seed's `a or b or c`, a
+/// blank value falls through to the next source.
+fn api_key_from(
+    given: Option<&str>,
+    polygon: impl FnOnce() -> Option<String>,
+    file: impl FnOnce() -> Option<String>,
 ) -> Option<String> {
-    sources
-        .into_iter()
-        .filter_map(|source| source())
-        .map(|k| k.trim().to_string())
-        .find(|k| !k.is_empty())
+    let nonblank = |k: Option<String>| k.map(|k| k.trim().to_string()).filter(|k| !k.is_empty());
+    nonblank(given.map(str::to_string))
+        .or_else(|| nonblank(polygon()))
+        .or_else(|| nonblank(file()))
 }
 
 /// Largest frame accepted, bytes (larger ones are dropped and counted).
@@ -993,16 +994,13 @@ impl super::admin::ListenerStatus for MassiveListener {
 
 #[cfg(test)]
 mod tests {
-
-    type Source<'a> = Box<dyn FnOnce() -> Option<String> + 'a>;
-
-    fn source(value: Option<&str>) -> Source<'_> {
-        Box::new(move || value.map(str::to_string))
-    }
+    use super::*;
 
     #[test]
     fn api_key_sources_in_the_seeds_order_blank_values_fall_through() {
-        let key = |a, b, c| first_key([source(a), source(b), source(c)]);
+        let key = |a: Option<&str>, b: Option<&str>, c: Option<&str>| {
+            api_key_from(a, || b.map(str::to_string), || c.map(str::to_string))
+        };
         assert_eq!(
             key(Some("flag"), Some("polygon"), Some("file")).as_deref(),
             Some("flag")
@@ -1024,21 +1022,20 @@ mod tests {
         assert_eq!(key(None, Some(""), Some("\n")), None, "all blank: no key");
         assert_eq!(key(None, None, None), None);
         let mut read = false;
-        let found = first_key([
-            source(Some("flag")),
-            Box::new(|| {
+        let found = api_key_from(
+            Some("flag"),
+            || None,
+            || {
                 read = true;
                 None
-            }),
-        ]);
+            },
+        );
         assert_eq!(found.as_deref(), Some("flag"));
         assert!(
             !read,
             "later sources (the key file) are not read once a key is found"
         );
     }
-
-    use super::*;
 
     #[test]
     fn statuses_and_data_mix_and_unknown_types_do_not_abort_the_frame() {

@@ -75,10 +75,15 @@ struct Entry {
     cost: usize,
 }
 
+/// Estimated bytes of an entry: its key, the map slot and its value.
+fn entry_cost(key: &str, value: &Value) -> usize {
+    str_cost(key) + 64 + value.cost()
+}
+
 impl Entry {
     fn new(key: &str, value: Value, expires: Option<Instant>) -> Entry {
         Entry {
-            cost: str_cost(key) + 64 + value.cost(),
+            cost: entry_cost(key, &value),
             value,
             expires,
         }
@@ -165,6 +170,11 @@ impl Data {
             keep
         });
         self.used -= freed;
+        self.report();
+    }
+
+    /// Export the size gauges.
+    fn report(&self) {
         metrics::gauge!("mdp_store_embedded_bytes").set(self.used as f64);
         metrics::gauge!("mdp_store_embedded_keys").set(self.entries.len() as f64);
     }
@@ -179,14 +189,14 @@ impl Data {
         }
         self.purge(now);
         let target = max / 10 * 9;
-        let mut victims: Vec<(Instant, usize, String)> = self
+        let mut victims: Vec<(Instant, String)> = self
             .entries
             .iter()
-            .filter_map(|(k, e)| e.expires.map(|t| (t, e.cost, k.clone())))
+            .filter_map(|(k, e)| e.expires.map(|t| (t, k.clone())))
             .collect();
-        victims.sort_unstable_by_key(|(t, _, _)| *t);
+        victims.sort_unstable_by_key(|(t, _)| *t);
         let mut evicted = 0u64;
-        for (_, _, key) in victims {
+        for (_, key) in victims {
             if self.used <= target {
                 break;
             }
@@ -194,8 +204,7 @@ impl Data {
             evicted += 1;
         }
         metrics::counter!("mdp_store_evicted_total").increment(evicted);
-        metrics::gauge!("mdp_store_embedded_bytes").set(self.used as f64);
-        metrics::gauge!("mdp_store_embedded_keys").set(self.entries.len() as f64);
+        self.report();
         if self.used > max {
             tracing::warn!(
                 used = self.used,
@@ -208,7 +217,7 @@ impl Data {
     /// Re-estimate `key`'s cost after an in-place change.
     fn recost(&mut self, key: &str) {
         if let Some(e) = self.entries.get_mut(key) {
-            let cost = str_cost(key) + 64 + e.value.cost();
+            let cost = entry_cost(key, &e.value);
             self.used = self.used - e.cost + cost;
             e.cost = cost;
         }
@@ -613,7 +622,7 @@ mod tests {
             .data()
             .entries
             .iter()
-            .map(|(k, e)| str_cost(k) + 64 + e.value.cost())
+            .map(|(k, e)| entry_cost(k, &e.value))
             .sum()
     }
 
