@@ -16,18 +16,17 @@
 
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
-use futures_util::{SinkExt, StreamExt};
 use mdp::store::Write;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-/// Latency histogram: 50 µs buckets up to 5 s.
+/// Latency histogram: 50 µs buckets up to 5 s (one per reader thread, merged at the end).
 struct Histogram {
-    buckets: Vec<AtomicU64>,
+    buckets: Vec<u64>,
 }
 
 const BUCKET_US: u64 = 50;
@@ -35,32 +34,30 @@ const BUCKET_US: u64 = 50;
 impl Histogram {
     fn new() -> Histogram {
         Histogram {
-            buckets: (0..100_000).map(|_| AtomicU64::new(0)).collect(),
+            buckets: vec![0; 100_000],
         }
     }
 
-    fn record(&self, us: u64) {
+    fn record(&mut self, us: u64) {
         let i = ((us / BUCKET_US) as usize).min(self.buckets.len() - 1);
-        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.buckets[i] += 1;
     }
 
-    fn reset(&self) {
-        self.buckets
-            .iter()
-            .for_each(|b| b.store(0, Ordering::Relaxed));
+    fn merge(&mut self, other: &Histogram) {
+        for (a, b) in self.buckets.iter_mut().zip(&other.buckets) {
+            *a += b;
+        }
+    }
+
+    fn total(&self) -> u64 {
+        self.buckets.iter().sum()
     }
 
     /// The `q` quantile in milliseconds (upper edge of its bucket).
     fn quantile_ms(&self, q: f64) -> f64 {
-        let counts: Vec<u64> = self
-            .buckets
-            .iter()
-            .map(|b| b.load(Ordering::Relaxed))
-            .collect();
-        let total: u64 = counts.iter().sum();
-        let want = ((total as f64) * q).ceil() as u64;
+        let want = ((self.total() as f64) * q).ceil() as u64;
         let mut seen = 0;
-        for (i, c) in counts.iter().enumerate() {
+        for (i, c) in self.buckets.iter().enumerate() {
             seen += c;
             if seen >= want.max(1) {
                 return ((i as u64 + 1) * BUCKET_US) as f64 / 1000.0;
@@ -68,6 +65,124 @@ impl Histogram {
         }
         f64::NAN
     }
+}
+
+/// What the main thread, the publisher and the reader threads share.
+struct Window {
+    /// Messages published in `[from, until)` (ns since the epoch) are measured.
+    from: AtomicU64,
+    until: AtomicU64,
+    /// Deliveries received so far (all messages).
+    received: AtomicU64,
+    /// Clients connected and subscribed.
+    connected: AtomicUsize,
+    /// Clients whose connection ended during the run.
+    closed: AtomicUsize,
+    stop: AtomicBool,
+}
+
+impl Default for Window {
+    fn default() -> Window {
+        Window {
+            from: AtomicU64::new(u64::MAX),
+            until: AtomicU64::new(u64::MAX),
+            received: AtomicU64::new(0),
+            connected: AtomicUsize::new(0),
+            closed: AtomicUsize::new(0),
+            stop: AtomicBool::new(false),
+        }
+    }
+}
+
+/// Connect and subscribe clients `ids` (client *i* to `bench:{i % channels}`),
+/// then read them all until told to stop; returns the latency histogram of
+/// the messages published in the window.
+fn read_clients(
+    url: &str,
+    ids: &[usize],
+    channels: usize,
+    window: &Window,
+) -> anyhow::Result<Histogram> {
+    use mio::unix::SourceFd;
+    use mio::{Events, Interest, Poll, Token};
+    use std::os::fd::AsRawFd;
+    use tokio_tungstenite::tungstenite::{Error as WsError, client::client_with_config};
+
+    let addr = url
+        .trim_start_matches("ws://")
+        .split('/')
+        .next()
+        .context("url has no address")?;
+    let mut poll = Poll::new()?;
+    let mut sockets = Vec::with_capacity(ids.len());
+    for &i in ids {
+        let stream = std::net::TcpStream::connect(addr)?;
+        stream.set_nodelay(true)?;
+        let config = WebSocketConfig::default()
+            .read_buffer_size(4096)
+            .write_buffer_size(0);
+        let (mut ws, _) = client_with_config(url, stream, Some(config))
+            .map_err(|e| anyhow::anyhow!("client {i}: handshake: {e}"))?;
+        let sub = serde_json::json!({"action": "subscribe", "feed": format!("bench:{}", i % channels)});
+        ws.send(Message::Text(sub.to_string().into()))?;
+        match ws.read()? {
+            Message::Text(t) if t.contains("subscribed") => {}
+            other => bail!("client {i}: subscribe answered {other:?}"),
+        }
+        ws.get_ref().set_nonblocking(true)?;
+        let fd = ws.get_ref().as_raw_fd();
+        poll.registry()
+            .register(&mut SourceFd(&fd), Token(sockets.len()), Interest::READABLE)?;
+        sockets.push(Some(ws));
+        window.connected.fetch_add(1, Ordering::Relaxed);
+    }
+
+    let mut hist = Histogram::new();
+    let mut events = Events::with_capacity(1024);
+    while !window.stop.load(Ordering::Relaxed) {
+        if let Err(e) = poll.poll(&mut events, Some(Duration::from_millis(100))) {
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e.into());
+        }
+        let (from, until) = (
+            window.from.load(Ordering::Relaxed),
+            window.until.load(Ordering::Relaxed),
+        );
+        let mut received = 0;
+        for event in events.iter() {
+            let slot = &mut sockets[event.token().0];
+            let Some(ws) = slot.as_mut() else { continue };
+            // Edge-triggered: read until the socket is empty.
+            loop {
+                match ws.read() {
+                    Ok(Message::Text(t)) => {
+                        let now = now_ns();
+                        // Payload: {"t":<ns>,…}
+                        let sent: u64 = t
+                            .get(5..)
+                            .and_then(|s| s.split(',').next())
+                            .and_then(|n| n.parse().ok())
+                            .unwrap_or(now);
+                        received += 1;
+                        if (from..until).contains(&sent) {
+                            hist.record(now.saturating_sub(sent) / 1000);
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(WsError::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(_) => {
+                        window.closed.fetch_add(1, Ordering::Relaxed);
+                        *slot = None;
+                        break;
+                    }
+                }
+            }
+        }
+        window.received.fetch_add(received, Ordering::Relaxed);
+    }
+    Ok(hist)
 }
 
 fn now_ns() -> u64 {
@@ -124,6 +239,8 @@ struct Opts {
     burst: u64,
     channels: usize,
     payload: usize,
+    reader_threads: usize,
+    floor: bool,
 }
 
 fn opts() -> anyhow::Result<Opts> {
@@ -134,12 +251,18 @@ fn opts() -> anyhow::Result<Opts> {
         burst: 5,
         channels: 1,
         payload: 256,
+        reader_threads: 2,
+        floor: false,
     };
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(i) = args.iter().position(|a| a == "--floor") {
+        args.remove(i);
+        o.floor = true;
+    }
     for pair in args.chunks(2) {
         let [flag, value] = pair else {
             bail!(
-                "usage: ws_bench [--clients N] [--seconds S] [--rate R] [--burst B] [--channels C] [--payload BYTES]"
+                "usage: ws_bench [--clients N] [--seconds S] [--rate R] [--burst B] [--channels C] [--payload BYTES] [--reader-threads T] [--floor]"
             );
         };
         let v: u64 = value.parse().with_context(|| format!("{flag} {value}"))?;
@@ -150,16 +273,23 @@ fn opts() -> anyhow::Result<Opts> {
             "--burst" => o.burst = v.max(1),
             "--channels" => o.channels = (v as usize).max(1),
             "--payload" => o.payload = v as usize,
+            "--reader-threads" => o.reader_threads = (v as usize).max(1),
             _ => bail!("unknown option {flag}"),
         }
     }
     Ok(o)
 }
 
-#[tokio::main(flavor = "multi_thread")]
-async fn main() -> anyhow::Result<()> {
-    let o = opts()?;
-    let limit = raise_nofile(o.clients as u64 + 1024)?;
+/// `mdp serve` over a throwaway `redis-server`, both children of this process.
+struct Served {
+    _redis: Kill,
+    _serve: Kill,
+    _dir: tempfile::TempDir,
+    port: u16,
+    http: reqwest::Client,
+}
+
+async fn start_serve() -> anyhow::Result<(Served, Arc<dyn mdp::store::Store>)> {
     let mdp_bin = std::env::current_exe()?
         .parent()
         .and_then(|p| p.parent())
@@ -171,11 +301,9 @@ async fn main() -> anyhow::Result<()> {
             mdp_bin.display()
         );
     }
-
-    // A throwaway Redis and `mdp serve` on it.
     let dir = tempfile::tempdir()?;
     let redis_port = free_port()?;
-    let _redis = Kill(
+    let redis = Kill(
         Command::new("redis-server")
             .args(["--port", &redis_port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
@@ -188,7 +316,7 @@ async fn main() -> anyhow::Result<()> {
     let redis_url = format!("redis://127.0.0.1:{redis_port}/");
     let port = free_port()?;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let _serve = Kill(
+    let serve = Kill(
         Command::new(&mdp_bin)
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .args(["--store-url", &redis_url])
@@ -214,112 +342,299 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let store = mdp::store::open(&redis_url).await?;
+    let served = Served {
+        _redis: redis,
+        _serve: serve,
+        _dir: dir,
+        port,
+        http,
+    };
+    Ok((served, store))
+}
 
-    // Clients.
-    let url = format!("ws://127.0.0.1:{port}/ws");
-    let hist = Arc::new(Histogram::new());
-    let delivered = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let started = Instant::now();
-    let gate = Arc::new(tokio::sync::Semaphore::new(200));
-    let mut connecting = tokio::task::JoinSet::new();
-    for i in 0..o.clients {
-        let (url, gate) = (url.clone(), gate.clone());
-        let feed = format!("bench:{}", i % o.channels);
-        connecting.spawn(async move {
-            let _permit = gate.acquire().await?;
-            let config = WebSocketConfig::default()
-                .read_buffer_size(8 * 1024)
-                .write_buffer_size(0);
-            let (mut ws, _) =
-                tokio_tungstenite::connect_async_with_config(&url, Some(config), false).await?;
-            let sub = serde_json::json!({"action": "subscribe", "feed": feed}).to_string();
-            ws.send(Message::Text(sub.into())).await?;
-            match ws.next().await {
-                Some(Ok(Message::Text(t))) if t.contains("subscribed") => Ok(ws),
-                other => bail!("subscribe: {other:?}"),
+/// Work for a floor writer thread.
+enum Job {
+    /// A subscribed client (its channel index and socket).
+    Client(usize, std::net::TcpStream),
+    /// An encoded WebSocket frame for the clients of a channel.
+    Frame(usize, Arc<[u8]>),
+}
+
+/// `--floor`: the least any server must do — the same WebSocket handshake
+/// and subscription, then one blocking `write` of a pre-encoded frame per
+/// client per message from plain threads (one per core), with no runtime,
+/// queues or store. What the clients measure against it is this machine's
+/// floor for the same load.
+fn start_floor(channels: usize) -> anyhow::Result<(u16, Vec<std::sync::mpsc::Sender<Job>>)> {
+    use tokio_tungstenite::tungstenite::accept;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let port = listener.local_addr()?.port();
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let mut writers = Vec::new();
+    for _ in 0..cores {
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        writers.push(tx);
+        std::thread::spawn(move || {
+            use std::io::Write as _;
+            let mut clients: Vec<(usize, std::net::TcpStream)> = Vec::new();
+            // Frames that queued up while the last round was written go out
+            // together: one write per client per round.
+            let mut pending: Vec<Vec<u8>> = vec![Vec::new(); channels];
+            while let Ok(first) = rx.recv() {
+                let mut job = Some(first);
+                while let Some(j) = job.take().or_else(|| rx.try_recv().ok()) {
+                    match j {
+                        Job::Client(channel, socket) => clients.push((channel, socket)),
+                        Job::Frame(channel, frame) => pending[channel].extend_from_slice(&frame),
+                    }
+                }
+                clients.retain_mut(|(c, socket)| {
+                    pending[*c].is_empty() || socket.write_all(&pending[*c]).is_ok()
+                });
+                pending.iter_mut().for_each(Vec::clear);
             }
         });
     }
-    let mut sockets = Vec::with_capacity(o.clients);
-    while let Some(r) = connecting.join_next().await {
-        sockets.push(r??);
+    let shards = writers.clone();
+    std::thread::spawn(move || {
+        for (n, stream) in listener.incoming().enumerate() {
+            let subscribed = stream.map_err(anyhow::Error::from).and_then(|stream| {
+                stream.set_nodelay(true)?;
+                let mut ws = accept(stream).map_err(|e| anyhow::anyhow!("handshake: {e}"))?;
+                let feed = match ws.read()? {
+                    Message::Text(t) => serde_json::from_str::<serde_json::Value>(&t)?["feed"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                    other => bail!("expected a subscribe frame, got {other:?}"),
+                };
+                let channel = feed
+                    .strip_prefix("bench:")
+                    .and_then(|c| c.parse::<usize>().ok())
+                    .filter(|c| *c < channels)
+                    .context("feed is not bench:<n>")?;
+                let reply = serde_json::json!({"status": "subscribed", "feed": feed});
+                ws.send(Message::Text(reply.to_string().into()))?;
+                Ok((channel, ws.into_inner()))
+            });
+            match subscribed {
+                Ok((channel, socket)) => {
+                    let _ = shards[n % shards.len()].send(Job::Client(channel, socket));
+                }
+                Err(e) => eprintln!("floor: client refused: {e:#}"),
+            }
+        }
+    });
+    Ok((port, writers))
+}
+
+/// Run as the `--floor` child: serve the floor on a free port (printed on
+/// stdout) and write each stdin line `<channel> <payload>` to the clients of
+/// that channel, until stdin closes.
+fn floor_server(channels: usize) -> anyhow::Result<()> {
+    use std::io::BufRead as _;
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    raise_nofile(10_000)?;
+    let (port, writers) = start_floor(channels)?;
+    println!("{port}");
+    for line in std::io::stdin().lock().lines() {
+        let line = line?;
+        let (c, payload) = line.split_once(' ').context("line without channel")?;
+        let c: usize = c.parse()?;
+        let mut frame = Vec::with_capacity(payload.len() + 10);
+        Frame::message(payload.to_string(), OpCode::Data(Data::Text), true).format(&mut frame)?;
+        let frame: Arc<[u8]> = frame.into();
+        for w in &writers {
+            w.send(Job::Frame(c, frame.clone()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Where the publisher's messages go.
+enum Target {
+    /// Through the store to `mdp serve`.
+    Serve(Arc<dyn mdp::store::Store>),
+    /// To the `--floor` child's stdin.
+    Floor(std::sync::Mutex<std::process::ChildStdin>),
+}
+
+impl Target {
+    /// Publish `(channel, payload)` messages; false if they were not.
+    async fn publish(&self, messages: Vec<(usize, String)>) -> bool {
+        match self {
+            Target::Serve(store) => {
+                let writes: Vec<Write> = messages
+                    .into_iter()
+                    .map(|(c, message)| Write::Publish {
+                        channel: format!("bench:{c}"),
+                        message,
+                    })
+                    .collect();
+                store.apply(&writes, false).await.is_ok()
+            }
+            Target::Floor(stdin) => {
+                use std::io::Write as _;
+                let lines: String = messages
+                    .into_iter()
+                    .map(|(c, message)| format!("{c} {message}\n"))
+                    .collect();
+                let mut stdin = stdin.lock().unwrap_or_else(|p| p.into_inner());
+                stdin.write_all(lines.as_bytes()).is_ok()
+            }
+        }
+    }
+}
+
+/// Start the `--floor` child; its port and the target to publish to.
+fn spawn_floor(channels: usize) -> anyhow::Result<(Kill, u16, Target)> {
+    use std::io::BufRead as _;
+    let mut child = Command::new(std::env::current_exe()?)
+        .args(["--floor-server", &channels.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("start the floor server")?;
+    let stdin = child.stdin.take().context("floor stdin")?;
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().context("floor stdout")?).read_line(&mut line)?;
+    let port = line.trim().parse().context("floor server port")?;
+    Ok((Kill(child), port, Target::Floor(std::sync::Mutex::new(stdin))))
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--floor-server") {
+        let channels = args.get(2).and_then(|c| c.parse().ok()).unwrap_or(1);
+        return floor_server(channels);
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(bench())
+}
+
+async fn bench() -> anyhow::Result<()> {
+    let o = opts()?;
+    let limit = raise_nofile(o.clients as u64 + 1024)?;
+    let (served, _floor, port, target) = if o.floor {
+        let (floor, port, target) = spawn_floor(o.channels)?;
+        (None, Some(floor), port, target)
+    } else {
+        let (served, store) = start_serve().await?;
+        let port = served.port;
+        (Some(served), None, port, Target::Serve(store))
+    };
+
+    // Clients: `--reader-threads` threads, each connecting its share of the
+    // clients and then reading them all from one epoll loop (edge-triggered,
+    // mio). A lean load generator: it shares this machine's cores with the
+    // server it measures.
+    let url = format!("ws://127.0.0.1:{port}/ws");
+    let window = Arc::new(Window::default());
+    let started = Instant::now();
+    let mut readers = Vec::new();
+    for t in 0..o.reader_threads {
+        let ids: Vec<usize> = (t..o.clients).step_by(o.reader_threads).collect();
+        let (url, window, channels) = (url.clone(), window.clone(), o.channels);
+        readers.push(std::thread::spawn(move || {
+            read_clients(&url, &ids, channels, &window)
+        }));
+    }
+    while window.connected.load(Ordering::Relaxed) < o.clients {
+        if readers.iter().any(|r| r.is_finished()) {
+            let failed = readers.into_iter().find(|r| r.is_finished());
+            return match failed.map(|r| r.join()) {
+                Some(Ok(Err(e))) => Err(e.context("connecting clients")),
+                _ => bail!("a reader thread ended while connecting"),
+            };
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
     println!(
-        "{} clients connected and subscribed in {:.1} s (RLIMIT_NOFILE {limit})",
-        sockets.len(),
-        started.elapsed().as_secs_f64()
+        "{} clients connected and subscribed in {:.1} s on {} reader threads (RLIMIT_NOFILE {limit})",
+        o.clients,
+        started.elapsed().as_secs_f64(),
+        o.reader_threads
     );
-    let mut readers = tokio::task::JoinSet::new();
-    for mut ws in sockets {
-        let (hist, delivered) = (hist.clone(), delivered.clone());
-        readers.spawn(async move {
-            while let Some(Ok(msg)) = ws.next().await {
-                if let Message::Text(t) = msg {
-                    let now = now_ns();
-                    // Payload: {"t":<ns>,…}
-                    let sent: u64 = t
-                        .get(5..)
-                        .and_then(|s| s.split(',').next())
-                        .and_then(|n| n.parse().ok())
-                        .unwrap_or(now);
-                    hist.record(now.saturating_sub(sent) / 1000);
-                    delivered.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        });
-    }
 
     // Publisher: bursts of `burst` messages, `rate` per second overall.
     let publisher = {
-        let (stop, store) = (stop.clone(), store.clone());
+        let window = window.clone();
         let (rate, burst, channels, payload) = (o.rate, o.burst, o.channels, o.payload);
         tokio::spawn(async move {
             let pad = "x".repeat(payload.saturating_sub(40));
             let mut tick =
                 tokio::time::interval(Duration::from_secs_f64(burst as f64 / rate as f64));
             let mut seq = 0u64;
-            let mut published = 0u64;
-            while !stop.load(Ordering::Relaxed) {
+            // Messages published in the window, per channel.
+            let mut measured = vec![0u64; channels];
+            while !window.stop.load(Ordering::Relaxed) {
                 tick.tick().await;
                 let t = now_ns();
-                let writes: Vec<Write> = (0..burst)
+                let messages: Vec<(usize, String)> = (0..burst)
                     .map(|_| {
                         seq += 1;
-                        Write::Publish {
-                            channel: format!("bench:{}", seq as usize % channels),
-                            message: format!(r#"{{"t":{t},"seq":{seq},"pad":"{pad}"}}"#),
-                        }
+                        let c = seq as usize % channels;
+                        (c, format!(r#"{{"t":{t},"seq":{seq},"pad":"{pad}"}}"#))
                     })
                     .collect();
-                if store.apply(&writes, false).await.is_ok() {
-                    published += burst;
+                let counted: Vec<usize> = messages.iter().map(|(c, _)| *c).collect();
+                if target.publish(messages).await {
+                    let from = window.from.load(Ordering::Relaxed);
+                    let until = window.until.load(Ordering::Relaxed);
+                    if (from..until).contains(&t) {
+                        counted.into_iter().for_each(|c| measured[c] += 1);
+                    }
                 }
             }
-            published
+            measured
         })
     };
 
-    // Warm up, then measure.
+    // Warm up, then measure the messages published in the window; then give
+    // them a second to arrive.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    hist.reset();
-    let d0 = delivered.load(Ordering::Relaxed);
+    let r0 = window.received.load(Ordering::Relaxed);
     let t0 = Instant::now();
+    window.from.store(now_ns(), Ordering::Relaxed);
     tokio::time::sleep(Duration::from_secs(o.seconds)).await;
-    let d1 = delivered.load(Ordering::Relaxed);
+    window.until.store(now_ns(), Ordering::Relaxed);
+    let r1 = window.received.load(Ordering::Relaxed);
     let elapsed = t0.elapsed().as_secs_f64();
-    stop.store(true, Ordering::Relaxed);
-    let published = publisher.await?;
-    let rate = (d1 - d0) as f64 / elapsed;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    window.stop.store(true, Ordering::Relaxed);
+    let measured = publisher.await?;
+    let mut hist = Histogram::new();
+    for r in readers {
+        let h = r
+            .join()
+            .map_err(|_| anyhow::anyhow!("a reader thread panicked"))??;
+        hist.merge(&h);
+    }
+    // Deliveries owed for the window's messages: each to every client of its channel.
+    let owed: u64 = measured
+        .iter()
+        .enumerate()
+        .map(|(c, n)| n * (o.clients.saturating_sub(c)).div_ceil(o.channels) as u64)
+        .sum();
     println!(
         "clients {}  channels {}  publish rate {}/s in bursts of {}  payload {} B",
         o.clients, o.channels, o.rate, o.burst, o.payload
     );
     println!(
-        "measured {elapsed:.1} s: {} deliveries = {:.0} deliveries/s (expected ≈ {:.0}/s); {published} messages published in total",
-        d1 - d0,
-        rate,
+        "measured {elapsed:.1} s: {} deliveries = {:.0} deliveries/s (expected ≈ {:.0}/s)",
+        r1 - r0,
+        (r1 - r0) as f64 / elapsed,
         o.rate as f64 * o.clients as f64 / o.channels as f64
+    );
+    println!(
+        "messages published in the window: {}; deliveries owed {owed}, received {} ({} missing); clients closed by the server: {}",
+        measured.iter().sum::<u64>(),
+        hist.total(),
+        owed.saturating_sub(hist.total()),
+        window.closed.load(Ordering::Relaxed)
     );
     println!(
         "latency PUBLISH→receipt: p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms",
@@ -329,15 +644,19 @@ async fn main() -> anyhow::Result<()> {
         hist.quantile_ms(0.999)
     );
     // The server's own view: time to hand one message to every client.
-    let metrics = http
-        .get(format!("http://127.0.0.1:{port}/metrics"))
-        .send()
-        .await?
-        .text()
-        .await?;
-    for line in metrics.lines().filter(|l| l.starts_with("mdp_wds_fanout")) {
-        println!("server: {line}");
+    if let Some(served) = served {
+        let metrics = served
+            .http
+            .get(format!("http://127.0.0.1:{}/metrics", served.port))
+            .send()
+            .await?
+            .text()
+            .await?;
+        for line in metrics.lines().filter(|l| l.starts_with("mdp_wds_fanout")) {
+            println!("server: {line}");
+        }
+    } else {
+        println!("(--floor: bare blocking writes from one thread per core, no mdp serve)");
     }
-    readers.abort_all();
     Ok(())
 }
