@@ -1,18 +1,33 @@
 //! Benchmark (not a test): many concurrent WebSocket clients (this process)
 //! on one `mdp serve` (a child process) over a throwaway `redis-server`;
 //! messages are published into the store and the clients measure the
-//! latency from PUBLISH to receipt. Prints deliveries per second and latency
-//! percentiles.
+//! latency from PUBLISH to receipt. Prints deliveries per second, whether
+//! every message published in the measured window reached every client, and
+//! latency percentiles.
 //!
 //! ```text
 //! cargo build --release -p mdp --bin mdp --example ws_bench
 //! target/release/examples/ws_bench [--clients 10000] [--seconds 10] [--rate 25] \
-//!     [--burst 5] [--channels 1] [--payload 256]
+//!     [--burst 5] [--channels 1] [--payload 256] [--reader-threads 2] \
+//!     [--reader-nap-us 500] [--floor]
 //! ```
 //!
 //! `--rate` messages per second are published in bursts of `--burst` on
 //! `--channels` channels (`bench:0`…); client *i* subscribes to
 //! `bench:{i % channels}`, so deliveries/s ≈ rate × clients / channels.
+//!
+//! The clients are a lean load generator, since they share this machine's
+//! cores with the server: `--reader-threads` threads each read their share of
+//! the sockets from one edge-triggered epoll loop. When idle a reader naps
+//! `--reader-nap-us` (0 = blocks in epoll) instead of sleeping in epoll, so
+//! that the server's writes do not each have to wake a reader thread; a
+//! receipt is therefore noticed up to that much late, which only adds to the
+//! measured latency.
+//!
+//! `--floor` replaces `mdp serve` with the least any server must do for the
+//! same load (a child process doing the same handshake and subscription,
+//! then one blocking write per client per round from one thread per core, no
+//! runtime, queues or store), so the two can be compared on this machine.
 
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -79,10 +94,12 @@ struct Window {
     /// Clients whose connection ended during the run.
     closed: AtomicUsize,
     stop: AtomicBool,
+    /// Reader nap when idle, µs (0: block in epoll).
+    nap_us: u64,
 }
 
-impl Default for Window {
-    fn default() -> Window {
+impl Window {
+    fn new(nap_us: u64) -> Window {
         Window {
             from: AtomicU64::new(u64::MAX),
             until: AtomicU64::new(u64::MAX),
@@ -90,6 +107,7 @@ impl Default for Window {
             connected: AtomicUsize::new(0),
             closed: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
+            nap_us,
         }
     }
 }
@@ -123,7 +141,8 @@ fn read_clients(
             .write_buffer_size(0);
         let (mut ws, _) = client_with_config(url, stream, Some(config))
             .map_err(|e| anyhow::anyhow!("client {i}: handshake: {e}"))?;
-        let sub = serde_json::json!({"action": "subscribe", "feed": format!("bench:{}", i % channels)});
+        let sub =
+            serde_json::json!({"action": "subscribe", "feed": format!("bench:{}", i % channels)});
         ws.send(Message::Text(sub.to_string().into()))?;
         match ws.read()? {
             Message::Text(t) if t.contains("subscribed") => {}
@@ -139,8 +158,16 @@ fn read_clients(
 
     let mut hist = Histogram::new();
     let mut events = Events::with_capacity(1024);
+    let nap = Duration::from_micros(window.nap_us);
     while !window.stop.load(Ordering::Relaxed) {
-        if let Err(e) = poll.poll(&mut events, Some(Duration::from_millis(100))) {
+        // With a nap, check without blocking and nap when idle, so that the
+        // server's writes find no reader asleep in epoll to wake.
+        let timeout = if nap.is_zero() {
+            Duration::from_millis(100)
+        } else {
+            Duration::ZERO
+        };
+        if let Err(e) = poll.poll(&mut events, Some(timeout)) {
             if e.kind() == std::io::ErrorKind::Interrupted {
                 continue;
             }
@@ -181,6 +208,9 @@ fn read_clients(
             }
         }
         window.received.fetch_add(received, Ordering::Relaxed);
+        if events.is_empty() && !nap.is_zero() {
+            std::thread::sleep(nap);
+        }
     }
     Ok(hist)
 }
@@ -241,6 +271,7 @@ struct Opts {
     payload: usize,
     reader_threads: usize,
     floor: bool,
+    reader_nap_us: u64,
 }
 
 fn opts() -> anyhow::Result<Opts> {
@@ -253,6 +284,7 @@ fn opts() -> anyhow::Result<Opts> {
         payload: 256,
         reader_threads: 2,
         floor: false,
+        reader_nap_us: 500,
     };
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     if let Some(i) = args.iter().position(|a| a == "--floor") {
@@ -262,7 +294,7 @@ fn opts() -> anyhow::Result<Opts> {
     for pair in args.chunks(2) {
         let [flag, value] = pair else {
             bail!(
-                "usage: ws_bench [--clients N] [--seconds S] [--rate R] [--burst B] [--channels C] [--payload BYTES] [--reader-threads T] [--floor]"
+                "usage: ws_bench [--clients N] [--seconds S] [--rate R] [--burst B] [--channels C] [--payload BYTES] [--reader-threads T] [--reader-nap-us U] [--floor]"
             );
         };
         let v: u64 = value.parse().with_context(|| format!("{flag} {value}"))?;
@@ -274,6 +306,7 @@ fn opts() -> anyhow::Result<Opts> {
             "--channels" => o.channels = (v as usize).max(1),
             "--payload" => o.payload = v as usize,
             "--reader-threads" => o.reader_threads = (v as usize).max(1),
+            "--reader-nap-us" => o.reader_nap_us = v,
             _ => bail!("unknown option {flag}"),
         }
     }
@@ -500,7 +533,11 @@ fn spawn_floor(channels: usize) -> anyhow::Result<(Kill, u16, Target)> {
     let mut line = String::new();
     std::io::BufReader::new(child.stdout.take().context("floor stdout")?).read_line(&mut line)?;
     let port = line.trim().parse().context("floor server port")?;
-    Ok((Kill(child), port, Target::Floor(std::sync::Mutex::new(stdin))))
+    Ok((
+        Kill(child),
+        port,
+        Target::Floor(std::sync::Mutex::new(stdin)),
+    ))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -532,7 +569,7 @@ async fn bench() -> anyhow::Result<()> {
     // mio). A lean load generator: it shares this machine's cores with the
     // server it measures.
     let url = format!("ws://127.0.0.1:{port}/ws");
-    let window = Arc::new(Window::default());
+    let window = Arc::new(Window::new(o.reader_nap_us));
     let started = Instant::now();
     let mut readers = Vec::new();
     for t in 0..o.reader_threads {
