@@ -1,28 +1,55 @@
 //! The configuration model: file < environment < flags, unknown keys refused,
 //! secrets redacted.
 
-use std::process::Command;
+use std::process::{Command, Output};
 
-fn mdp() -> Command {
+/// `mdp --config-file <a file holding text> config <args…>`, with none of
+/// the variables the configuration reads set unless given in `env`.
+fn show_config(text: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mdp.toml");
+    std::fs::write(&path, text).unwrap();
     let mut c = Command::new(env!("CARGO_BIN_EXE_mdp"));
     for var in [
         "RABBITMQ_URL",
         "WDC_REDIS_URL",
         "MDC_REDIS_URL",
         "MASSIVE_API_KEY",
+        "MASSIVE_SUBSCRIPTIONS",
+        "MASSIVE_MARKET",
         "PREFETCH_COUNT",
         "MDP_CONFIG",
     ] {
         c.env_remove(var);
     }
-    c
+    c.arg("--config-file")
+        .arg(&path)
+        .arg("config")
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap()
 }
 
-fn file(text: &str) -> (tempfile::TempDir, std::path::PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("mdp.toml");
-    std::fs::write(&path, text).unwrap();
-    (dir, path)
+/// The output of a run that must succeed.
+fn printed(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Check that each file is refused, naming what is wrong.
+fn refused(args: &[&str], cases: &[(&str, &str)]) {
+    for (text, expected) in cases {
+        let out = show_config(text, args, &[]);
+        assert!(!out.status.success(), "{text} was accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(expected), "{text}: {err}");
+        assert!(!err.contains("panicked"));
+    }
 }
 
 fn line<'a>(out: &'a str, key: &str) -> &'a str {
@@ -33,14 +60,9 @@ fn line<'a>(out: &'a str, key: &str) -> &'a str {
 
 #[test]
 fn flags_beat_environment_beats_file() {
-    let (_d, path) = file(
+    let out = printed(show_config(
         "[process]\nprefetch = 7\nqueue-url = \"amqp://file/\"\nstore-url = \"redis://file/\"\nmassive-api-key = \"from-file\"\n",
-    );
-    let out = mdp()
-        .arg("--config-file")
-        .arg(&path)
-        .args([
-            "config",
+        &[
             "process",
             "--queue",
             "q",
@@ -48,16 +70,9 @@ fn flags_beat_environment_beats_file() {
             "p",
             "--queue-url",
             "amqp://flag/",
-        ])
-        .env("WDC_REDIS_URL", "redis://u:pw@env/1")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = String::from_utf8(out.stdout).unwrap();
+        ],
+        &[("WDC_REDIS_URL", "redis://u:pw@env/1")],
+    ));
     assert_eq!(line(&out, "prefetch"), "prefetch = 7  # file");
     assert_eq!(line(&out, "queue-url"), "queue-url = amqp://flag/  # flag");
     assert_eq!(
@@ -72,23 +87,41 @@ fn flags_beat_environment_beats_file() {
 
 #[test]
 fn unknown_keys_and_sections_are_errors() {
-    for (text, expected) in [
-        (
-            "[process]\nprefech = 7\n",
-            "[process] has no setting `prefech`",
-        ),
-        ("[procss]\n", "unknown section [procss]"),
-    ] {
-        let (_d, path) = file(text);
-        let out = mdp()
-            .arg("--config-file")
-            .arg(&path)
-            .args(["config", "process"])
-            .output()
-            .unwrap();
-        assert!(!out.status.success());
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains(expected), "{err}");
-        assert!(!err.contains("panicked"));
-    }
+    refused(
+        &["process"],
+        &[
+            (
+                "[process]\nprefech = 7\n",
+                "[process] has no setting `prefech`",
+            ),
+            ("[procss]\n", "unknown section [procss]"),
+        ],
+    );
+}
+
+#[test]
+fn nested_subcommands_are_configured_by_dotted_tables() {
+    let out = printed(show_config(
+        "[listen.massive]\nsubscriptions = \"T.*,Q.*\"\nbatch-frames = true\n[serve]\nlisten = \"127.0.0.1:9\"\n",
+        &["listen", "massive", "--market", "crypto"],
+        &[],
+    ));
+    assert!(out.starts_with("[listen.massive]\n"), "{out}");
+    assert_eq!(
+        line(&out, "subscriptions"),
+        "subscriptions = T.*,Q.*  # file"
+    );
+    assert_eq!(line(&out, "batch-frames"), "batch-frames = true  # file");
+    assert_eq!(line(&out, "market"), "market = crypto  # flag");
+    refused(
+        &["listen", "massive"],
+        &[
+            (
+                "[listen.massive]\nsubscripton = \"T.*\"\n",
+                "[listen.massive] has no setting `subscripton`",
+            ),
+            ("[listen.masive]\n", "unknown section [listen.masive]"),
+            ("[listen]\nfoo = 1\n", "[listen] has no setting `foo`"),
+        ],
+    );
 }

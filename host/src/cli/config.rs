@@ -2,7 +2,8 @@
 //! variables (the seed's names), and flags — flags win over the environment,
 //! which wins over the file, which wins over built-in defaults.
 //!
-//! The file has one table per subcommand whose keys are the long flag names:
+//! The file has one table per subcommand whose keys are the long flag names;
+//! a nested subcommand is a dotted table:
 //!
 //! ```toml
 //! [process]
@@ -10,6 +11,8 @@
 //! store-url = "redis://redis:6379/1"
 //! [serve]
 //! listen = "0.0.0.0:8080"
+//! [listen.massive]
+//! subscriptions = "T.*,Q.*"
 //! ```
 //!
 //! Unknown tables and keys are errors. `mdp config <subcommand> [flags]`
@@ -42,7 +45,8 @@ pub fn redact_url(value: &str) -> String {
     value.to_string()
 }
 
-/// The file's values, as `(subcommand, flag) → value`.
+/// The file's values, as `(subcommand path, flag) → value`; the path of a
+/// nested subcommand is dotted (`listen.massive`).
 pub type FileValues = BTreeMap<(String, String), String>;
 
 /// Read a configuration file, checking tables and keys against `command`.
@@ -59,30 +63,54 @@ pub fn load_file(path: &Path, command: &Command) -> anyhow::Result<FileValues> {
         let toml::Value::Table(body) = body else {
             bail!("config file {}: [{sub}] must be a table", path.display());
         };
-        for (key, value) in body {
-            if !subcommand
+        load_section(path, &sub, subcommand, body, &mut values)?;
+    }
+    Ok(values)
+}
+
+/// Check and collect the settings of the section `[name]` for `subcommand`;
+/// a table inside it is a nested subcommand's section.
+fn load_section(
+    path: &Path,
+    name: &str,
+    subcommand: &Command,
+    body: toml::Table,
+    values: &mut FileValues,
+) -> anyhow::Result<()> {
+    for (key, value) in body {
+        let text = match value {
+            toml::Value::Table(nested) => {
+                let Some(inner) = subcommand.find_subcommand(&key) else {
+                    bail!(
+                        "config file {}: unknown section [{name}.{key}]",
+                        path.display()
+                    );
+                };
+                load_section(path, &format!("{name}.{key}"), inner, nested, values)?;
+                continue;
+            }
+            _ if !subcommand
                 .get_arguments()
-                .any(|a| a.get_long() == Some(key.as_str()))
+                .any(|a| a.get_long() == Some(key.as_str())) =>
             {
+                let help = name.replace('.', " ");
                 bail!(
-                    "config file {}: [{sub}] has no setting `{key}` (see `mdp {sub} --help`)",
+                    "config file {}: [{name}] has no setting `{key}` (see `mdp {help} --help`)",
                     path.display()
                 );
             }
-            let text = match value {
-                toml::Value::String(s) => s,
-                toml::Value::Integer(i) => i.to_string(),
-                toml::Value::Float(f) => f.to_string(),
-                toml::Value::Boolean(b) => b.to_string(),
-                other => bail!(
-                    "config file {}: [{sub}] `{key}` must be a string, number or boolean, not {other}",
-                    path.display()
-                ),
-            };
-            values.insert((sub.clone(), key), text);
-        }
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Float(f) => f.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            other => bail!(
+                "config file {}: [{name}] `{key}` must be a string, number or boolean, not {other}",
+                path.display()
+            ),
+        };
+        values.insert((name.to_string(), key), text);
     }
-    Ok(values)
+    Ok(())
 }
 
 /// Make the file's values the defaults of `command`'s arguments, so that the
@@ -90,19 +118,25 @@ pub fn load_file(path: &Path, command: &Command) -> anyhow::Result<FileValues> {
 pub fn apply_file(mut command: Command, values: &FileValues) -> Command {
     for ((sub, key), value) in values {
         let value: &'static str = Box::leak(value.clone().into_boxed_str());
-        let key = key.clone();
-        command = command.mut_subcommand(sub, move |s| {
-            let id = s
-                .get_arguments()
-                .find(|a| a.get_long() == Some(key.as_str()))
-                .map(|a| a.get_id().to_string());
-            match id {
-                Some(id) => s.mut_arg(id, |a| a.default_value(value).required(false)),
-                None => s,
-            }
-        });
+        let path: Vec<&str> = sub.split('.').collect();
+        command = set_default(command, &path, key, value);
     }
     command
+}
+
+/// Give the argument `--key` of the subcommand at `path` the default `value`.
+fn set_default(command: Command, path: &[&str], key: &str, value: &'static str) -> Command {
+    let Some((first, rest)) = path.split_first() else {
+        let id = command
+            .get_arguments()
+            .find(|a| a.get_long() == Some(key))
+            .map(|a| a.get_id().to_string());
+        return match id {
+            Some(id) => command.mut_arg(id, |a| a.default_value(value).required(false)),
+            None => command,
+        };
+    };
+    command.mut_subcommand(*first, |s| set_default(s, rest, key, value))
 }
 
 /// The effective configuration of a parsed subcommand, one line per setting:

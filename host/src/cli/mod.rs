@@ -203,15 +203,24 @@ fn show_config(args: &[String], tail: &[String]) -> anyhow::Result<ExitCode> {
     let mut argv = vec!["mdp".to_string()];
     argv.extend(tail.iter().cloned());
     let matches = command.clone().try_get_matches_from(argv)?;
-    let Some((name, sub_matches)) = matches.subcommand() else {
+    let Some((name, mut sub_matches)) = matches.subcommand() else {
         anyhow::bail!("name a subcommand, e.g. `mdp config process`");
     };
-    let sub_command = command
+    let mut sub_command = command
         .find_subcommand(name)
         .ok_or_else(|| anyhow::anyhow!("unknown subcommand `{sub}`"))?;
+    // Down to the innermost subcommand named: `listen massive` → [listen.massive].
+    let mut path = name.to_string();
+    while let Some((inner, inner_matches)) = sub_matches.subcommand() {
+        let Some(inner_command) = sub_command.find_subcommand(inner) else {
+            break;
+        };
+        path = format!("{path}.{inner}");
+        (sub_command, sub_matches) = (inner_command, inner_matches);
+    }
     print!(
-        "[{name}]\n{}",
-        config::describe(sub_matches, sub_command, &values, name)
+        "[{path}]\n{}",
+        config::describe(sub_matches, sub_command, &values, &path)
     );
     Ok(ExitCode::SUCCESS)
 }
