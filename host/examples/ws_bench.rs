@@ -94,12 +94,10 @@ struct Window {
     /// Clients whose connection ended during the run.
     closed: AtomicUsize,
     stop: AtomicBool,
-    /// Reader nap when idle, µs (0: block in epoll).
-    nap_us: u64,
 }
 
 impl Window {
-    fn new(nap_us: u64) -> Window {
+    fn new() -> Window {
         Window {
             from: AtomicU64::new(u64::MAX),
             until: AtomicU64::new(u64::MAX),
@@ -107,18 +105,19 @@ impl Window {
             connected: AtomicUsize::new(0),
             closed: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
-            nap_us,
         }
     }
 }
 
 /// Connect and subscribe clients `ids` (client *i* to `bench:{i % channels}`),
-/// then read them all until told to stop; returns the latency histogram of
-/// the messages published in the window.
+/// then read them all until told to stop, napping `nap` when idle (zero:
+/// block in epoll); returns the latency histogram of the messages published
+/// in the window.
 fn read_clients(
     url: &str,
     ids: &[usize],
     channels: usize,
+    nap: Duration,
     window: &Window,
 ) -> anyhow::Result<Histogram> {
     use mio::unix::SourceFd;
@@ -158,7 +157,6 @@ fn read_clients(
 
     let mut hist = Histogram::new();
     let mut events = Events::with_capacity(1024);
-    let nap = Duration::from_micros(window.nap_us);
     while !window.stop.load(Ordering::Relaxed) {
         // With a nap, check without blocking and nap when idle, so that the
         // server's writes find no reader asleep in epoll to wake.
@@ -394,9 +392,9 @@ enum Job {
 }
 
 /// `--floor`: the least any server must do — the same WebSocket handshake
-/// and subscription, then one blocking `write` of a pre-encoded frame per
-/// client per message from plain threads (one per core), with no runtime,
-/// queues or store. What the clients measure against it is this machine's
+/// and subscription, then one blocking `write` per client per round of the
+/// pre-encoded frames that queued up, from plain threads (one per core), with
+/// no runtime, queues or store. What the clients measure against it is this machine's
 /// floor for the same load.
 fn start_floor(channels: usize) -> anyhow::Result<(u16, Vec<std::sync::mpsc::Sender<Job>>)> {
     use tokio_tungstenite::tungstenite::accept;
@@ -490,12 +488,12 @@ enum Target {
     /// Through the store to `mdp serve`.
     Serve(Arc<dyn mdp::store::Store>),
     /// To the `--floor` child's stdin.
-    Floor(std::sync::Mutex<std::process::ChildStdin>),
+    Floor(std::process::ChildStdin),
 }
 
 impl Target {
     /// Publish `(channel, payload)` messages; false if they were not.
-    async fn publish(&self, messages: Vec<(usize, String)>) -> bool {
+    async fn publish(&mut self, messages: Vec<(usize, String)>) -> bool {
         match self {
             Target::Serve(store) => {
                 let writes: Vec<Write> = messages
@@ -513,7 +511,6 @@ impl Target {
                     .into_iter()
                     .map(|(c, message)| format!("{c} {message}\n"))
                     .collect();
-                let mut stdin = stdin.lock().unwrap_or_else(|p| p.into_inner());
                 stdin.write_all(lines.as_bytes()).is_ok()
             }
         }
@@ -533,11 +530,7 @@ fn spawn_floor(channels: usize) -> anyhow::Result<(Kill, u16, Target)> {
     let mut line = String::new();
     std::io::BufReader::new(child.stdout.take().context("floor stdout")?).read_line(&mut line)?;
     let port = line.trim().parse().context("floor server port")?;
-    Ok((
-        Kill(child),
-        port,
-        Target::Floor(std::sync::Mutex::new(stdin)),
-    ))
+    Ok((Kill(child), port, Target::Floor(stdin)))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -555,7 +548,7 @@ fn main() -> anyhow::Result<()> {
 async fn bench() -> anyhow::Result<()> {
     let o = opts()?;
     let limit = raise_nofile(o.clients as u64 + 1024)?;
-    let (served, _floor, port, target) = if o.floor {
+    let (served, _floor, port, mut target) = if o.floor {
         let (floor, port, target) = spawn_floor(o.channels)?;
         (None, Some(floor), port, target)
     } else {
@@ -569,14 +562,15 @@ async fn bench() -> anyhow::Result<()> {
     // mio). A lean load generator: it shares this machine's cores with the
     // server it measures.
     let url = format!("ws://127.0.0.1:{port}/ws");
-    let window = Arc::new(Window::new(o.reader_nap_us));
+    let window = Arc::new(Window::new());
     let started = Instant::now();
     let mut readers = Vec::new();
     for t in 0..o.reader_threads {
         let ids: Vec<usize> = (t..o.clients).step_by(o.reader_threads).collect();
         let (url, window, channels) = (url.clone(), window.clone(), o.channels);
+        let nap = Duration::from_micros(o.reader_nap_us);
         readers.push(std::thread::spawn(move || {
-            read_clients(&url, &ids, channels, &window)
+            read_clients(&url, &ids, channels, nap, &window)
         }));
     }
     while window.connected.load(Ordering::Relaxed) < o.clients {

@@ -626,6 +626,12 @@ mod tests {
             .sum()
     }
 
+    fn del(keys: &[&str]) -> Write {
+        Write::Del {
+            keys: keys.iter().map(|k| k.to_string()).collect(),
+        }
+    }
+
     fn push(key: &str, value: &str, ttl_s: u64) -> Write {
         Write::Push {
             key: key.into(),
@@ -672,25 +678,9 @@ mod tests {
         assert_eq!(store.used_memory(), recounted(&store));
         assert!(store.set_nx_px("lock", "me", 10_000).await.unwrap());
         assert!(store.del_if_eq("lock", "me").await.unwrap());
-        store
-            .apply(
-                &[Write::Del {
-                    keys: vec!["h".into(), "s".into()],
-                }],
-                false,
-            )
-            .await
-            .unwrap();
+        store.apply(&[del(&["h", "s"])], false).await.unwrap();
         assert_eq!(store.used_memory(), recounted(&store));
-        store
-            .apply(
-                &[Write::Del {
-                    keys: vec!["l".into(), "z".into()],
-                }],
-                false,
-            )
-            .await
-            .unwrap();
+        store.apply(&[del(&["l", "z"])], false).await.unwrap();
         assert_eq!(store.used_memory(), 0);
     }
 
