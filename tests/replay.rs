@@ -265,7 +265,8 @@ fn trade_stats(trades: &[(f64, u64, u64, u64)]) -> Value {
     json!({
         "total_volume": volume,
         "trade_count": count,
-        "avg_size": (volume as f64 / count as f64 * 100.0).round() / 100.0,
+        // Python's round(x, 2): exact ties go to the even digit.
+        "avg_size": format!("{:.2}", volume as f64 / count as f64).parse::<f64>().unwrap(),
         "max_size": trades.iter().map(|t| t.1).max().unwrap_or(0),
         "time_span_ms": max_ts - min_ts,
         "latest_price": newest.0,

@@ -130,7 +130,7 @@ impl Stats {
     /// The seed's stats object.
     pub fn to_json(&self) -> Map<String, Value> {
         let avg = if self.trade_count > 0 {
-            (self.total_volume as f64 / self.trade_count as f64 * 100.0).round() / 100.0
+            round2(self.total_volume as f64 / self.trade_count as f64)
         } else {
             0.0
         };
@@ -153,6 +153,14 @@ impl Stats {
         m.insert("latest_exchange".into(), json!(self.latest_exchange));
         m
     }
+}
+
+/// `x` rounded to 2 decimals as Python's `round(x, 2)` does: from the exact
+/// binary value, an exact tie to the even digit (801 / 8 = 100.125 → 100.12).
+/// Rust's fixed-precision formatting rounds the same way; scaling by 100
+/// first does not (it gave 100.13).
+pub fn round2(x: f64) -> f64 {
+    format!("{x:.2}").parse().unwrap_or(x)
 }
 
 /// A replica's partial stats as stored in `tta:partials`.
@@ -190,12 +198,19 @@ pub fn iso_utc(now_us: u64) -> String {
 }
 
 /// The seed's normalised trade (field order and defaults of its
-/// `tta:{SYM}:recent` entries), as JSON text.
+/// `tta:{SYM}:recent` entries), as JSON text. A trade without conditions is
+/// stored with `"conditions":null`, as the seed stores the `None` of the
+/// SDK's trade (its `.get("conditions", [])` default only applies to a
+/// missing key, and the serialized trade always has one).
 fn stored_trade(t: &Trade, price: f64, timestamp: u64) -> String {
     use std::fmt::Write;
     let text = |s: &str| serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into());
     let price = serde_json::to_string(&price).unwrap_or_else(|_| "0".into());
-    let conditions = serde_json::to_string(&t.conditions).unwrap_or_else(|_| "[]".into());
+    let conditions = if t.conditions.is_empty() {
+        "null".to_string()
+    } else {
+        serde_json::to_string(&t.conditions).unwrap_or_else(|_| "null".into())
+    };
     let mut out = String::with_capacity(256);
     let _ = write!(
         out,

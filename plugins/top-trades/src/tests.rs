@@ -182,6 +182,52 @@ fn windows_expire_with_their_store_list_and_survive_a_hot_reload() {
     assert_eq!(all["symbol_count"], 1);
 }
 
+/// Issue #18: the seed stores a trade without conditions with
+/// `"conditions": null` (the SDK trade's `None`), not `[]`.
+#[test]
+fn trades_without_conditions_are_stored_with_null_conditions() {
+    let mut h = Harness::<TopTrades>::new().at_us(NOW);
+    h.init(&[]).unwrap();
+    let Event::Trade(mut bare) = trade("AAPL", 1.0, 10, 1) else {
+        unreachable!()
+    };
+    bare.conditions.clear();
+    h.analyze(vec![Event::Trade(bare), trade("AAPL", 1.0, 10, 2)])
+        .unwrap();
+    let recent = with_host(|h| h.store.lrange("tta:AAPL:recent", 0, -1));
+    let stored: Vec<Value> = recent
+        .iter()
+        .map(|t| serde_json::from_str(t).unwrap())
+        .collect();
+    assert_eq!(stored[0]["conditions"], json!([12]), "newest first");
+    assert!(
+        stored[1]["conditions"].is_null(),
+        "no conditions: {}",
+        recent[1]
+    );
+}
+
+/// Issue #18: `avg_size` is Python's `round(x, 2)`, which rounds an exact
+/// tie to the even digit: 801 shares over 8 trades = 100.125 → 100.12.
+#[test]
+fn avg_size_rounds_half_to_even_as_python() {
+    let mut h = Harness::<TopTrades>::new().at_us(NOW);
+    h.init(&[]).unwrap();
+    let batch: Vec<Event> = (0..8)
+        .map(|i| trade("AAPL", 1.0, if i == 0 { 101 } else { 100 }, 1 + i))
+        .collect();
+    h.analyze(batch).unwrap();
+    let all = widget("tta:all_symbols:widget").unwrap();
+    assert_eq!(all["symbols"]["AAPL"]["total_volume"], 801);
+    assert_eq!(all["symbols"]["AAPL"]["avg_size"], 100.12);
+    assert_eq!(widget("tta:AAPL:widget").unwrap()["avg_size"], 100.12);
+    // Python: round(2.675, 2) == 2.67 (the double is below the tie), and
+    // round(1234.565, 2) == 1234.57 (above it).
+    assert_eq!(round2(2.675), 2.67);
+    assert_eq!(round2(1234.565), 1234.57);
+    assert_eq!(round2(700.5), 700.5);
+}
+
 #[test]
 fn iso_timestamps_match_python() {
     assert_eq!(iso_utc(NOW), "2026-03-09T14:00:00+00:00");
