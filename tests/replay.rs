@@ -230,7 +230,8 @@ fn seed_quote(a: &Map<String, Value>, open: f64, r: &RefData) -> Map<String, Val
     set("relative_volume", json!(u(a, "av") as f64 / r.avg_volume));
     set("official_open_price", json!(f(a, "op")));
     set("vwap", json!(f(a, "vw")));
-    set("open", json!(f(a, "o")));
+    // The day's open baseline, not the bar's own open.
+    set("open", json!(open));
     set("close", json!(close));
     set("high", json!(f(a, "h")));
     set("low", json!(f(a, "l")));

@@ -78,6 +78,10 @@ pub const BOARDS: [(&str, &str, &str); 3] = [
 /// Reference data of one symbol, as the quote needs it.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 struct Reference {
+    /// The snapshot has a previous-day bar (`prevDay`): its values are
+    /// used as they are, 0 included. Without one the seed falls back to the
+    /// event's close, volume and vwap.
+    prev_day: bool,
     prev_close: f64,
     prev_open: f64,
     prev_high: f64,
@@ -223,6 +227,17 @@ enum Field {
 }
 
 impl Field {
+    /// A count the seed receives as a JSON integer (share volumes, free
+    /// float, average trade size) and so writes as one (`6878801595`, not
+    /// `6878801595.0`): whole values become [`Field::Int`].
+    fn whole(v: f64) -> Field {
+        if v.is_finite() && v >= 0.0 && v.fract() == 0.0 && v < u64::MAX as f64 {
+            Field::Int(v as u64)
+        } else {
+            Field::Float(v)
+        }
+    }
+
     fn hash_text(&self) -> String {
         match self {
             Field::Int(i) => i.to_string(),
@@ -316,6 +331,7 @@ impl Leaderboard {
             Ok(Some(text)) => match serde_json::from_str::<Value>(&text) {
                 Ok(snap) => {
                     let prev = &snap["prevDay"];
+                    r.prev_day = prev.is_object();
                     let f = |k: &str| prev[k].as_f64().filter(|x| x.is_finite()).unwrap_or(0.0);
                     r.prev_close = f("c");
                     r.prev_open = f("o");
@@ -356,10 +372,12 @@ impl Leaderboard {
 
     fn quote(&mut self, a: &Aggregate, open: f64, now_us: u64) -> QuoteFields {
         let r = self.reference(&a.symbol, now_us);
-        let prev_close = if r.prev_close > 0.0 {
-            r.prev_close
+        // As the seed: the previous-day bar's values when the snapshot has
+        // one (a new listing's zeros included), else the event's.
+        let (prev_close, prev_volume, prev_vwap) = if r.prev_day {
+            (r.prev_close, Field::whole(r.prev_volume), r.prev_vwap)
         } else {
-            a.close
+            (a.close, Field::Int(a.volume), a.vwap)
         };
         let change = if prev_close > 0.0 {
             a.close - prev_close
@@ -391,38 +409,25 @@ impl Leaderboard {
         QuoteFields(vec![
             ("symbol", Text(a.symbol.clone())),
             ("volume", Int(a.volume)),
-            ("free_float", Float(r.free_float)),
+            ("free_float", Field::whole(r.free_float)),
             ("accumulated_volume", Int(a.accumulated_volume)),
             ("relative_volume", Float(relative_volume)),
             ("official_open_price", Float(a.official_open_price)),
             ("vwap", Float(a.vwap)),
-            ("open", Float(a.open)),
+            // The day's baseline, not the bar's own open (as the seed).
+            ("open", Float(open)),
             ("close", Float(a.close)),
             ("high", Float(a.high)),
             ("low", Float(a.low)),
             ("aggregate_vwap", Float(a.aggregate_vwap)),
-            ("average_size", Float(a.average_size)),
+            ("average_size", Field::whole(a.average_size)),
             ("avg_volume", Float(r.avg_volume)),
             ("prev_day_close", Float(prev_close)),
             ("prev_day_open", Float(r.prev_open)),
             ("prev_day_high", Float(r.prev_high)),
             ("prev_day_low", Float(r.prev_low)),
-            (
-                "prev_day_volume",
-                if r.prev_volume > 0.0 {
-                    Float(r.prev_volume)
-                } else {
-                    Int(a.volume)
-                },
-            ),
-            (
-                "prev_day_vwap",
-                Float(if r.prev_vwap > 0.0 {
-                    r.prev_vwap
-                } else {
-                    a.vwap
-                }),
-            ),
+            ("prev_day_volume", prev_volume),
+            ("prev_day_vwap", Float(prev_vwap)),
             ("change", Float(change)),
             ("pct_change", Float(pct_change)),
             ("change_since_open", Float(change_since_open)),
@@ -626,7 +631,8 @@ impl Analyzer for Leaderboard {
             "leaderboard",
             env!("CARGO_PKG_VERSION"),
             Kinds::AGGREGATE | Kinds::OTHER,
-            2,
+            // 3: reference data records whether the snapshot had a prevDay.
+            3,
         )
     }
 

@@ -348,6 +348,123 @@ fn open_baselines_reset_at_0930_on_every_replica() {
     assert!((quote["pct_change_since_open"].as_f64().unwrap() - 10.0).abs() < 1e-9);
 }
 
+fn quote_of(sym: &str) -> Value {
+    serde_json::from_str(&with_host(|h| h.store.get(&format!("quote:{sym}"))).unwrap()).unwrap()
+}
+
+fn hash_field(sym: &str, field: &str) -> Option<String> {
+    with_host(|h| h.store.hgetall(&format!("symbol:{sym}:data")))
+        .into_iter()
+        .find(|(k, _)| k == field)
+        .map(|(_, v)| v)
+}
+
+/// Issue #18: a snapshot whose previous-day bar is empty (a new listing:
+/// Massive sends zeros) gives the seed `prev_day_close`, `prev_day_volume`
+/// and `prev_day_vwap` of 0; only a snapshot without a `prevDay` (or no
+/// snapshot) falls back to the event's close, volume and vwap.
+#[test]
+fn a_snapshot_without_a_previous_day_writes_zeros_as_the_seed() {
+    let mut h = Harness::<Leaderboard>::new().at_us(MORNING);
+    h.host(|h| {
+        h.reference.snapshots.insert(
+            "NEW".into(),
+            r#"{"ticker":"NEW","prevDay":{"o":0,"h":0,"l":0,"c":0,"v":0,"vw":0}}"#.into(),
+        );
+        h.reference
+            .snapshots
+            .insert("BARE".into(), r#"{"ticker":"BARE"}"#.into());
+    });
+    h.init(&[]).unwrap();
+    h.analyze(vec![
+        agg("NEW", 11.0, 2000),
+        agg("BARE", 12.0, 2000),
+        agg("NONE", 13.0, 2000),
+    ])
+    .unwrap();
+    let q = quote_of("NEW");
+    for k in ["prev_day_close", "prev_day_vwap", "change", "pct_change"] {
+        assert_eq!(q[k].as_f64(), Some(0.0), "{k}: {q}");
+    }
+    assert_eq!(q["prev_day_volume"], json!(0), "{q}");
+    assert_eq!(hash_field("NEW", "prev_day_volume").as_deref(), Some("0"));
+    assert_eq!(hash_field("NEW", "prev_day_close").as_deref(), Some("0.0"));
+    // No previous-day bar at all: the seed's fallbacks (the event's values).
+    for (sym, close) in [("BARE", 12.0), ("NONE", 13.0)] {
+        let q = quote_of(sym);
+        assert_eq!(q["prev_day_close"].as_f64(), Some(close), "{q}");
+        assert_eq!(q["prev_day_volume"], json!(100), "{q}");
+        assert_eq!(q["prev_day_vwap"].as_f64(), Some(close), "{q}");
+    }
+}
+
+/// Issue #18: the seed receives share counts as JSON integers and writes
+/// them as integers (`6878801595`, not `6878801595.0`), in the quote, the
+/// hash and so the board rows.
+#[test]
+fn counts_are_written_as_integers_as_the_seed() {
+    let mut h = Harness::<Leaderboard>::new().at_us(MORNING);
+    h.host(|h| {
+        h.reference.snapshots.insert(
+            "AAA".into(),
+            r#"{"prevDay":{"c":10.0,"v":5000,"vw":9.9,"o":9.5,"h":10.5,"l":9.0}}"#.into(),
+        );
+        h.reference
+            .free_floats
+            .insert("AAA".into(), 6_878_801_595.0);
+    });
+    h.init(&[]).unwrap();
+    h.analyze(vec![agg("AAA", 11.0, 2000)]).unwrap();
+    let q = quote_of("AAA");
+    for (k, v) in [
+        ("free_float", json!(6_878_801_595u64)),
+        ("average_size", json!(10)),
+        ("prev_day_volume", json!(5000)),
+        ("volume", json!(100)),
+    ] {
+        assert_eq!(q[k], v, "quote {k}");
+        assert!(q[k].is_u64(), "quote {k} is an integer: {}", q[k]);
+        assert_eq!(hash_field("AAA", k), Some(v.to_string()), "hash {k}");
+    }
+    let board: Value =
+        serde_json::from_str(&h.host(|h| h.store.get("scanners:top_volume")).unwrap()).unwrap();
+    assert!(board[0]["free_float"].is_u64(), "{}", board[0]);
+    // A fractional average size stays a float.
+    let Event::Aggregate(mut a) = agg("BBB", 5.0, 10) else {
+        unreachable!()
+    };
+    a.average_size = 10.5;
+    h.analyze(vec![Event::Aggregate(a)]).unwrap();
+    assert_eq!(quote_of("BBB")["average_size"], json!(10.5));
+}
+
+/// Issue #18: the seed's `open` is the day's baseline (the cached
+/// `symbol:{SYM}:open_price`), not the bar's own open, in the quote, the
+/// hash and the board rows.
+#[test]
+fn open_is_the_days_baseline_not_the_bars_open() {
+    let mut h = Harness::<Leaderboard>::new().at_us(MORNING);
+    h.init(&[]).unwrap();
+    let bar = |open: f64, close: f64| {
+        let Event::Aggregate(mut a) = agg("AAA", close, 1000) else {
+            unreachable!()
+        };
+        a.open = open;
+        Event::Aggregate(a)
+    };
+    h.analyze(vec![bar(10.0, 10.5)]).unwrap();
+    h.set_clock_us(MORNING + 2 * SEC);
+    h.analyze(vec![bar(12.0, 12.5)]).unwrap();
+    let q = quote_of("AAA");
+    assert_eq!(q["open"].as_f64(), Some(10.0), "{q}");
+    assert_eq!(q["change_since_open"].as_f64(), Some(2.5));
+    assert_eq!(hash_field("AAA", "open").as_deref(), Some("10.0"));
+    for board in ["scanners:top_volume", "scanners:top_gainers"] {
+        let rows: Value = serde_json::from_str(&h.host(|h| h.store.get(board)).unwrap()).unwrap();
+        assert_eq!(rows[0]["open"].as_f64(), Some(10.0), "{board}: {rows}");
+    }
+}
+
 #[test]
 fn a_snapshot_carries_the_state_to_the_next_generation() {
     let mut h = Harness::<Leaderboard>::new().at_us(MORNING);
