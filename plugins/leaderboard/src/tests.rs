@@ -32,6 +32,9 @@ fn agg(sym: &str, close: f64, av: u64) -> Event {
     })
 }
 
+/// AAA's ticker snapshot: previous close 10, volume 5,000.
+const AAA_SNAPSHOT: &str = r#"{"prevDay":{"c":10.0,"v":5000,"vw":9.9,"o":9.5,"h":10.5,"l":9.0}}"#;
+
 // 2026-03-09 14:00 UTC = 10:00 EDT (the day after the DST change).
 const MORNING: u64 = 1_773_064_800_000_000;
 const SEC: u64 = 1_000_000;
@@ -98,10 +101,9 @@ fn python_float_text_matches_the_seed() {
 fn quotes_use_reference_data_and_boards_publish_once_per_window() {
     let mut h = Harness::<Leaderboard>::new().at_us(MORNING);
     h.host(|h| {
-        h.reference.snapshots.insert(
-            "AAA".into(),
-            r#"{"prevDay":{"c":10.0,"v":5000,"vw":9.9,"o":9.5,"h":10.5,"l":9.0}}"#.into(),
-        );
+        h.reference
+            .snapshots
+            .insert("AAA".into(), AAA_SNAPSHOT.into());
         h.reference.avg_volumes.insert("AAA".into(), 1000.0);
     });
     h.init(&[]).unwrap();
@@ -405,10 +407,9 @@ fn a_snapshot_without_a_previous_day_writes_zeros_as_the_seed() {
 fn counts_are_written_as_integers_as_the_seed() {
     let mut h = Harness::<Leaderboard>::new().at_us(MORNING);
     h.host(|h| {
-        h.reference.snapshots.insert(
-            "AAA".into(),
-            r#"{"prevDay":{"c":10.0,"v":5000,"vw":9.9,"o":9.5,"h":10.5,"l":9.0}}"#.into(),
-        );
+        h.reference
+            .snapshots
+            .insert("AAA".into(), AAA_SNAPSHOT.into());
         h.reference
             .free_floats
             .insert("AAA".into(), 6_878_801_595.0);
