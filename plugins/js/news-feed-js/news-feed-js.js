@@ -3,15 +3,23 @@
 // Every article goes, unchanged, onto the capped list news:feed:latest and is
 // published there; its tickers get it on news:ticker:{SYM}. Enhanced articles
 // (non-empty `companies`) name tickers through US primary listings (XNYS,
-// XASE, XNAS); raw ones through exchange tags such as "(Nasdaq: ATOS)".
+// XASE, XNAS); raw ones through exchange tags such as "(Nasdaq: ATOS)" or "( NYSE:GM )".
 // Tickers are upper-cased and de-duplicated; malformed ones are skipped and
 // counted. Rules, reasons and counters are exactly the Rust crate's.
 import { counter } from 'mdp:analyzer/host@1.0.0';
 
 const FEED_KEY = 'news:feed:latest';
 const US_EXCHANGES = ['XNYS', 'XASE', 'XNAS'];
-// Spelled out so Rust, Python and JavaScript engines agree exactly.
-const TAG = /\((?:[Nn][Aa][Ss][Dd][Aa][Qq]|[Nn][Yy][Ss][Ee]|[Aa][Mm][Ee][Xx])[ \t\n\r\x0b\x0c]*:[ \t\n\r\x0b\x0c]*([A-Za-z]{1,6})\)/g;
+// Python's \s in text, spelled as a class the Rust and Python engines read
+// alike (JavaScript's own \s differs from it: no U+001C-U+001F or U+0085,
+// but U+FEFF).
+const WS = String.raw`[\t\n\x0b\x0c\r\x1c-\x1f \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]`;
+// The seed's \(\s*(?:nasdaq|nyse|amex)\s*:\s*([A-Z]{1,6})\s*\) (ignoring
+// case), spelled out so Rust, Python and JavaScript engines agree exactly.
+const TAG = new RegExp(
+  String.raw`\(${WS}*(?:[Nn][Aa][Ss][Dd][Aa][Qq]|[Nn][Yy][Ss][Ee]|[Aa][Mm][Ee][Xx])${WS}*:${WS}*([A-Za-z]{1,6})${WS}*\)`,
+  'g',
+);
 const TICKER = /^[A-Za-z0-9.\-/]{1,16}$/;
 
 const settings = {

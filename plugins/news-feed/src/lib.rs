@@ -9,7 +9,9 @@
 //!   (`exchangeCode` XNYS, XASE or XNAS); the ticker is the listing's `ticker`,
 //!   else the company's, upper-cased;
 //! - a *raw* article is searched (title, a space, summary) for exchange tags
-//!   such as `(Nasdaq: ATOS)`, `(NYSE:GM)` or `(amex: xyz)`: 1 to 6 letters.
+//!   such as `(Nasdaq: ATOS)`, `( NYSE:GM )` or `(amex: xyz)`: 1 to 6
+//!   letters, with whitespace (Python's, Unicode spaces included) allowed
+//!   inside the parentheses and around the colon.
 //!
 //! Tickers are upper-cased and de-duplicated in order of first appearance
 //! (the seed pushed an enhanced article twice when two companies named the
@@ -37,14 +39,28 @@ pub const FEED_KEY: &str = "news:feed:latest";
 /// US primary-listing exchange codes (NYSE, NYSE American, Nasdaq).
 pub const US_EXCHANGES: [&str; 3] = ["XNYS", "XASE", "XNAS"];
 
-/// The exchange tag of a raw article, spelled out so that Rust, Python and
-/// JavaScript regex engines agree exactly (ASCII letters and whitespace only).
-pub const TAG_PATTERN: &str = r"\((?:[Nn][Aa][Ss][Dd][Aa][Qq]|[Nn][Yy][Ss][Ee]|[Aa][Mm][Ee][Xx])[ \t\n\r\x0B\x0C]*:[ \t\n\r\x0B\x0C]*([A-Za-z]{1,6})\)";
+/// Python's `\s` in text (ASCII whitespace, the separators U+001C–U+001F,
+/// U+0085, the no-break and the other Unicode spaces) as a character class
+/// that the Rust, Python and JavaScript engines read alike (each engine's
+/// own `\s` is a slightly different set).
+pub const PY_WHITESPACE: &str =
+    r"[\t\n\x0b\x0c\r\x1c-\x1f \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]";
 
-/// The compiled exchange tag of a raw article: `(Nasdaq: ATOS)`, `(NYSE:GM)`, `(AMEX: XYZ)`.
+/// The exchange tag of a raw article: the seed's
+/// `\(\s*(?:nasdaq|nyse|amex)\s*:\s*([A-Z]{1,6})\s*\)` (case-insensitive),
+/// spelled out so that the three engines agree exactly: whitespace may
+/// stand inside the parentheses and around the colon.
+pub fn tag_pattern() -> String {
+    let ws = PY_WHITESPACE;
+    format!(
+        r"\({ws}*(?:[Nn][Aa][Ss][Dd][Aa][Qq]|[Nn][Yy][Ss][Ee]|[Aa][Mm][Ee][Xx]){ws}*:{ws}*([A-Za-z]{{1,6}}){ws}*\)"
+    )
+}
+
+/// The compiled exchange tag: `(Nasdaq: ATOS)`, `( NYSE:GM )`, `(AMEX: XYZ)`.
 fn tag_regex() -> &'static Regex {
     static RE: OnceLock<Regex> = OnceLock::new();
-    RE.get_or_init(|| Regex::new(TAG_PATTERN).expect("valid regex"))
+    RE.get_or_init(|| Regex::new(&tag_pattern()).expect("valid regex"))
 }
 
 /// True when `s` can be a ticker key: 1–16 ASCII letters, digits, `.`, `-`, `/`.
@@ -286,6 +302,42 @@ mod tests {
                 "publish news:feed:latest",
             ]
         );
+    }
+
+    /// Issue #18: the seed's tag allows whitespace inside the parentheses
+    /// and around the colon, and its `\s` takes Unicode spaces.
+    #[test]
+    fn raw_tags_allow_whitespace_inside_parentheses_and_unicode_spaces() {
+        let mut h = Harness::<NewsFeed>::new();
+        h.init(&[]).unwrap();
+        let article = json!({
+            "title": "GM ( NYSE: GM ) and Atos ( Nasdaq:ATOS)",
+            "summary": "Ford (NYSE:\u{a0}F), Hood (Nasdaq\u{2009}:\u{3000}HOOD\u{202f}), (amex :\u{85}xyz )",
+        });
+        let tickers: Vec<String> = keys(&run(&mut h, &[article]))
+            .into_iter()
+            .filter_map(|k| k.strip_prefix("publish news:ticker:").map(String::from))
+            .collect();
+        assert_eq!(tickers, vec!["GM", "ATOS", "F", "HOOD", "XYZ"]);
+    }
+
+    /// Whitespace is exactly Python's `\s` in text (not Rust's, nor
+    /// JavaScript's): every character is tried around a tag.
+    #[test]
+    fn whitespace_is_pythons() {
+        // [c for c in range(0x110000) if re.match(r"\s", chr(c))] in Python 3.
+        let python: Vec<u32> = [0x9..=0xd, 0x1c..=0x20, 0x85..=0x85, 0xa0..=0xa0]
+            .into_iter()
+            .chain([0x1680..=0x1680, 0x2000..=0x200a, 0x2028..=0x2029])
+            .chain([0x202f..=0x202f, 0x205f..=0x205f, 0x3000..=0x3000])
+            .flatten()
+            .collect();
+        let spaced: Vec<u32> = (0..=0x10ffff_u32)
+            .filter_map(char::from_u32)
+            .filter(|c| tag_regex().is_match(&format!("({c}NYSE{c}:{c}GM{c})")))
+            .map(u32::from)
+            .collect();
+        assert_eq!(spaced, python);
     }
 
     #[test]

@@ -5,7 +5,7 @@ Every article goes, unchanged (Body.Input), onto the capped list
 news:feed:latest and is published there; its tickers get it on
 news:ticker:{SYM}. Enhanced articles (non-empty `companies`) name tickers
 through US primary listings (XNYS, XASE, XNAS); raw ones through exchange
-tags such as "(Nasdaq: ATOS)". Tickers are upper-cased and de-duplicated;
+tags such as "(Nasdaq: ATOS)" or "( NYSE:GM )". Tickers are upper-cased and de-duplicated;
 malformed ones are skipped and counted. The rules, reasons and counters are
 exactly the Rust crate's, so all three pass the same golden file.
 """
@@ -21,10 +21,14 @@ from wit_world.imports import types as t
 
 FEED_KEY = "news:feed:latest"
 US_EXCHANGES = ("XNYS", "XASE", "XNAS")
-# Spelled out so Rust, Python and JavaScript engines agree exactly.
+# Python's \s in text, spelled as a class the Rust and JavaScript engines
+# read alike (their own \s differ from it).
+WS = r"[\t\n\x0b\x0c\r\x1c-\x1f \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+# The seed's \(\s*(?:nasdaq|nyse|amex)\s*:\s*([A-Z]{1,6})\s*\) (ignoring
+# case), spelled out so Rust, Python and JavaScript engines agree exactly.
 TAG = re.compile(
-    r"\((?:[Nn][Aa][Ss][Dd][Aa][Qq]|[Nn][Yy][Ss][Ee]|[Aa][Mm][Ee][Xx])"
-    r"[ \t\n\r\x0b\x0c]*:[ \t\n\r\x0b\x0c]*([A-Za-z]{1,6})\)"
+    rf"\({WS}*(?:[Nn][Aa][Ss][Dd][Aa][Qq]|[Nn][Yy][Ss][Ee]|[Aa][Mm][Ee][Xx])"
+    rf"{WS}*:{WS}*([A-Za-z]{{1,6}}){WS}*\)"
 )
 TICKER_CHARS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.-/")
 
