@@ -95,6 +95,9 @@ pub struct FinlightArgs {
     /// Admin API address (`/status`, `/filter`); none when unset.
     #[arg(long, env = "MDP_LISTENER_ADMIN")]
     pub admin_listen: Option<String>,
+    /// Who may change the filter through the admin API, and how often.
+    #[command(flatten)]
+    pub admin: super::admin::AdminAccess,
 }
 
 impl Default for FinlightArgs {
@@ -118,6 +121,7 @@ impl Default for FinlightArgs {
             max_backoff_ms: 10_000,
             queue_prefix: String::new(),
             admin_listen: None,
+            admin: Default::default(),
         }
     }
 }
@@ -703,9 +707,11 @@ fn close(code: u16, reason: &'static str) -> CloseFrame {
 
 /// The admin routes of a Finlight listener: `GET /status`, `GET /ready`, `GET|POST /filter`
 /// (`{"query":…, "tickers":[…], "sources":[…], "language":"en"}`; omitted
-/// fields keep their value).
+/// fields keep their value); the `POST` is [guarded](super::admin::guarded)
+/// by the listener's `--admin-token`.
 pub fn admin_router(listener: Arc<FinlightListener>) -> Router {
     type L = State<Arc<FinlightListener>>;
+    let access = listener.args.admin.clone();
     async fn set(State(l): L, Json(body): Json<Value>) -> Response {
         let mut f = l.filter();
         let strings = |v: &Value| -> Option<Vec<String>> {
@@ -756,12 +762,13 @@ pub fn admin_router(listener: Arc<FinlightListener>) -> Router {
             }
         }
     }
-    super::admin::status_routes::<FinlightListener>()
+    let router = super::admin::status_routes::<FinlightListener>()
         .route(
             "/filter",
             get(|State(l): L| async move { Json(l.filter()) }).post(set),
         )
-        .with_state(listener)
+        .with_state(listener);
+    super::admin::guarded(router, &access)
 }
 
 /// Run `mdp listen finlight` until ctrl-c, or until preempted/blocked (exit code 3).
