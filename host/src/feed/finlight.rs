@@ -706,14 +706,22 @@ impl FinlightListener {
             }
         }
         let body = Bytes::from(data.to_string());
-        match self.queue.publish(&self.queue_name, &[body]).await {
+        let published = super::publish(
+            &*self.queue,
+            &self.queue_name,
+            &[body],
+            1,
+            "finlight",
+            super::PUBLISH_TIMEOUT,
+        )
+        .await;
+        match published {
             Ok(()) => {
                 self.stats.published.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!("mdp_fdq_messages_total", "queue" => NEWS_QUEUE).increment(1);
             }
-            Err(e) => {
+            Err(_) => {
                 self.stats.publish_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(error = %e, "publish failed; article lost");
             }
         }
     }

@@ -921,7 +921,16 @@ impl MassiveListener {
                 .map(|e| Bytes::from(e.to_string()))
                 .collect()
         };
-        match self.queue.publish(&self.queues[i], &bodies).await {
+        let published = super::publish(
+            &*self.queue,
+            &self.queues[i],
+            &bodies,
+            n,
+            "massive",
+            super::PUBLISH_TIMEOUT,
+        )
+        .await;
+        match published {
             Ok(()) => {
                 self.stats
                     .published
@@ -929,11 +938,10 @@ impl MassiveListener {
                 self.stats.confirmed.fetch_add(n, Ordering::Relaxed);
                 metrics::counter!("mdp_mdq_messages_total", "queue" => queue).increment(n);
             }
-            Err(e) => {
+            Err(_) => {
                 self.stats.publish_errors.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!("mdp_listener_publish_errors_total", "feed" => "massive")
                     .increment(1);
-                tracing::warn!(error = %e, queue, events = n, "publish failed; events lost");
             }
         }
     }
