@@ -197,11 +197,11 @@ mod tests {
         let (r, calls) = try_publish(2, false).await;
         assert!(r.unwrap_err().contains("connection reset"));
         assert_eq!(calls, 2, "only once");
-        let started = std::time::Instant::now();
-        let (r, calls) = try_publish(0, true).await;
+        let (r, calls) = tokio::time::timeout(Duration::from_secs(5), try_publish(0, true))
+            .await
+            .expect("a publish without confirms gives up");
         assert!(r.unwrap_err().contains("no publisher confirm"));
         assert_eq!(calls, 1, "a timed-out publish is not repeated");
-        assert!(started.elapsed() < Duration::from_secs(5));
     }
 
     #[test]
