@@ -1,6 +1,7 @@
 //! Feeds end to end: simulator → listener → queues (embedded and real
 //! RabbitMQ), every event counted by type; each scripted fault and the
-//! documented client reaction; market-closed polling; the admin API;
+//! documented client reaction; market-closed polling; the admin API and
+//! its guard (token, feed host allow-list, change rate limit);
 //! Finlight end to end; record and replay; a seeded fuzz run of the
 //! Massive frame parser.
 
@@ -11,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use mdp::feed::admin::AdminAccess;
 use mdp::feed::finlight::{FinlightArgs, FinlightListener, Outcome};
 use mdp::feed::massive::{FrameError, MassiveArgs, MassiveListener, parse_frame};
 use mdp::queue::{EmbeddedQueue, Queue};
@@ -39,6 +41,17 @@ fn quiet() -> SimulateArgs {
         profile: Profile::Quiet,
         news_per_min: 0.0,
         ..SimulateArgs::default()
+    }
+}
+
+/// The admin token of the listeners under test.
+const TOKEN: &str = "test-admin-token";
+
+/// Admin writes allowed with [`TOKEN`], not rate limited.
+fn admin_access() -> AdminAccess {
+    AdminAccess {
+        admin_token: Some(TOKEN.into()),
+        admin_change_interval_ms: 0,
     }
 }
 
@@ -91,6 +104,7 @@ fn massive_args(sim: &SimHandle, prefix: &str) -> MassiveArgs {
         stall_timeout_ms: 5_000,
         max_backoff_ms: 1_000,
         refused_wait_ms: 1_000,
+        admin: admin_access(),
         ..MassiveArgs::default()
     }
 }
@@ -490,18 +504,10 @@ async fn a_lying_market_status_is_counted_and_the_feed_tried_anyway() {
 
 #[tokio::test]
 async fn admin_api_reports_status_and_validates_changes() {
-    let (sim, running) = streaming(|a| MassiveArgs {
-        subscriptions: "T.*".into(),
-        ..a
-    })
-    .await;
+    let (sim, running, base) = with_admin(|a| a).await;
     let l = running.listener.clone();
-    let router = mdp::feed::massive::admin_router(l.clone());
-    let addr = mdp::feed::admin::serve("127.0.0.1:0", router)
-        .await
-        .unwrap();
     let http = reqwest::Client::new();
-    let url = |p: &str| format!("http://{addr}{p}");
+    let url = |p: &str| format!("{base}{p}");
     let status: Value = http
         .get(url("/status"))
         .send()
@@ -536,7 +542,13 @@ async fn admin_api_reports_status_and_validates_changes() {
         ),
         ("/feed", serde_json::json!({"feed": "http://x"}), "not a ws"),
     ] {
-        let r = http.post(url(path)).json(&body).send().await.unwrap();
+        let r = http
+            .post(url(path))
+            .bearer_auth(TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 400, "{path} {body}");
         let v: Value = r.json().await.unwrap();
         assert!(v["error"].as_str().unwrap().contains(reason), "{path}: {v}");
@@ -547,6 +559,7 @@ async fn admin_api_reports_status_and_validates_changes() {
     // A valid change applies on the open connection: quotes instead of trades.
     let r = http
         .post(url("/subscriptions"))
+        .bearer_auth(TOKEN)
         .json(&serde_json::json!(["Q.*"]))
         .send()
         .await
@@ -571,6 +584,7 @@ async fn admin_api_reports_status_and_validates_changes() {
     // A feed change reconnects to the new URL (here: the same simulator).
     let r = http
         .post(url("/feed"))
+        .bearer_auth(TOKEN)
         .json(&serde_json::json!({"feed": format!("{}/", sim.ws_url())}))
         .send()
         .await
@@ -578,6 +592,7 @@ async fn admin_api_reports_status_and_validates_changes() {
     assert_eq!(r.status(), 200);
     let r = http
         .post(url("/feed"))
+        .bearer_auth(TOKEN)
         .json(&serde_json::json!({"feed": "ws://127.0.0.1:9"}))
         .send()
         .await
@@ -590,6 +605,261 @@ async fn admin_api_reports_status_and_validates_changes() {
     );
     assert!(!l.stats.connected.load(Ordering::Relaxed));
     running.stop().await;
+}
+
+/// Serve the admin API of `l`; returns its base URL.
+async fn massive_admin(l: &Arc<MassiveListener>) -> String {
+    let router = mdp::feed::massive::admin_router(l.clone());
+    let addr = mdp::feed::admin::serve("127.0.0.1:0", router)
+        .await
+        .unwrap();
+    format!("http://{addr}")
+}
+
+/// A streaming listener subscribed to `T.*` (then `extra`), with its admin
+/// API served; returns the simulator, the listener and the API's base URL.
+async fn with_admin(
+    extra: impl FnOnce(MassiveArgs) -> MassiveArgs,
+) -> (SimHandle, Running<MassiveListener>, String) {
+    let (sim, running) = streaming(|a| {
+        extra(MassiveArgs {
+            subscriptions: "T.*".into(),
+            ..a
+        })
+    })
+    .await;
+    let base = massive_admin(&running.listener).await;
+    (sim, running, base)
+}
+
+/// POST `body` to `url` with `token` (none: no `Authorization`); status and JSON body.
+async fn post(
+    url: &str,
+    token: Option<&str>,
+    body: Value,
+) -> (u16, Value, reqwest::header::HeaderMap) {
+    let mut r = reqwest::Client::new().post(url).json(&body);
+    if let Some(t) = token {
+        r = r.bearer_auth(t);
+    }
+    let r = r.send().await.unwrap();
+    let (code, headers) = (r.status().as_u16(), r.headers().clone());
+    (code, r.json().await.unwrap_or(Value::Null), headers)
+}
+
+#[tokio::test]
+async fn admin_writes_are_refused_without_a_configured_token_reads_stay_open() {
+    let (_sim, running, base) = with_admin(|a| MassiveArgs {
+        admin: AdminAccess::default(),
+        ..a
+    })
+    .await;
+    let l = running.listener.clone();
+    let before = l.settings();
+    for (path, body) in [
+        ("/feed", serde_json::json!({"feed": "ws://127.0.0.1:9"})),
+        ("/market", serde_json::json!({"market": "stocks"})),
+        ("/subscriptions", serde_json::json!(["Q.*"])),
+    ] {
+        for token in [None, Some("anything")] {
+            let (code, v, _) = post(&format!("{base}{path}"), token, body.clone()).await;
+            assert_eq!(code, 403, "{path} {token:?}: {v}");
+            assert!(
+                v["error"].as_str().unwrap().contains("MDP_ADMIN_TOKEN"),
+                "{path}: {v}"
+            );
+        }
+    }
+    assert_eq!(l.settings(), before, "nothing changed");
+    let http = reqwest::Client::new();
+    for path in [
+        "/status",
+        "/health",
+        "/ready",
+        "/metrics",
+        "/feed",
+        "/subscriptions",
+    ] {
+        let r = http.get(format!("{base}{path}")).send().await.unwrap();
+        assert_eq!(r.status(), 200, "GET {path} stays open");
+    }
+    assert_eq!(l.stats.sessions.load(Ordering::Relaxed), 1, "no reconnect");
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn admin_writes_need_the_bearer_token() {
+    let (_sim, running, base) = with_admin(|a| a).await;
+    let l = running.listener.clone();
+    let url = format!("{base}/subscriptions");
+    let body = serde_json::json!(["Q.*"]);
+    for token in [
+        None,
+        Some(""),
+        Some("test-admin-toke"),
+        Some("test-admin-token2"),
+        Some("TEST-ADMIN-TOKEN"),
+    ] {
+        let (code, v, headers) = post(&url, token, body.clone()).await;
+        assert_eq!(code, 401, "{token:?}: {v}");
+        assert_eq!(headers["www-authenticate"], "Bearer");
+        assert!(v["error"].as_str().unwrap().contains("Bearer"), "{v}");
+    }
+    // Another scheme with the right token is not a bearer token.
+    let r = reqwest::Client::new()
+        .post(&url)
+        .header("authorization", format!("Basic {TOKEN}"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(l.settings().subscriptions, ["T.*"], "nothing changed");
+    let (code, v, _) = post(&url, Some(TOKEN), body).await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(l.settings().subscriptions, ["Q.*"]);
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn the_feed_moves_only_to_allowed_hosts() {
+    let (sim, running, base) = with_admin(|a| a).await;
+    let l = running.listener.clone();
+    // Another server, named by a host that is not the configured feed's:
+    // the listener must never connect there (it would send the API key).
+    let elsewhere = mdp::sim::start(quiet()).await.unwrap();
+    let port = elsewhere.ws_url().rsplit(':').next().unwrap().to_string();
+    for feed in [
+        format!("ws://localhost:{port}"),
+        format!("ws://evil.example:{port}"),
+        "wss://socket.massive.com".to_string(),
+    ] {
+        let (code, v, _) = post(
+            &format!("{base}/feed"),
+            Some(TOKEN),
+            serde_json::json!({"feed": feed}),
+        )
+        .await;
+        assert_eq!(code, 400, "{feed}: {v}");
+        assert!(
+            v["error"].as_str().unwrap().contains("is not allowed"),
+            "{v}"
+        );
+        assert_eq!(v["current"]["feed_url"], sim.ws_url());
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(elsewhere.stats().connections.load(Ordering::Relaxed), 0);
+    assert_eq!(l.stats.sessions.load(Ordering::Relaxed), 1, "no reconnect");
+    assert_eq!(l.settings().feed_url, sim.ws_url());
+    // The configured host, on another port, is allowed by default.
+    let (code, v, _) = post(
+        &format!("{base}/feed"),
+        Some(TOKEN),
+        serde_json::json!({"feed": "ws://127.0.0.1:9"}),
+    )
+    .await;
+    assert_eq!(code, 200, "{v}");
+    running.stop().await;
+
+    // An explicit allow-list replaces the default (host names, any case).
+    let explicit = Arc::new(MassiveListener::new(
+        MassiveArgs {
+            feed_hosts: vec!["Feed.Example".into(), " other.example ".into()],
+            ..massive_args(&sim, &support::unique("hosts"))
+        },
+        Arc::new(EmbeddedQueue::new()),
+    ));
+    assert!(explicit.set_feed("wss://feed.example:8443").is_ok());
+    assert!(explicit.set_feed("ws://OTHER.example").is_ok());
+    let e = explicit.set_feed(&sim.ws_url()).unwrap_err();
+    assert!(e.contains("`127.0.0.1` is not allowed"), "{e}");
+}
+
+#[tokio::test]
+async fn admin_changes_are_rate_limited() {
+    let (_sim, running, base) = with_admin(|a| MassiveArgs {
+        admin: AdminAccess {
+            admin_change_interval_ms: 60_000,
+            ..admin_access()
+        },
+        ..a
+    })
+    .await;
+    let l = running.listener.clone();
+    let url = format!("{base}/subscriptions");
+    // A refused change does not count.
+    let (code, _, _) = post(&url, Some(TOKEN), serde_json::json!(["X.*"])).await;
+    assert_eq!(code, 400);
+    let (code, v, _) = post(&url, Some(TOKEN), serde_json::json!(["Q.*"])).await;
+    assert_eq!(code, 200, "{v}");
+    for (path, body) in [
+        ("/subscriptions", serde_json::json!(["A.*"])),
+        ("/market", serde_json::json!({"market": "stocks"})),
+    ] {
+        let (code, v, headers) = post(&format!("{base}{path}"), Some(TOKEN), body).await;
+        assert_eq!(code, 429, "{path}: {v}");
+        assert!(v["error"].as_str().unwrap().contains("retry in"), "{v}");
+        let after: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+        assert!((1..=60).contains(&after), "Retry-After {after}");
+    }
+    assert_eq!(
+        l.settings().subscriptions,
+        ["Q.*"],
+        "the limited change was not applied"
+    );
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn finlight_filter_changes_are_guarded() {
+    let sim = sim(quiet()).await;
+    let args = |admin| FinlightArgs {
+        admin,
+        ..finlight_args(&sim, &support::unique("guard"))
+    };
+    let (open, _stop_open, _t1) =
+        finlight(args(AdminAccess::default()), Arc::new(EmbeddedQueue::new()));
+    let (l, _stop, _t2) = finlight(
+        args(AdminAccess {
+            admin_change_interval_ms: 60_000,
+            ..admin_access()
+        }),
+        Arc::new(EmbeddedQueue::new()),
+    );
+    assert!(eventually(20, || l.stats.admits.load(Ordering::Relaxed) == 1).await);
+    let serve = |l: &Arc<FinlightListener>| {
+        let router = mdp::feed::finlight::admin_router(l.clone());
+        async move {
+            let addr = mdp::feed::admin::serve("127.0.0.1:0", router)
+                .await
+                .unwrap();
+            format!("http://{addr}/filter")
+        }
+    };
+    let change = serde_json::json!({"sources": ["www.reuters.com"]});
+    let (code, v, _) = post(&serve(&open).await, Some(TOKEN), change.clone()).await;
+    assert_eq!(code, 403, "no token configured: {v}");
+    let url = serve(&l).await;
+    let (code, _, _) = post(&url, Some("wrong"), change.clone()).await;
+    assert_eq!(code, 401);
+    let (code, v, _) = post(&url, Some(TOKEN), change).await;
+    assert_eq!(code, 200, "{v}");
+    assert!(eventually(20, || l.stats.admits.load(Ordering::Relaxed) == 2).await);
+    let (code, v, _) = post(
+        &url,
+        Some(TOKEN),
+        serde_json::json!({"sources": ["www.ft.com"]}),
+    )
+    .await;
+    assert_eq!(code, 429, "{v}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        l.stats.admits.load(Ordering::Relaxed),
+        2,
+        "no takeover reconnect"
+    );
+    assert_eq!(l.filter().sources, ["www.reuters.com"]);
+    assert_eq!(open.filter().sources, Vec::<String>::new());
 }
 
 #[tokio::test]
@@ -665,6 +935,7 @@ fn finlight_args(sim: &SimHandle, prefix: &str) -> FinlightArgs {
         blocked_wait_ms: 200,
         max_backoff_ms: 500,
         queue_prefix: format!("{prefix}."),
+        admin: admin_access(),
         ..FinlightArgs::default()
     }
 }
@@ -849,6 +1120,7 @@ async fn finlight_raw_stream_filters_and_auth() {
     let http = reqwest::Client::new();
     let r = http
         .post(format!("http://{addr}/filter"))
+        .bearer_auth(TOKEN)
         .json(&serde_json::json!({"language": "english"}))
         .send()
         .await
@@ -856,6 +1128,7 @@ async fn finlight_raw_stream_filters_and_auth() {
     assert_eq!(r.status(), 400);
     let r = http
         .post(format!("http://{addr}/filter"))
+        .bearer_auth(TOKEN)
         .json(&serde_json::json!({"sources": ["www.reuters.com"]}))
         .send()
         .await

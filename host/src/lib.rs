@@ -13,6 +13,7 @@ pub mod plugin;
 pub mod queue;
 pub mod refdata;
 pub mod role;
+pub mod secret;
 pub mod sim;
 pub mod store;
 pub mod telemetry;

@@ -2,12 +2,145 @@
 //! `GET /metrics`, plus the listener's own settings routes. Settings
 //! changes are validated; a bad value is refused with `400
 //! {"error": reason, "current": settings}` and the old settings are kept.
+//!
+//! Reads (`GET`, `HEAD`) are open. Writes ([`guarded`]) need
+//! `Authorization: Bearer <token>` matching `--admin-token` /
+//! `MDP_ADMIN_TOKEN` (compared in constant time): without a configured token
+//! they are refused with 403, with a missing or wrong one 401. Accepted
+//! changes are rate limited (`--admin-change-interval-ms`; 429 with
+//! `Retry-After` when too soon), as each may reconnect to the upstream.
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
-use axum::http::StatusCode;
+use axum::extract::{Request, State};
+use axum::http::{Method, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+/// Who may change a listener's settings through its admin API, and how often.
+#[derive(Clone, clap::Args)]
+pub struct AdminAccess {
+    /// Bearer token the admin API's write routes require; without one they are refused.
+    #[arg(long, env = "MDP_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Least time between two accepted settings changes, ms (sooner: 429).
+    #[arg(long, env = "MDP_ADMIN_CHANGE_INTERVAL_MS", default_value_t = 10_000)]
+    pub admin_change_interval_ms: u64,
+}
+
+impl Default for AdminAccess {
+    fn default() -> Self {
+        AdminAccess {
+            admin_token: None,
+            admin_change_interval_ms: 10_000,
+        }
+    }
+}
+
+impl std::fmt::Debug for AdminAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminAccess")
+            .field(
+                "admin_token",
+                &self.admin_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("admin_change_interval_ms", &self.admin_change_interval_ms)
+            .finish()
+    }
+}
+
+/// The state of the write guard: the token, the interval, the last change.
+#[derive(Clone)]
+struct Guard {
+    token: Option<Arc<str>>,
+    interval: Duration,
+    last_change: Arc<Mutex<Option<Instant>>>,
+}
+
+/// `router` with its write routes (every method but `GET` and `HEAD`)
+/// behind the bearer token and the change rate limit of `access`.
+pub fn guarded(router: Router, access: &AdminAccess) -> Router {
+    let guard = Guard {
+        token: access
+            .admin_token
+            .as_deref()
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(Arc::from),
+        interval: Duration::from_millis(access.admin_change_interval_ms),
+        last_change: Arc::default(),
+    };
+    router.layer(axum::middleware::from_fn_with_state(guard, guard_writes))
+}
+
+fn refused(code: StatusCode, error: &str) -> Response {
+    (code, Json(json!({"error": error}))).into_response()
+}
+
+async fn guard_writes(State(guard): State<Guard>, request: Request, next: Next) -> Response {
+    if matches!(*request.method(), Method::GET | Method::HEAD) {
+        return next.run(request).await;
+    }
+    let Some(token) = &guard.token else {
+        tracing::warn!(path = %request.uri().path(), "admin change refused: no admin token configured");
+        return refused(
+            StatusCode::FORBIDDEN,
+            "settings changes are disabled: no admin token is configured (set MDP_ADMIN_TOKEN or --admin-token)",
+        );
+    };
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim());
+    if !given.is_some_and(|t| crate::secret::same_secret(t, token)) {
+        tracing::warn!(path = %request.uri().path(), "admin change refused: missing or wrong token");
+        let mut r = refused(
+            StatusCode::UNAUTHORIZED,
+            "settings changes need `Authorization: Bearer <admin token>`",
+        );
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+        return r;
+    }
+    // Held through the change, so concurrent changes are counted one by one.
+    let mut last = guard.last_change.lock().await;
+    if let Some(at) = *last {
+        let next_allowed = at + guard.interval;
+        let now = Instant::now();
+        if now < next_allowed {
+            let wait = next_allowed - now;
+            tracing::warn!(path = %request.uri().path(), ?wait, "admin change refused: too soon after the last one");
+            let mut r = refused(
+                StatusCode::TOO_MANY_REQUESTS,
+                &format!(
+                    "settings changed less than {} ms ago; retry in {} ms",
+                    guard.interval.as_millis(),
+                    wait.as_millis()
+                ),
+            );
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+            return r;
+        }
+    }
+    let response = next.run(request).await;
+    if response.status().is_success() {
+        *last = Some(Instant::now());
+    }
+    response
+}
 
 /// Serve `router` (plus `/health` and `/metrics`) on `addr`; returns the bound address.
 pub async fn serve(addr: &str, router: Router) -> anyhow::Result<std::net::SocketAddr> {

@@ -37,6 +37,30 @@ use crate::queue::{Queue, QueueSpec};
 const DEDUPE_LINKS: usize = 32;
 /// Proactive rotation before the server's 2 h connection limit.
 const MAX_LIFETIME: Duration = Duration::from_secs(115 * 60);
+/// Wait after an `admin_kick` without `retryAfter`, ms (the SDK's).
+const KICK_WAIT_MS: u64 = 900_000;
+/// Longest `retryAfter` honoured: a larger one (a server bug, or a hostile
+/// server) would park the listener for good.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+
+/// How long to wait after an `admin_kick` asking for `retry_after` ms: that,
+/// capped at [`MAX_RETRY_AFTER`] (logged when capped), or [`KICK_WAIT_MS`]
+/// when the server gave none.
+pub fn kick_wait(retry_after: Option<u64>) -> Duration {
+    let Some(ms) = retry_after else {
+        return Duration::from_millis(KICK_WAIT_MS);
+    };
+    let asked = Duration::from_millis(ms);
+    if asked > MAX_RETRY_AFTER {
+        tracing::warn!(
+            retry_after_ms = ms,
+            cap = ?MAX_RETRY_AFTER,
+            "finlight retryAfter capped"
+        );
+        return MAX_RETRY_AFTER;
+    }
+    asked
+}
 
 /// Settings of the Finlight listener.
 #[derive(Debug, Clone, clap::Args)]
@@ -95,6 +119,9 @@ pub struct FinlightArgs {
     /// Admin API address (`/status`, `/filter`); none when unset.
     #[arg(long, env = "MDP_LISTENER_ADMIN")]
     pub admin_listen: Option<String>,
+    /// Who may change the filter through the admin API, and how often.
+    #[command(flatten)]
+    pub admin: super::admin::AdminAccess,
 }
 
 impl Default for FinlightArgs {
@@ -118,6 +145,7 @@ impl Default for FinlightArgs {
             max_backoff_ms: 10_000,
             queue_prefix: String::new(),
             admin_listen: None,
+            admin: Default::default(),
         }
     }
 }
@@ -578,14 +606,11 @@ impl FinlightListener {
                 }
                 "admin_kick" => {
                     self.stats.kicks.fetch_add(1, Ordering::Relaxed);
-                    let after = msg
-                        .get("retryAfter")
-                        .and_then(Value::as_u64)
-                        .unwrap_or(900_000);
+                    let wait = kick_wait(msg.get("retryAfter").and_then(Value::as_u64));
                     let _ = ws.close(Some(close(4003, "admin kick"))).await;
                     return Ended::Wait(
-                        Duration::from_millis(after),
-                        format!("admin_kick (retry after {after} ms)"),
+                        wait,
+                        format!("admin_kick (retry after {} ms)", wait.as_millis()),
                     );
                 }
                 "error" => {
@@ -646,7 +671,7 @@ impl FinlightListener {
             4003 => {
                 self.stats.kicks.fetch_add(1, Ordering::Relaxed);
                 Ended::Wait(
-                    Duration::from_millis(900_000),
+                    Duration::from_millis(KICK_WAIT_MS),
                     format!("closed 4003 (admin kick): {reason}"),
                 )
             }
@@ -681,14 +706,22 @@ impl FinlightListener {
             }
         }
         let body = Bytes::from(data.to_string());
-        match self.queue.publish(&self.queue_name, &[body]).await {
+        let published = super::publish(
+            &*self.queue,
+            &self.queue_name,
+            &[body],
+            1,
+            "finlight",
+            super::PUBLISH_TIMEOUT,
+        )
+        .await;
+        match published {
             Ok(()) => {
                 self.stats.published.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!("mdp_fdq_messages_total", "queue" => NEWS_QUEUE).increment(1);
             }
-            Err(e) => {
+            Err(_) => {
                 self.stats.publish_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(error = %e, "publish failed; article lost");
             }
         }
     }
@@ -703,9 +736,11 @@ fn close(code: u16, reason: &'static str) -> CloseFrame {
 
 /// The admin routes of a Finlight listener: `GET /status`, `GET /ready`, `GET|POST /filter`
 /// (`{"query":…, "tickers":[…], "sources":[…], "language":"en"}`; omitted
-/// fields keep their value).
+/// fields keep their value); the `POST` is [guarded](super::admin::guarded)
+/// by the listener's `--admin-token`.
 pub fn admin_router(listener: Arc<FinlightListener>) -> Router {
     type L = State<Arc<FinlightListener>>;
+    let access = listener.args.admin.clone();
     async fn set(State(l): L, Json(body): Json<Value>) -> Response {
         let mut f = l.filter();
         let strings = |v: &Value| -> Option<Vec<String>> {
@@ -756,12 +791,13 @@ pub fn admin_router(listener: Arc<FinlightListener>) -> Router {
             }
         }
     }
-    super::admin::status_routes::<FinlightListener>()
+    let router = super::admin::status_routes::<FinlightListener>()
         .route(
             "/filter",
             get(|State(l): L| async move { Json(l.filter()) }).post(set),
         )
-        .with_state(listener)
+        .with_state(listener);
+    super::admin::guarded(router, &access)
 }
 
 /// Run `mdp listen finlight` until ctrl-c, or until preempted/blocked (exit code 3).
@@ -825,6 +861,15 @@ mod tests {
             ..ok
         };
         assert!(bad_source.validate().is_err());
+    }
+
+    #[test]
+    fn retry_after_is_capped() {
+        assert_eq!(kick_wait(Some(200)), Duration::from_millis(200));
+        assert_eq!(kick_wait(Some(300_000)), MAX_RETRY_AFTER);
+        assert_eq!(kick_wait(Some(300_001)), MAX_RETRY_AFTER);
+        assert_eq!(kick_wait(Some(u64::MAX)), MAX_RETRY_AFTER);
+        assert_eq!(kick_wait(None), Duration::from_millis(KICK_WAIT_MS));
     }
 
     #[test]

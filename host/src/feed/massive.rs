@@ -143,6 +143,13 @@ pub struct MassiveArgs {
     /// Admin API address (`/status`, `/feed`, `/market`, `/subscriptions`); none when unset.
     #[arg(long, env = "MDP_LISTENER_ADMIN")]
     pub admin_listen: Option<String>,
+    /// Who may change settings through the admin API, and how often.
+    #[command(flatten)]
+    pub admin: super::admin::AdminAccess,
+    /// Hosts the admin API may point the feed at (comma separated, any
+    /// port); default: the host of `--feed-url`.
+    #[arg(long, env = "MASSIVE_FEED_HOSTS", value_delimiter = ',')]
+    pub feed_hosts: Vec<String>,
     /// Record every received frame to this JSONL file (replayable by `mdp simulate --replay`).
     #[arg(long)]
     pub record: Option<std::path::PathBuf>,
@@ -165,6 +172,8 @@ impl Default for MassiveArgs {
             closed_poll_ms: 60_000,
             queue_prefix: String::new(),
             admin_listen: None,
+            admin: Default::default(),
+            feed_hosts: Vec::new(),
             record: None,
         }
     }
@@ -185,6 +194,28 @@ pub struct MassiveSettings {
 pub fn validate_feed(url: &str) -> Result<String, String> {
     super::admin::valid_ws_url(url)?;
     Ok(url.trim_end_matches('/').to_string())
+}
+
+/// The host of `url`, lower case (none when it does not parse or has none).
+fn host_of(url: &str) -> Option<String> {
+    url::Url::parse(url)
+        .ok()?
+        .host_str()
+        .map(str::to_ascii_lowercase)
+}
+
+/// The hosts the feed may be changed to: `given` (trimmed, lower case), or
+/// else the host of the configured `feed_url`.
+fn allowed_feed_hosts(given: &[String], feed_url: &str) -> Vec<String> {
+    let given: Vec<String> = super::list_setting(given)
+        .into_iter()
+        .map(|h| h.to_ascii_lowercase())
+        .collect();
+    if given.is_empty() {
+        host_of(feed_url).into_iter().collect()
+    } else {
+        given
+    }
 }
 
 /// Validate a market (only `stocks` is implemented).
@@ -378,6 +409,8 @@ pub struct MassiveListener {
     queue: Arc<dyn Queue>,
     queues: [String; 5],
     settings: watch::Sender<MassiveSettings>,
+    /// Hosts the feed URL may be changed to.
+    feed_hosts: Vec<String>,
     http: reqwest::Client,
     /// Counters and state.
     pub stats: Arc<ListenerStats>,
@@ -397,6 +430,7 @@ impl MassiveListener {
         let stats = Arc::new(ListenerStats::default());
         stats.set_state("starting");
         MassiveListener {
+            feed_hosts: allowed_feed_hosts(&args.feed_hosts, &args.feed_url),
             args,
             queue,
             queues,
@@ -467,9 +501,17 @@ impl MassiveListener {
         })
     }
 
-    /// Change the feed URL (validated; reconnects when it changed).
+    /// Change the feed URL (validated, and only to a host of `--feed-hosts`,
+    /// since the listener sends the API key there; reconnects when it changed).
     pub fn set_feed(&self, url: &str) -> Result<MassiveSettings, String> {
         let url = validate_feed(url)?;
+        let host = host_of(&url).unwrap_or_default();
+        if !self.feed_hosts.contains(&host) {
+            return Err(format!(
+                "feed host `{host}` is not allowed (allowed: {}; see --feed-hosts)",
+                self.feed_hosts.join(", ")
+            ));
+        }
         self.settings.send_if_modified(|s| {
             let changed = s.feed_url != url;
             s.feed_url = url.clone();
@@ -879,7 +921,16 @@ impl MassiveListener {
                 .map(|e| Bytes::from(e.to_string()))
                 .collect()
         };
-        match self.queue.publish(&self.queues[i], &bodies).await {
+        let published = super::publish(
+            &*self.queue,
+            &self.queues[i],
+            &bodies,
+            n,
+            "massive",
+            super::PUBLISH_TIMEOUT,
+        )
+        .await;
+        match published {
             Ok(()) => {
                 self.stats
                     .published
@@ -887,11 +938,10 @@ impl MassiveListener {
                 self.stats.confirmed.fetch_add(n, Ordering::Relaxed);
                 metrics::counter!("mdp_mdq_messages_total", "queue" => queue).increment(n);
             }
-            Err(e) => {
+            Err(_) => {
                 self.stats.publish_errors.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!("mdp_listener_publish_errors_total", "feed" => "massive")
                     .increment(1);
-                tracing::warn!(error = %e, queue, events = n, "publish failed; events lost");
             }
         }
     }
@@ -923,8 +973,10 @@ fn field<'a>(body: &'a Value, names: &[&str]) -> Option<&'a str> {
 
 /// The admin routes of a Massive listener: `GET /status`, `GET /ready`, `GET|POST /feed`,
 /// `GET|POST /market`, `GET|POST /subscriptions` (JSON bodies: `{"feed": url}`,
-/// `{"market": "stocks"}`, `["T.*","Q.AAPL"]`).
+/// `{"market": "stocks"}`, `["T.*","Q.AAPL"]`); the `POST`s are
+/// [guarded](super::admin::guarded) by the listener's `--admin-token`.
 pub fn admin_router(listener: Arc<MassiveListener>) -> Router {
+    let access = listener.args.admin.clone();
     type L = State<Arc<MassiveListener>>;
     fn answer(l: &MassiveListener, r: Result<MassiveSettings, String>) -> Response {
         match r {
@@ -938,7 +990,7 @@ pub fn admin_router(listener: Arc<MassiveListener>) -> Router {
     async fn settings(State(l): L) -> Json<MassiveSettings> {
         Json(l.settings())
     }
-    super::admin::status_routes::<MassiveListener>()
+    let router = super::admin::status_routes::<MassiveListener>()
         .route(
             "/feed",
             get(settings).post(|State(l): L, Json(body): Json<Value>| async move {
@@ -968,7 +1020,8 @@ pub fn admin_router(listener: Arc<MassiveListener>) -> Router {
                 answer(&l, r)
             }),
         )
-        .with_state(listener)
+        .with_state(listener);
+    super::admin::guarded(router, &access)
 }
 
 /// Run `mdp listen massive` until ctrl-c.

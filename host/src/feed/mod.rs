@@ -7,11 +7,48 @@ pub mod finlight;
 pub mod massive;
 
 use std::path::Path;
+use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 pub use crate::backoff::Backoff;
+use crate::queue::Queue;
+
+/// How long a listener waits for the broker to confirm a publish.
+pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Publish `bodies` (carrying `events` events) to `queue` for the `feed`
+/// listener, waiting at most `timeout` for the broker's confirms. A publish
+/// that fails is retried once (the broker client reconnects); one that times
+/// out is not (it may still be delivered, and a retry would duplicate it).
+/// When it still fails, its events are lost: counted in
+/// `mdp_listener_lost_events_total{feed}` and logged, and the error returned.
+pub async fn publish(
+    queue: &dyn Queue,
+    name: &str,
+    bodies: &[Bytes],
+    events: u64,
+    feed: &'static str,
+    timeout: Duration,
+) -> Result<(), String> {
+    let mut retried = false;
+    let error = loop {
+        match tokio::time::timeout(timeout, queue.publish(name, bodies)).await {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(e)) if !retried => {
+                tracing::debug!(error = %e, queue = name, "publish failed; retrying once");
+                retried = true;
+            }
+            Ok(Err(e)) => break e.to_string(),
+            Err(_) => break format!("no publisher confirm within {timeout:?}"),
+        }
+    };
+    metrics::counter!("mdp_listener_lost_events_total", "feed" => feed).increment(events);
+    tracing::warn!(%error, queue = name, events, "publish failed; events lost");
+    Err(error)
+}
 
 /// A list setting given as a JSON array (the seed's `["A.*","T.*"]`) or
 /// comma separated; entries trimmed, empty ones dropped.
@@ -106,7 +143,66 @@ impl Recorder {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
     use super::*;
+    use crate::queue::{Consumer, QueueError, QueueResult, QueueSpec};
+
+    /// A broker whose publishes fail the first `failures` times, or never answer.
+    struct Flaky {
+        failures: u32,
+        hang: bool,
+        calls: AtomicU32,
+    }
+
+    #[async_trait::async_trait]
+    impl Queue for Flaky {
+        async fn declare(&self, _: &QueueSpec) -> QueueResult<()> {
+            Ok(())
+        }
+        async fn publish(&self, _: &str, _: &[Bytes]) -> QueueResult<()> {
+            let n = self.calls.fetch_add(1, Ordering::Relaxed);
+            if self.hang {
+                std::future::pending::<()>().await;
+            }
+            if n < self.failures {
+                return Err(QueueError::Other("connection reset".into()));
+            }
+            Ok(())
+        }
+        async fn consume(&self, _: &str, _: u16) -> QueueResult<Box<dyn Consumer>> {
+            Err(QueueError::Other("not a consumer".into()))
+        }
+        async fn depth(&self, _: &str) -> QueueResult<u64> {
+            Ok(0)
+        }
+    }
+
+    async fn try_publish(failures: u32, hang: bool) -> (Result<(), String>, u32) {
+        let q = Flaky {
+            failures,
+            hang,
+            calls: AtomicU32::new(0),
+        };
+        let body = [Bytes::from_static(b"{}")];
+        let timeout = Duration::from_millis(50);
+        let r = publish(&q, "trades", &body, 1, "test", timeout).await;
+        (r, q.calls.load(Ordering::Relaxed))
+    }
+
+    #[tokio::test]
+    async fn publishes_time_out_and_failures_are_retried_once() {
+        assert_eq!(try_publish(0, false).await, (Ok(()), 1));
+        assert_eq!(try_publish(1, false).await, (Ok(()), 2), "retried once");
+        let (r, calls) = try_publish(2, false).await;
+        assert!(r.unwrap_err().contains("connection reset"));
+        assert_eq!(calls, 2, "only once");
+        let (r, calls) = tokio::time::timeout(Duration::from_secs(5), try_publish(0, true))
+            .await
+            .expect("a publish without confirms gives up");
+        assert!(r.unwrap_err().contains("no publisher confirm"));
+        assert_eq!(calls, 1, "a timed-out publish is not repeated");
+    }
 
     #[test]
     fn list_settings_accept_json_arrays_and_commas() {

@@ -110,23 +110,49 @@ pub fn resolve(effects: &[Effect], inputs: &[impl AsRef<str>], caps: &Capabiliti
     out
 }
 
-/// Shift every input index in `effects` by `offset` (effects of a sub-batch
-/// that started at `offset` in the whole batch).
-pub fn shift(effects: &mut [Effect], offset: u32) {
-    let fix = |b: &mut Body| {
-        if let Body::Input(i) = b {
-            *i += offset;
-        }
-    };
-    for e in effects {
-        match e {
-            Effect::Put(p) => fix(&mut p.value),
-            Effect::Push(p) => fix(&mut p.value),
-            Effect::Publish(p) => fix(&mut p.value),
-            Effect::Reject(r) => r.index += offset,
-            Effect::Zadd(_) | Effect::Hset(_) | Effect::Del(_) => {}
+/// The input index an effect refers to, if any (a body or a reject).
+fn input_index(effect: &mut Effect) -> Option<&mut u32> {
+    fn body(b: &mut Body) -> Option<&mut u32> {
+        match b {
+            Body::Input(i) => Some(i),
+            Body::Json(_) => None,
         }
     }
+    match effect {
+        Effect::Put(p) => body(&mut p.value),
+        Effect::Push(p) => body(&mut p.value),
+        Effect::Publish(p) => body(&mut p.value),
+        Effect::Reject(r) => Some(&mut r.index),
+        Effect::Zadd(_) | Effect::Hset(_) | Effect::Del(_) => None,
+    }
+}
+
+/// Shift every input index in `effects` by `offset` (effects of a sub-batch
+/// of `len` events that started at `offset` in the whole batch). The indexes
+/// come from the guest: an effect whose index is outside the sub-batch
+/// (it would name another event, or overflow) is removed instead, and
+/// described in the returned list, for the caller to count and log as denied.
+pub fn shift(effects: &mut Vec<Effect>, offset: u32, len: u32) -> Vec<String> {
+    let mut denied = Vec::new();
+    effects.retain_mut(|effect| {
+        let kind = kind(effect);
+        let Some(index) = input_index(effect) else {
+            return true;
+        };
+        match (*index < len).then(|| index.checked_add(offset)).flatten() {
+            Some(shifted) => {
+                *index = shifted;
+                true
+            }
+            None => {
+                denied.push(format!(
+                    "{kind} effect refers to input {index} of a sub-batch of {len} events"
+                ));
+                false
+            }
+        }
+    });
+    denied
 }
 
 /// The JSON form of one effect (what `mdp plugin test` prints, golden files hold).
@@ -187,5 +213,57 @@ pub fn kind(effect: &Effect) -> &'static str {
         Effect::Del(_) => "del",
         Effect::Publish(_) => "publish",
         Effect::Reject(_) => "reject",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::bindings::mdp::analyzer::types::{Put, Reject};
+    use super::*;
+
+    fn put(i: u32) -> Effect {
+        Effect::Put(Put {
+            key: "k".into(),
+            value: Body::Input(i),
+            ttl_secs: None,
+        })
+    }
+
+    fn reject(i: u32) -> Effect {
+        Effect::Reject(Reject {
+            index: i,
+            reason: "bad".into(),
+        })
+    }
+
+    #[test]
+    fn shift_moves_indexes_inside_the_sub_batch() {
+        let mut effects = vec![put(0), reject(2), Effect::Del(vec!["x".into()])];
+        assert!(shift(&mut effects, 10, 3).is_empty());
+        let want = [put(10), reject(12), Effect::Del(vec!["x".into()])];
+        assert_eq!(format!("{effects:?}"), format!("{want:?}"));
+    }
+
+    #[test]
+    fn out_of_range_guest_indexes_are_denied_not_a_panic() {
+        let mut effects = vec![
+            put(u32::MAX),
+            reject(u32::MAX - 1),
+            put(3),
+            put(1),
+            reject(4),
+        ];
+        let denied = shift(&mut effects, 8, 3);
+        assert_eq!(
+            format!("{effects:?}"),
+            format!("{:?}", [put(9)]),
+            "only the in-range effect is kept"
+        );
+        assert_eq!(denied.len(), 4, "{denied:?}");
+        assert!(
+            denied[0].contains("put effect refers to input 4294967295"),
+            "{denied:?}"
+        );
+        assert!(denied[1].starts_with("reject effect"), "{denied:?}");
     }
 }

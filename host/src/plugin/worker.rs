@@ -249,7 +249,11 @@ impl Worker {
         for (part, start) in [(&batch[..mid], offset), (&batch[mid..], offset + mid)] {
             match self.call(part).await {
                 Ok(mut effects) => {
-                    shift(&mut effects, start as u32);
+                    let denied = shift(&mut effects, start as u32, part.len() as u32);
+                    for why in &denied {
+                        tracing::warn!(plugin = %self.plugin.name, %why, "effect refused");
+                    }
+                    self.count("mdp_plugin_bad_index_effects_total", denied.len() as u64);
                     out.effects.extend(effects);
                 }
                 Err(f) => {

@@ -13,6 +13,8 @@
 //! - HTTP runs on the async runtime with timeouts and retries on
 //!   413/429/499/5xx, honouring `Retry-After`. The API key is sent as a
 //!   bearer header and never logged.
+//! - Symbols come from plugins: they are checked ([`checked_symbol`]) before
+//!   they reach a cache key or a REST path, and percent-encoded there.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -36,6 +38,32 @@ pub const NEGATIVE_TTL: Duration = Duration::from_secs(21_600);
 pub const LOCK_TTL: Duration = Duration::from_secs(30);
 /// How long the market status is reused in process.
 pub const MARKET_STATUS_TTL: Duration = Duration::from_secs(30);
+/// Longest symbol accepted (option tickers like `O:AAPL251219C00150000` fit).
+pub const MAX_SYMBOL_LEN: usize = 32;
+
+/// `symbol` if it is a ticker the REST API can be asked about: 1 to
+/// [`MAX_SYMBOL_LEN`] characters of `A-Z 0-9 . - :`; anything else (a
+/// path, a query, lower case, spaces) is refused as invalid.
+pub fn checked_symbol(symbol: &str) -> Result<&str, ReferenceFault> {
+    let ok = !symbol.is_empty()
+        && symbol.len() <= MAX_SYMBOL_LEN
+        && symbol
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b".-:".contains(&b));
+    if ok {
+        Ok(symbol)
+    } else {
+        let shown: String = symbol.chars().take(MAX_SYMBOL_LEN + 8).collect();
+        Err(ReferenceFault::Invalid(format!(
+            "symbol {shown:?} is not a ticker (1-{MAX_SYMBOL_LEN} of A-Z 0-9 . - :)"
+        )))
+    }
+}
+
+/// `symbol` percent-encoded for a URL path segment or query value.
+fn encoded(symbol: &str) -> String {
+    url::form_urlencoded::byte_serialize(symbol.as_bytes()).collect()
+}
 
 /// Settings of the Massive REST client.
 #[derive(Clone)]
@@ -194,6 +222,7 @@ impl MassiveReference {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Fetched, ReferenceFault>>,
     {
+        let symbol = checked_symbol(symbol)?;
         let key = format!("mdc:{metric}:{symbol}");
         if let Some(hit) = self.read(&key).await? {
             return Ok(hit);
@@ -297,7 +326,10 @@ fn ny_date(days_ago: i64) -> String {
 impl ReferenceData for MassiveReference {
     async fn ticker_snapshot(&self, symbol: &str) -> Result<Option<String>, ReferenceFault> {
         self.cached("snapshots", symbol, SNAPSHOT_TTL, || async {
-            let path = format!("/v2/snapshot/locale/us/markets/stocks/tickers/{symbol}");
+            let path = format!(
+                "/v2/snapshot/locale/us/markets/stocks/tickers/{}",
+                encoded(symbol)
+            );
             match self.get_json(&path).await? {
                 None => Ok(Fetched::Nothing),
                 Some(body) => match body.get("ticker") {
@@ -313,7 +345,10 @@ impl ReferenceData for MassiveReference {
         let v = self
             .cached("avg_volume", symbol, METRIC_TTL, || async {
                 let ratios = self
-                    .get_json(&format!("/stocks/financials/v1/ratios?ticker={symbol}"))
+                    .get_json(&format!(
+                        "/stocks/financials/v1/ratios?ticker={}",
+                        encoded(symbol)
+                    ))
                     .await?;
                 let rows = ratios
                     .as_ref()
@@ -327,7 +362,8 @@ impl ReferenceData for MassiveReference {
                     return Ok(Fetched::Value(avg.to_string()));
                 }
                 let path = format!(
-                    "/v2/aggs/ticker/{symbol}/range/1/day/{}/{}?adjusted=true&sort=desc",
+                    "/v2/aggs/ticker/{}/range/1/day/{}/{}?adjusted=true&sort=desc",
+                    encoded(symbol),
                     ny_date(42),
                     ny_date(0)
                 );
@@ -362,7 +398,7 @@ impl ReferenceData for MassiveReference {
         let v = self
             .cached("free_float", symbol, METRIC_TTL, || async {
                 let body = self
-                    .get_json(&format!("/stocks/vX/float?ticker={symbol}"))
+                    .get_json(&format!("/stocks/vX/float?ticker={}", encoded(symbol)))
                     .await?;
                 let ff = body
                     .as_ref()
@@ -407,5 +443,62 @@ impl ReferenceData for MassiveReference {
         let status = market_status_named(name);
         *self.market.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), status));
         Ok(status)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unreachable_api() -> MassiveReference {
+        let config = MassiveRestConfig {
+            base_url: "http://127.0.0.1:9".into(),
+            api_key: "k".into(),
+            timeout: Duration::from_millis(200),
+            attempts: 1,
+        };
+        MassiveReference::new(config, Arc::new(crate::store::EmbeddedStore::new())).unwrap()
+    }
+
+    #[test]
+    fn symbols_are_checked() {
+        for good in ["AAPL", "BRK.A", "BF-B", "O:AAPL251219C00150000", "X:BTCUSD"] {
+            assert_eq!(checked_symbol(good).unwrap(), good);
+        }
+        for bad in [
+            "",
+            "aapl",
+            "AAPL/../../v1/marketstatus/now",
+            "AAPL?apiKey=x",
+            "A B",
+            "A%2F",
+            "ÄPPL",
+            &"A".repeat(MAX_SYMBOL_LEN + 1),
+        ] {
+            assert!(
+                matches!(checked_symbol(bad), Err(ReferenceFault::Invalid(_))),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(encoded("X:BTCUSD"), "X%3ABTCUSD");
+        assert_eq!(encoded("BRK.A"), "BRK.A");
+    }
+
+    #[tokio::test]
+    async fn bad_symbols_never_reach_the_api_or_the_cache() {
+        let r = unreachable_api();
+        for bad in ["../v1/marketstatus/now", "AAPL&ticker=MSFT", "*"] {
+            let e = r.ticker_snapshot(bad).await.unwrap_err();
+            assert!(e.to_string().contains("is not a ticker"), "{e}");
+            assert!(matches!(
+                r.avg_volume(bad).await,
+                Err(ReferenceFault::Invalid(_))
+            ));
+            assert!(matches!(
+                r.free_float(bad).await,
+                Err(ReferenceFault::Invalid(_))
+            ));
+        }
+        assert_eq!(r.calls(), 0, "no request was made");
     }
 }
