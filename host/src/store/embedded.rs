@@ -170,7 +170,6 @@ impl Data {
             keep
         });
         self.used -= freed;
-        self.report();
     }
 
     /// Export the size gauges.
@@ -180,6 +179,8 @@ impl Data {
     }
 
     /// Over budget: evict keys with an expiry, soonest first, to 90 % of it.
+    /// The caller reports the size afterwards, so a scrape never sees the
+    /// transient over-budget size between a write and its eviction.
     fn evict(&mut self, now: Instant) {
         let Some(max) = self.max else {
             return;
@@ -204,7 +205,6 @@ impl Data {
             evicted += 1;
         }
         metrics::counter!("mdp_store_evicted_total").increment(evicted);
-        self.report();
         if self.used > max {
             tracing::warn!(
                 used = self.used,
@@ -434,6 +434,7 @@ impl Store for EmbeddedStore {
                 data.purge(now);
             }
             data.evict(now);
+            data.report();
             published
         };
         // Published after the writes are visible, in order.
@@ -682,6 +683,94 @@ mod tests {
         assert_eq!(store.used_memory(), recounted(&store));
         store.apply(&[del(&["l", "z"])], false).await.unwrap();
         assert_eq!(store.used_memory(), 0);
+    }
+
+    /// Records the largest value ever set on `mdp_store_embedded_bytes`.
+    #[derive(Default)]
+    struct PeakBytes(std::sync::Mutex<f64>);
+
+    impl metrics::GaugeFn for PeakBytes {
+        fn increment(&self, _: f64) {}
+        fn decrement(&self, _: f64) {}
+        fn set(&self, value: f64) {
+            let mut peak = self.0.lock().unwrap();
+            *peak = peak.max(value);
+        }
+    }
+
+    /// A recorder that hands out [`PeakBytes`] for the size gauge only.
+    #[derive(Default)]
+    struct PeakRecorder(Arc<PeakBytes>);
+
+    impl metrics::Recorder for PeakRecorder {
+        fn describe_counter(
+            &self,
+            _: metrics::KeyName,
+            _: Option<metrics::Unit>,
+            _: metrics::SharedString,
+        ) {
+        }
+        fn describe_gauge(
+            &self,
+            _: metrics::KeyName,
+            _: Option<metrics::Unit>,
+            _: metrics::SharedString,
+        ) {
+        }
+        fn describe_histogram(
+            &self,
+            _: metrics::KeyName,
+            _: Option<metrics::Unit>,
+            _: metrics::SharedString,
+        ) {
+        }
+        fn register_counter(
+            &self,
+            _: &metrics::Key,
+            _: &metrics::Metadata<'_>,
+        ) -> metrics::Counter {
+            metrics::Counter::noop()
+        }
+        fn register_gauge(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+            if key.name() == "mdp_store_embedded_bytes" {
+                metrics::Gauge::from_arc(self.0.clone())
+            } else {
+                metrics::Gauge::noop()
+            }
+        }
+        fn register_histogram(
+            &self,
+            _: &metrics::Key,
+            _: &metrics::Metadata<'_>,
+        ) -> metrics::Histogram {
+            metrics::Histogram::noop()
+        }
+    }
+
+    #[test]
+    fn the_exported_size_never_shows_a_transient_over_budget_value() {
+        // Regression: the size was exported before eviction, so a scrape
+        // between a write and its eviction read more than the budget.
+        let budget = 100_000;
+        let recorder = PeakRecorder::default();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        metrics::with_local_recorder(&recorder, || {
+            rt.block_on(async {
+                let store = EmbeddedStore::with_max_memory(budget);
+                let item = "i".repeat(200);
+                for i in 0..2_000u64 {
+                    let writes: Vec<Write> = (0..10)
+                        .map(|_| push(&format!("list:{i}"), &item, 1000 + i))
+                        .collect();
+                    store.apply(&writes, false).await.unwrap();
+                }
+            })
+        });
+        let peak = *recorder.0.0.lock().unwrap();
+        assert!(peak > 0.0, "the size was exported");
+        assert!(peak <= budget as f64, "exported {peak} > budget {budget}");
     }
 
     #[tokio::test]
