@@ -125,3 +125,82 @@ fn nested_subcommands_are_configured_by_dotted_tables() {
         ],
     );
 }
+
+/// Run a role with none of the backend variables set; it must exit at once.
+fn role_without_backends(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_mdp"));
+    for var in [
+        "RABBITMQ_URL",
+        "WDC_REDIS_URL",
+        "MDC_REDIS_URL",
+        "MASSIVE_API_KEY",
+        "POLYGON_API_KEY",
+        "MASSIVE_FEED_URL",
+        "FINLIGHT_API_KEY",
+        "MDP_CONFIG",
+    ] {
+        c.env_remove(var);
+    }
+    // A key file that does not exist, so a developer's own key is not found.
+    c.env("MASSIVE_API_KEY_FILE", "/nonexistent/mdp-test-key");
+    let out = c
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn roles_without_a_backend_url_refuse_to_start_naming_the_variable() {
+    let plugins = tempfile::tempdir().unwrap();
+    let dir = plugins.path().to_str().unwrap();
+    for (args, env, variable) in [
+        (
+            vec!["process", "--queue", "quotes", "--plugin", "p", "--plugin-dir", dir],
+            vec![("WDC_REDIS_URL", "memory://")],
+            "RABBITMQ_URL",
+        ),
+        (
+            vec!["process", "--queue", "quotes", "--plugin", "p", "--plugin-dir", dir],
+            vec![("RABBITMQ_URL", "memory://")],
+            "WDC_REDIS_URL",
+        ),
+        (
+            vec!["scan", "--subscribe", "quote:*", "--plugin", "p", "--plugin-dir", dir],
+            vec![],
+            "WDC_REDIS_URL",
+        ),
+        (vec!["serve", "--listen", "127.0.0.1:0"], vec![], "WDC_REDIS_URL"),
+        (
+            vec!["listen", "massive", "--feed-url", "ws://127.0.0.1:9"],
+            vec![],
+            "RABBITMQ_URL",
+        ),
+        (
+            vec!["listen", "finlight"],
+            vec![("FINLIGHT_API_KEY", "k")],
+            "RABBITMQ_URL",
+        ),
+        // No key and the real Massive endpoint: refused before dialing it.
+        (
+            vec!["listen", "massive"],
+            vec![("RABBITMQ_URL", "memory://")],
+            "MASSIVE_API_KEY",
+        ),
+    ] {
+        let (ok, err) = role_without_backends(&args, &env);
+        assert!(!ok, "`mdp {}` started", args.join(" "));
+        let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("mdp: ")).collect();
+        assert_eq!(lines.len(), 1, "`mdp {}`: {err}", args.join(" "));
+        assert!(
+            lines[0].contains(variable),
+            "`mdp {}` does not name {variable}: {err}",
+            args.join(" ")
+        );
+    }
+}

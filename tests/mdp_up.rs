@@ -156,6 +156,10 @@ async fn process_role_exposes_health_readiness_and_metrics() {
             "quotes",
             "--plugin",
             "massive-router",
+            "--queue-url",
+            "memory://",
+            "--store-url",
+            "memory://",
             "--health-listen",
             &format!("127.0.0.1:{port}"),
         ])

@@ -8,7 +8,7 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mdp::plugin::bindings::Event;
+use mdp::plugin::bindings::{Body, Effect, Event};
 use mdp::plugin::{
     BatchError, Capabilities, FixedClock, HostServices, Limits, LoadOptions, Plugin, PluginError,
     Runtime, RuntimeConfig, StoreReference, Worker, convert, effects, golden,
@@ -202,7 +202,7 @@ async fn init_trap_is_reported_not_panicked() {
 }
 
 #[tokio::test]
-async fn oversized_batches_are_refused() {
+async fn batches_larger_than_max_batch_are_cut_into_calls() {
     let plugin = load(
         "massive-router",
         Limits {
@@ -214,10 +214,26 @@ async fn oversized_batches_are_refused() {
     .expect("load");
     let mut worker = Worker::new(plugin, services(), vec![]);
     let texts = vec![trade("A"), trade("B"), trade("C")];
-    match worker.analyze(&batch(&texts)).await {
-        Err(BatchError::TooLarge { len: 3, max: 2 }) => {}
-        other => panic!("expected TooLarge, got {other:?}"),
-    }
+    let out = worker
+        .analyze(&batch(&texts))
+        .await
+        .expect("a batch over max_batch is cut, not refused");
+    // Every event was analyzed, and the second call's input indexes point
+    // at its events in the whole batch (2), not in its own call (0).
+    let mut inputs: Vec<u32> = out
+        .effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Put(p) => match p.value {
+                Body::Input(i) => Some(i),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    inputs.sort();
+    inputs.dedup();
+    assert_eq!(inputs, vec![0, 1, 2], "{:?}", out.effects);
 }
 
 #[tokio::test]

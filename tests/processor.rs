@@ -79,6 +79,18 @@ async fn live_with(
     store: &Arc<dyn Store>,
     in_flight: usize,
 ) -> LiveWorker {
+    let mut options = LoadOptions::default();
+    options.limits.batches_in_flight = in_flight;
+    live_loaded(name, config, store, options).await
+}
+
+/// A live worker loaded with `options` (limits, prefetch).
+async fn live_loaded(
+    name: &str,
+    config: &[(&str, &str)],
+    store: &Arc<dyn Store>,
+    options: LoadOptions,
+) -> LiveWorker {
     let services = HostServices {
         store: store.clone(),
         reference: Arc::new(StoreReference::new(store.clone())),
@@ -86,8 +98,6 @@ async fn live_with(
     };
     let runtime = Runtime::new(RuntimeConfig::default()).unwrap();
     let bytes = std::fs::read(support::plugin_wasm(name)).unwrap();
-    let mut options = LoadOptions::default();
-    options.limits.batches_in_flight = in_flight;
     let plugin = Plugin::load(&runtime, bytes, options, &services)
         .await
         .unwrap();
@@ -608,4 +618,103 @@ async fn reference_data_of_new_symbols_is_prefetched_concurrently_once() {
         .max_in_flight
         .load(std::sync::atomic::Ordering::SeqCst);
     assert!(max > 1, "fetches overlap (at most {max} at once)");
+}
+
+fn tagged_trade(i: usize) -> String {
+    format!(r#"{{"event_type":"T","symbol":"S","id":"{i}","price":1,"size":1,"timestamp":1}}"#)
+}
+
+/// A store error that retrying cannot fix (the plugin pushes onto a key that
+/// holds a string) dead-letters the batch: no requeue loop, nothing acked.
+async fn permanent_store_errors_are_dead_lettered(b: Backends) {
+    let q = format!("{}-wrongtype", b.prefix);
+    let dlq = format!("{q}.dlq");
+    declare(&b, &dlq).await;
+    b.queue
+        .declare(&QueueSpec {
+            name: q.clone(),
+            dead_letter: Some(dlq.clone()),
+            ..QueueSpec::default()
+        })
+        .await
+        .unwrap();
+    b.store
+        .apply(
+            &[mdp::store::Write::Set {
+                key: "tagged".into(),
+                value: "not a list".into(),
+                ttl: None,
+            }],
+            true,
+        )
+        .await
+        .unwrap();
+    let bodies: Vec<Bytes> = (0..5).map(|i| Bytes::from(tagged_trade(i))).collect();
+    b.queue.publish(&q, &bodies).await.unwrap();
+    let (stop, task) = spawn(
+        &b,
+        &q,
+        Some(dlq.clone()),
+        live("tagger", &[], &b.store).await,
+    );
+    let queue = b.queue.clone();
+    eventually("the batch dead-lettered", || {
+        let queue = queue.clone();
+        let dlq = dlq.clone();
+        async move { queue.depth(&dlq).await.unwrap() == 5 }
+    })
+    .await;
+    // Give a requeue loop, if there were one, time to show.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.send(true).unwrap();
+    let stats = task.await.unwrap();
+    assert_eq!(stats.dead_lettered, 5, "{stats:?}");
+    assert_eq!(stats.error, 0, "never requeued: {stats:?}");
+    assert_eq!(stats.acked, 0, "{stats:?}");
+    assert_eq!(b.queue.depth(&q).await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn embedded_permanent_store_errors_are_dead_lettered() {
+    permanent_store_errors_are_dead_lettered(embedded()).await;
+}
+
+#[tokio::test]
+async fn distributed_permanent_store_errors_are_dead_lettered() {
+    let redis = support::PrivateRedis::start().await;
+    let b = Backends {
+        store: mdp::store::open(&redis.url()).await.unwrap(),
+        ..distributed().await
+    };
+    permanent_store_errors_are_dead_lettered(b).await;
+}
+
+/// One message carrying more events than the plugin's `max_batch` (what
+/// `mdp up`'s frame-batched listener publishes) is analyzed in calls of at
+/// most `max_batch` events and acknowledged once.
+#[tokio::test]
+async fn a_message_over_max_batch_is_split_across_calls_and_acked_once() {
+    let b = embedded();
+    let q = format!("{}-frames", b.prefix);
+    declare(&b, &q).await;
+    let mut options = LoadOptions::default();
+    options.limits.max_batch = 100;
+    let worker = live_loaded("tagger", &[], &b.store, options).await;
+    let body = format!(
+        "[{}]",
+        (0..250).map(tagged_trade).collect::<Vec<_>>().join(",")
+    );
+    b.queue.publish(&q, &[Bytes::from(body)]).await.unwrap();
+    let (stop, task) = spawn(&b, &q, None, worker);
+    let store = b.store.clone();
+    eventually("all 250 events tagged", || {
+        let store = store.clone();
+        async move { store.lrange("tagged", 0, -1).await.unwrap().len() >= 250 }
+    })
+    .await;
+    stop.send(true).unwrap();
+    let stats = task.await.unwrap();
+    let ids = support::tagged_ids(&b.store.lrange("tagged", 0, -1).await.unwrap());
+    assert_eq!(ids, (0..250).collect::<Vec<_>>());
+    assert_eq!((stats.acked, stats.processed, stats.error), (1, 250, 0));
 }

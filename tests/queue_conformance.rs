@@ -267,3 +267,29 @@ async fn rabbitmq_restart_is_survived() {
         .status()
         .ok();
 }
+
+#[tokio::test]
+async fn embedded_queue_expires_messages_without_a_consumer() {
+    let q = EmbeddedQueue::new();
+    q.declare(&QueueSpec {
+        message_ttl: Some(Duration::from_millis(300)),
+        ..spec("unconsumed")
+    })
+    .await
+    .unwrap();
+    // Published for 2 s at ~1,000 messages per 100 ms, nothing consuming and
+    // nothing asking for the depth: memory holds at most about TTL × rate
+    // plus one sweep interval, not everything ever published.
+    let mut most = 0;
+    for round in 0..20 {
+        q.publish("unconsumed", &bodies(round * 1000..round * 1000 + 1000))
+            .await
+            .unwrap();
+        most = most.max(q.held("unconsumed"));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(most <= 10_000, "held {most} of 20,000 published");
+    // Once publishing stops, the rest expires on time without being touched.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(q.held("unconsumed"), 0);
+}

@@ -335,3 +335,40 @@ async fn redis_restart_is_survived() {
     }
     assert!(delivered, "subscription resumed after the restart");
 }
+
+/// Apply a batch of 200 writes (~200 KB) through a proxy that cuts the
+/// connection after 50 KB of it; returns the error and how many of the
+/// batch's keys the server holds afterwards.
+async fn cut_in_the_middle_of_a_batch(atomic: bool) -> (StoreError, usize) {
+    let proxy = support::CutProxy::start(support::url_port(&support::redis_url())).await;
+    let store = mdp::store::open(&format!("redis://127.0.0.1:{}/", proxy.port))
+        .await
+        .unwrap();
+    let prefix = support::unique("cut");
+    let value = "x".repeat(1000);
+    let writes: Vec<Write> = (0..200)
+        .map(|i| set(&format!("{prefix}:{i}"), &value, None))
+        .collect();
+    proxy.cut_after(50_000);
+    let error = store
+        .apply(&writes, atomic)
+        .await
+        .expect_err("the connection was cut");
+    // Let the server finish whatever it received before the cut.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let applied = redis().await.scan_prefix(&prefix).await.unwrap().len();
+    (error, applied)
+}
+
+#[tokio::test]
+async fn a_connection_cut_mid_batch_leaves_no_half_applied_atomic_batch() {
+    // The control: without MULTI/EXEC the cut leaves part of the batch applied.
+    let (_, partial) = cut_in_the_middle_of_a_batch(false).await;
+    assert!(
+        partial > 0 && partial < 200,
+        "the proxy cut mid-batch ({partial} of 200 applied)"
+    );
+    let (error, applied) = cut_in_the_middle_of_a_batch(true).await;
+    assert_eq!(applied, 0, "an atomic batch is all or nothing");
+    assert!(error.is_transient(), "a cut connection is retried: {error}");
+}

@@ -178,3 +178,93 @@ pub fn tagged_ids(entries: &[String]) -> Vec<usize> {
     ids.sort_unstable();
     ids
 }
+
+/// A TCP proxy on a free loopback port in front of `127.0.0.1:upstream`
+/// that can be told to cut the connection in the middle of a request: after
+/// [`CutProxy::cut_after`], once that many more client bytes have been
+/// forwarded, the connection carrying them is closed both ways.
+pub struct CutProxy {
+    /// The port it listens on.
+    pub port: u16,
+    /// Client bytes still to forward before cutting (`usize::MAX`: never).
+    budget: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl CutProxy {
+    /// Start forwarding to `127.0.0.1:upstream`.
+    pub async fn start(upstream: u16) -> CutProxy {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let budget = std::sync::Arc::new(AtomicUsize::new(usize::MAX));
+        let shared = budget.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                else {
+                    continue;
+                };
+                let budget = shared.clone();
+                tokio::spawn(async move {
+                    let (mut cr, mut cw) = client.into_split();
+                    let (mut sr, mut sw) = server.into_split();
+                    let down = tokio::spawn(async move {
+                        let _ = tokio::io::copy(&mut sr, &mut cw).await;
+                    });
+                    let mut buf = vec![0u8; 16 * 1024];
+                    loop {
+                        let n = match cr.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        let left = budget.load(Ordering::SeqCst);
+                        let send = n.min(left);
+                        if left != usize::MAX {
+                            budget.fetch_sub(send, Ordering::SeqCst);
+                        }
+                        if sw.write_all(&buf[..send]).await.is_err() {
+                            break;
+                        }
+                        if send < n || budget.load(Ordering::SeqCst) == 0 {
+                            break;
+                        }
+                    }
+                    down.abort();
+                    let _ = sw.shutdown().await;
+                });
+            }
+        });
+        CutProxy { port, budget, task }
+    }
+
+    /// Cut the connection once `bytes` more client bytes were forwarded.
+    pub fn cut_after(&self, bytes: usize) {
+        self.budget
+            .store(bytes, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Forward without cutting again.
+    pub fn heal(&self) {
+        self.budget
+            .store(usize::MAX, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for CutProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The port of a `scheme://host:port/...` URL.
+pub fn url_port(url: &str) -> u16 {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    host_port
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {url}"))
+}

@@ -225,6 +225,29 @@ fn show_config(args: &[String], tail: &[String]) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Refuse to dial Massive's own servers without an API key: the listener
+/// would only be refused, over and over. A feed URL elsewhere (a simulator)
+/// needs no key.
+fn refuse_real_feed_without_key(args: &crate::feed::massive::MassiveArgs) -> anyhow::Result<()> {
+    if crate::feed::massive::massive_api_key(args.api_key.as_deref()).is_some() {
+        return Ok(());
+    }
+    let host = reqwest::Url::parse(&args.feed_url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
+        .unwrap_or_default();
+    let real = ["massive.com", "polygon.io"]
+        .iter()
+        .any(|d| host == *d || host.ends_with(&format!(".{d}")));
+    if real {
+        anyhow::bail!(
+            "no Massive API key: set MASSIVE_API_KEY (or POLYGON_API_KEY), or point MASSIVE_FEED_URL \
+             (--feed-url) at a simulator such as `mdp simulate`"
+        );
+    }
+    Ok(())
+}
+
 /// Parse arguments and run the chosen subcommand.
 pub fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
@@ -270,7 +293,10 @@ pub fn main() -> ExitCode {
             Command::Simulate(args) => crate::sim::run(args).await,
             Command::Serve(args) => crate::widgets::run(args).await,
             Command::Up(args) => up::run(args).await,
-            Command::Listen(ListenCommand::Massive(args)) => crate::feed::massive::run(args).await,
+            Command::Listen(ListenCommand::Massive(args)) => {
+                refuse_real_feed_without_key(&args)?;
+                crate::feed::massive::run(args).await
+            }
             Command::Listen(ListenCommand::Finlight(args)) => {
                 crate::feed::finlight::run(args).await
             }

@@ -15,16 +15,18 @@ use crate::refdata::{MassiveReference, MassiveRestConfig};
 use crate::role::processor::{Processor, ProcessorConfig};
 use crate::role::scanner::{Scanner, ScannerConfig};
 use crate::store::{Store, Topic};
+use crate::telemetry::Health;
 
 /// Backends and plugin settings shared by the roles that run analyzers.
 #[derive(Debug, Clone, clap::Args)]
 pub struct AnalyzerHostArgs {
-    /// Queue broker: `amqp://…` (RabbitMQ) or `memory://` (embedded).
-    #[arg(long, env = "RABBITMQ_URL", default_value = "memory://")]
+    /// Queue broker: `amqp://…` (RabbitMQ), or `memory://` (embedded) when
+    /// given explicitly; required by `mdp process`.
+    #[arg(long, env = "RABBITMQ_URL", default_value_t = String::new(), hide_default_value = true)]
     pub queue_url: String,
     /// Result store (WDC) effects are written to and plugins read:
-    /// `redis://…` or `memory://`.
-    #[arg(long, env = "WDC_REDIS_URL", default_value = "memory://")]
+    /// `redis://…`, or `memory://` when given explicitly; required.
+    #[arg(long, env = "WDC_REDIS_URL", default_value_t = String::new(), hide_default_value = true)]
     pub store_url: String,
     /// Internal store (MDC) for reference data; defaults to the result store.
     #[arg(long, env = "MDC_REDIS_URL")]
@@ -53,8 +55,8 @@ pub struct AnalyzerHostArgs {
 
 /// Open backends, the runtime and the plugin registry; start watching.
 pub struct AnalyzerHost {
-    /// Queue broker.
-    pub queue: Arc<dyn Queue>,
+    /// Queue broker (none for roles that consume no queue).
+    pub queue: Option<Arc<dyn Queue>>,
     /// Result store.
     pub store: Arc<dyn Store>,
     /// Services handed to plugins.
@@ -70,10 +72,15 @@ impl AnalyzerHostArgs {
         crate::feed::massive::massive_api_key(self.massive_api_key.as_deref())
     }
 
-    /// Connect everything.
-    pub async fn open(&self) -> anyhow::Result<AnalyzerHost> {
-        let queue = crate::queue::open(&self.queue_url).await?;
+    /// Connect the store (and the queue broker when `with_queue`), load the
+    /// plugins and start watching. A missing URL is refused, naming its
+    /// variable.
+    pub async fn open(&self, with_queue: bool) -> anyhow::Result<AnalyzerHost> {
         let store = crate::store::open(&self.store_url).await?;
+        let queue = match with_queue {
+            true => Some(crate::queue::open(&self.queue_url).await?),
+            false => None,
+        };
         self.open_with(queue, store).await
     }
 
@@ -81,7 +88,7 @@ impl AnalyzerHostArgs {
     /// share one embedded queue and store).
     pub async fn open_with(
         &self,
-        queue: Arc<dyn Queue>,
+        queue: Option<Arc<dyn Queue>>,
         store: Arc<dyn Store>,
     ) -> anyhow::Result<AnalyzerHost> {
         let mdc = match &self.mdc_url {
@@ -177,6 +184,10 @@ pub struct ProcessArgs {
     /// Dead-letter queue for rejected events.
     #[arg(long)]
     pub dead_letter: Option<String>,
+    /// Redeliveries of one message (not requeued by this process) before it
+    /// is dead-lettered; 0 for no limit.
+    #[arg(long, env = "MDP_MAX_REDELIVERIES", default_value_t = 10)]
+    pub max_redeliveries: u32,
     /// Backends and plugins.
     #[command(flatten)]
     pub host: AnalyzerHostArgs,
@@ -231,17 +242,26 @@ pub fn shutdown_signal() -> watch::Receiver<bool> {
     rx
 }
 
-/// Start one processor per (queue, plugin) pair; returns their tasks.
+/// A named role task, as [`supervise`] watches it.
+pub type RoleTask = (String, tokio::task::JoinHandle<anyhow::Result<()>>);
+
+/// Start one processor per (queue, plugin) pair, reporting to `health`;
+/// returns their tasks.
 pub async fn spawn_processors(
     host: &AnalyzerHost,
     pairs: &[(String, String)],
     config: &ProcessorConfig,
     message_ttl: Option<Duration>,
     shutdown: &watch::Receiver<bool>,
-) -> anyhow::Result<Vec<tokio::task::JoinHandle<anyhow::Result<()>>>> {
+    health: &Health,
+) -> anyhow::Result<Vec<RoleTask>> {
+    let broker = host
+        .queue
+        .clone()
+        .context("processors need a queue broker (RABBITMQ_URL)")?;
     let mut tasks = Vec::new();
     for (queue, plugin) in pairs {
-        host.queue
+        broker
             .declare(&QueueSpec {
                 name: queue.clone(),
                 message_ttl,
@@ -250,7 +270,7 @@ pub async fn spawn_processors(
             .await
             .with_context(|| format!("declare queue `{queue}`"))?;
         if let Some(dlq) = &config.dead_letter {
-            host.queue
+            broker
                 .declare(&QueueSpec {
                     name: dlq.clone(),
                     ..QueueSpec::default()
@@ -266,25 +286,28 @@ pub async fn spawn_processors(
             queue: queue.clone(),
             ..config.clone()
         };
-        let mut processor = Processor::new(config, host.queue.clone(), host.store.clone(), worker);
+        let mut processor = Processor::new(config, broker.clone(), host.store.clone(), worker)
+            .with_health(health.clone());
         let shutdown = shutdown.clone();
-        tasks.push(tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let stats = processor.run(shutdown).await?;
             tracing::info!(?stats, "processor stopped");
             Ok(())
-        }));
+        });
+        tasks.push((format!("process {queue}"), task));
     }
     Ok(tasks)
 }
 
-/// Start a scanner.
+/// Start a scanner, reporting to `health`.
 pub async fn spawn_scanner(
     host: &AnalyzerHost,
     topics: &[String],
     plugin: &str,
     config: ScannerConfig,
     shutdown: &watch::Receiver<bool>,
-) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<()>>> {
+    health: &Health,
+) -> anyhow::Result<RoleTask> {
     let mut worker = host.worker(plugin)?;
     worker
         .start()
@@ -294,32 +317,73 @@ pub async fn spawn_scanner(
         topics: topics.iter().map(|t| Topic::parse(t)).collect(),
         ..config
     };
-    let mut scanner = Scanner::new(config, host.store.clone(), worker);
+    let mut scanner = Scanner::new(config, host.store.clone(), worker).with_health(health.clone());
     let shutdown = shutdown.clone();
-    Ok(tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         let stats = scanner.run(shutdown).await?;
         tracing::info!(?stats, "scanner stopped");
         Ok(())
-    }))
+    });
+    Ok((format!("scan {plugin}"), task))
 }
 
-async fn join_all(
-    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
+/// Wait for the role tasks. A task that ends before shutdown was asked for —
+/// with an error, a panic, or of its own accord — is reported (log line,
+/// `/health` turns 503) and the role exits non-zero at once, so that its
+/// supervisor restarts it; it never runs on with a part missing. At
+/// shutdown, every task is awaited to finish its batches in flight.
+pub async fn supervise(
+    tasks: Vec<RoleTask>,
+    health: &Health,
+    shutdown: &watch::Receiver<bool>,
 ) -> anyhow::Result<ExitCode> {
-    for t in tasks {
-        t.await.context("role task panicked")??;
+    let mut shutdown = shutdown.clone();
+    let (names, handles): (Vec<String>, Vec<_>) = tasks.into_iter().unzip();
+    let mut running: futures_util::stream::FuturesUnordered<_> = handles
+        .into_iter()
+        .zip(names)
+        .map(|(handle, name)| async move { (name, handle.await) })
+        .collect();
+    use futures_util::StreamExt;
+    let stop_asked = async {
+        let _ = shutdown.wait_for(|s| *s).await;
+    };
+    tokio::pin!(stop_asked);
+    loop {
+        tokio::select! {
+            _ = &mut stop_asked => break,
+            next = running.next() => {
+                let Some((name, outcome)) = next else { return Ok(ExitCode::SUCCESS) };
+                let how = match outcome {
+                    Ok(Ok(())) => "ended on its own".to_string(),
+                    Ok(Err(e)) => format!("failed: {e:#}"),
+                    Err(e) => format!("panicked: {e}"),
+                };
+                health.ended(&name, how.clone());
+                tracing::error!(task = %name, %how, "role task ended; exiting so the role is restarted");
+                return Ok(ExitCode::FAILURE);
+            }
+        }
     }
-    Ok(ExitCode::SUCCESS)
+    health.stopping();
+    let mut result = Ok(ExitCode::SUCCESS);
+    while let Some((name, outcome)) = running.next().await {
+        match outcome {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => result = Err(e.context(format!("{name}"))),
+            Err(e) => result = Err(anyhow::anyhow!("{name} panicked: {e}")),
+        }
+    }
+    result
 }
 
-/// Start the health/metrics endpoint when configured; returns the readiness switch.
-async fn admin(args: &AnalyzerHostArgs, role: &'static str) -> anyhow::Result<watch::Sender<bool>> {
-    let (tx, rx) = watch::channel(false);
+/// Start the health/metrics endpoint when configured.
+pub(super) async fn admin(args: &AnalyzerHostArgs, health: &Health) -> anyhow::Result<()> {
     if let Some(addr) = &args.health_listen {
-        let bound = crate::telemetry::serve_admin(addr, role, rx).await?;
+        let bound = crate::telemetry::serve_admin(addr, health.clone()).await?;
         tracing::info!(%bound, "health and metrics endpoint");
     }
-    Ok(tx)
+    Ok(())
 }
 
 /// Run `mdp process`.
@@ -331,9 +395,10 @@ pub async fn process(args: ProcessArgs) -> anyhow::Result<ExitCode> {
             args.plugins.len()
         );
     }
-    let host = args.host.open().await?;
+    let health = Health::new("process");
+    admin(&args.host, &health).await?;
+    let host = args.host.open(true).await?;
     let shutdown = shutdown_signal();
-    let ready = admin(&args.host, "process").await?;
     let pairs: Vec<(String, String)> = args
         .queues
         .iter()
@@ -345,25 +410,27 @@ pub async fn process(args: ProcessArgs) -> anyhow::Result<ExitCode> {
         batch_size: args.batch_size.max(1),
         linger: Duration::from_millis(args.linger_ms),
         dead_letter: args.dead_letter.clone(),
+        max_redeliveries: args.max_redeliveries,
         ..ProcessorConfig::default()
     };
     let ttl = Some(Duration::from_millis(args.message_ttl_ms));
-    let tasks = spawn_processors(&host, &pairs, &config, ttl, &shutdown).await?;
-    let _ = ready.send(true);
-    join_all(tasks).await
+    let tasks = spawn_processors(&host, &pairs, &config, ttl, &shutdown, &health).await?;
+    health.started();
+    supervise(tasks, &health, &shutdown).await
 }
 
 /// Run `mdp scan`.
 pub async fn scan(args: ScanArgs) -> anyhow::Result<ExitCode> {
-    let host = args.host.open().await?;
+    let health = Health::new("scan");
+    admin(&args.host, &health).await?;
+    let host = args.host.open(false).await?;
     let shutdown = shutdown_signal();
-    let ready = admin(&args.host, "scan").await?;
     let config = ScannerConfig {
         batch_size: args.batch_size.max(1),
         linger: Duration::from_millis(args.linger_ms),
         ..ScannerConfig::default()
     };
-    let task = spawn_scanner(&host, &args.topics, &args.plugin, config, &shutdown).await?;
-    let _ = ready.send(true);
-    join_all(vec![task]).await
+    let task = spawn_scanner(&host, &args.topics, &args.plugin, config, &shutdown, &health).await?;
+    health.started();
+    supervise(vec![task], &health, &shutdown).await
 }

@@ -10,11 +10,14 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use super::roles::{AnalyzerHostArgs, shutdown_signal, spawn_processors, spawn_scanner};
+use super::roles::{
+    AnalyzerHostArgs, shutdown_signal, spawn_processors, spawn_scanner, supervise,
+};
 use crate::feed::massive::{MassiveArgs, MassiveListener};
 use crate::role::processor::ProcessorConfig;
 use crate::role::scanner::ScannerConfig;
 use crate::sim::{Profile, SimulateArgs};
+use crate::telemetry::Health;
 use crate::widgets::ServeArgs;
 
 /// The seed's default wiring: queue → analyzers in order of preference.
@@ -83,9 +86,18 @@ pub async fn run(mut args: UpArgs) -> anyhow::Result<ExitCode> {
         None
     };
 
+    // `mdp up` is the one role that runs on the embedded backends by default.
+    for url in [&mut args.host.queue_url, &mut args.host.store_url] {
+        if url.trim().is_empty() {
+            *url = "memory://".into();
+        }
+    }
     let queue = crate::queue::open(&args.host.queue_url).await?;
     let store = crate::store::open(&args.host.store_url).await?;
-    let host = args.host.open_with(queue.clone(), store.clone()).await?;
+    let host = args
+        .host
+        .open_with(Some(queue.clone()), store.clone())
+        .await?;
     if host.registry.names().is_empty() {
         anyhow::bail!(
             "no plugins in {}: build them with scripts/build-plugins (or pass --plugin-dir)",
@@ -118,15 +130,15 @@ pub async fn run(mut args: UpArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let ttl = Some(Duration::from_millis(args.message_ttl_ms));
-    let mut tasks =
-        spawn_processors(&host, &pairs, &ProcessorConfig::default(), ttl, &shutdown).await?;
+    let health = Health::new("up");
+    super::roles::admin(&args.host, &health).await?;
+    let config = ProcessorConfig::default();
+    let mut tasks = spawn_processors(&host, &pairs, &config, ttl, &shutdown, &health).await?;
     if loaded.iter().any(|l| l == "news-feed") {
         // The seed's news queue keeps messages 15 minutes (FDL default).
         let news = [("news".to_string(), "news-feed".to_string())];
         let ttl = Some(Duration::from_millis(NEWS_MESSAGE_TTL_MS));
-        tasks.extend(
-            spawn_processors(&host, &news, &ProcessorConfig::default(), ttl, &shutdown).await?,
-        );
+        tasks.extend(spawn_processors(&host, &news, &config, ttl, &shutdown, &health).await?);
         pairs.extend(news);
     }
     if loaded.iter().any(|l| l == "daily-range") {
@@ -137,6 +149,7 @@ pub async fn run(mut args: UpArgs) -> anyhow::Result<ExitCode> {
                 "daily-range",
                 ScannerConfig::default(),
                 &shutdown,
+                &health,
             )
             .await?,
         );
@@ -154,6 +167,7 @@ pub async fn run(mut args: UpArgs) -> anyhow::Result<ExitCode> {
         let shutdown = shutdown.clone();
         tokio::spawn(async move { listener.run(shutdown).await })
     };
+    tasks.push(("listen massive".into(), feed));
     // News from the simulated Finlight service onto the `news` queue.
     let news_feed = _sim.as_ref().map(|sim| {
         let news = crate::feed::finlight::FinlightListener::new(
@@ -165,8 +179,11 @@ pub async fn run(mut args: UpArgs) -> anyhow::Result<ExitCode> {
             queue.clone(),
         );
         let shutdown = shutdown.clone();
-        tokio::spawn(async move { news.run(shutdown).await })
+        tokio::spawn(async move { news.run(shutdown).await.map(|_| ()) })
     });
+    if let Some(news) = news_feed {
+        tasks.push(("listen finlight".into(), news));
+    }
     println!(
         "mdp is up: dashboard at http://{}/  (ctrl-c to stop)",
         serve.addr
@@ -180,14 +197,12 @@ pub async fn run(mut args: UpArgs) -> anyhow::Result<ExitCode> {
             .join(", ")
     );
 
-    let mut done = shutdown.clone();
-    let _ = done.wait_for(|s| *s).await;
-    for t in tasks {
-        t.await.context("processor task")??;
-    }
-    feed.await.context("listener task")??;
-    if let Some(news) = news_feed {
-        news.await.context("news listener task")??;
+    health.started();
+    let code = supervise(tasks, &health, &shutdown).await?;
+    if code != ExitCode::SUCCESS {
+        // A role died: say so and exit non-zero rather than run on without it.
+        eprintln!("mdp up: a role stopped unexpectedly (see the log above); exiting");
+        return Ok(code);
     }
     let _ = serve.task.await;
     println!("mdp stopped cleanly");

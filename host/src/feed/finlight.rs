@@ -92,8 +92,8 @@ pub struct FinlightArgs {
     /// Displace other sessions of the key (`x-takeover: true`, as the seed).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub takeover: bool,
-    /// Queue broker URL.
-    #[arg(long, env = "RABBITMQ_URL", default_value = "memory://")]
+    /// Queue broker URL (`amqp://…`; `memory://` only when given explicitly); required.
+    #[arg(long, env = "RABBITMQ_URL", default_value_t = String::new(), hide_default_value = true)]
     pub queue_url: String,
     /// Message TTL of the `news` queue, ms.
     #[arg(long, env = "NEWS_MESSAGE_TTL", default_value_t = 900_000)]

@@ -108,8 +108,8 @@ pub struct MassiveArgs {
         default_value = "A.*,T.*,Q.*,LULD.*"
     )]
     pub subscriptions: String,
-    /// Queue broker URL.
-    #[arg(long, env = "RABBITMQ_URL", default_value = "memory://")]
+    /// Queue broker URL (`amqp://…`; `memory://` only when given explicitly); required.
+    #[arg(long, env = "RABBITMQ_URL", default_value_t = String::new(), hide_default_value = true)]
     pub queue_url: String,
     /// Message TTL of the market-data queues, ms.
     #[arg(long, env = "MARKET_DATA_MESSAGE_TTL", default_value_t = 5000)]

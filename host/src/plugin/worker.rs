@@ -23,14 +23,6 @@ pub enum BatchError {
     /// The analyzer is not ready: retry the batch later.
     #[error("analyzer not ready: {0}")]
     NotReady(String),
-    /// The batch is larger than the plugin accepts.
-    #[error("batch of {len} events exceeds the plugin's limit of {max}")]
-    TooLarge {
-        /// Events in the batch.
-        len: usize,
-        /// The limit.
-        max: usize,
-    },
     /// A fresh instance could not be created or initialised.
     #[error("plugin could not start: {0}")]
     Start(String),
@@ -157,7 +149,30 @@ impl Worker {
         self.run(batch, false).await
     }
 
+    /// Run `batch`, cut into calls of at most the plugin's `max_batch`
+    /// events (one message may carry more), with each call's input indexes
+    /// shifted back to the whole batch.
     async fn run(&mut self, batch: &[Event], isolate: bool) -> Result<BatchOutput, BatchError> {
+        let max = self.plugin.limits.max_batch.max(1);
+        if batch.len() <= max {
+            return self.run_call(batch, isolate).await;
+        }
+        let mut out = BatchOutput::default();
+        for (n, part) in batch.chunks(max).enumerate() {
+            let mut part_out = self.run_call(part, isolate).await?;
+            shift(&mut part_out.effects, (n * max) as u32);
+            out.effects.append(&mut part_out.effects);
+            out.faults.append(&mut part_out.faults);
+            if !isolate && !out.faults.is_empty() {
+                // Strict mode reports the first fault with no effects.
+                out.effects.clear();
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    async fn run_call(&mut self, batch: &[Event], isolate: bool) -> Result<BatchOutput, BatchError> {
         let span = tracing::info_span!(
             "analyze",
             plugin = %self.plugin.name,
@@ -181,13 +196,6 @@ impl Worker {
         batch: &[Event],
         isolate: bool,
     ) -> Result<BatchOutput, BatchError> {
-        let max = self.plugin.limits.max_batch;
-        if batch.len() > max {
-            return Err(BatchError::TooLarge {
-                len: batch.len(),
-                max,
-            });
-        }
         self.count("mdp_plugin_events_total", batch.len() as u64);
         let mut out = BatchOutput::default();
         match self.call(batch).await {

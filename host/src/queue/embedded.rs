@@ -144,10 +144,46 @@ impl Broker {
     }
 }
 
+/// How often a broker drops expired messages from queues nobody consumes.
+const EXPIRY_SWEEP_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
 impl EmbeddedQueue {
-    /// An empty broker.
+    /// An empty broker. Inside a tokio runtime it also starts a sweeper that
+    /// expires messages on time in queues that nothing consumes (memory stays
+    /// bounded by publish rate × TTL); the sweeper ends with the broker.
     pub fn new() -> Self {
-        EmbeddedQueue::default()
+        let queue = EmbeddedQueue::default();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let inner = Arc::downgrade(&queue.inner);
+            runtime.spawn(async move {
+                let mut tick = tokio::time::interval(EXPIRY_SWEEP_EVERY);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    let Some(inner) = inner.upgrade() else { return };
+                    EmbeddedQueue { inner }.expire_all();
+                }
+            });
+        }
+        queue
+    }
+
+    /// Messages the broker holds in memory in `queue`, ready or unacknowledged,
+    /// without expiring any first (what the TTL sweep keeps bounded).
+    pub fn held(&self, queue: &str) -> usize {
+        let broker = self.broker();
+        broker.queues.get(queue).map_or(0, |q| {
+            q.ready.len() + q.unacked.values().map(BTreeMap::len).sum::<usize>()
+        })
+    }
+
+    /// Drop the expired messages of every queue.
+    fn expire_all(&self) {
+        let now = Instant::now();
+        let mut broker = self.broker();
+        for q in broker.queues.values_mut() {
+            q.expire(now);
+        }
     }
 
     fn broker(&self) -> std::sync::MutexGuard<'_, Broker> {
@@ -191,6 +227,7 @@ impl Queue for EmbeddedQueue {
             let mut broker = self.broker();
             let q = broker.queue(queue)?;
             let now = Instant::now();
+            q.expire(now);
             q.ready.extend(bodies.iter().map(|b| Msg {
                 body: b.clone(),
                 enqueued: now,

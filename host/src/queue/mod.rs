@@ -102,7 +102,17 @@ pub trait Queue: Send + Sync + 'static {
 
 /// Open a broker by URL: `memory://` (or `embedded`) for the embedded broker,
 /// `amqp://` / `amqps://` for RabbitMQ.
+///
+/// An empty URL is refused with a message naming `RABBITMQ_URL`: a role never
+/// falls back to an in-process queue nobody else can reach.
 pub async fn open(url: &str) -> QueueResult<Arc<dyn Queue>> {
+    if url.trim().is_empty() {
+        return Err(QueueError::Other(
+            "no queue URL: set RABBITMQ_URL (or --queue-url) to amqp://user:pass@host:port/vhost; \
+             memory:// (an in-process queue) is used only when given explicitly"
+                .into(),
+        ));
+    }
     if url == "embedded" || url.starts_with("memory://") {
         return Ok(Arc::new(EmbeddedQueue::new()));
     }

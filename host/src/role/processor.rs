@@ -9,8 +9,22 @@
 //!   or counted and logged when no dead-letter queue is set;
 //! - a plugin trap: the runtime retries once and isolates the poison events
 //!   (rejected as above);
-//! - store (or other host) unavailable: nothing is acked, the batch's
-//!   messages are requeued after a backoff; nothing acked was applied twice;
+//! - store (or other host) unavailable — a transient error: nothing is
+//!   acked, the batch's messages are requeued after a backoff. A batch's
+//!   writes are applied all or nothing (`MULTI`/`EXEC` on Redis, checked
+//!   before writing in the embedded store), so a connection lost half-way
+//!   leaves nothing applied; a batch whose `EXEC` succeeded but whose reply
+//!   was lost is applied again when redelivered (at-least-once);
+//! - a store error that retrying cannot fix (a key of the wrong type, a
+//!   command refused): the batch's messages are dead-lettered, counted as
+//!   `mdp_dead_lettered_total`, with the reason logged. Redis does not roll
+//!   back the other commands of a transaction in which one command failed;
+//! - a message that comes back redelivered more than `max_redeliveries`
+//!   times without this process having requeued it itself (a consumer that
+//!   died holding it, or another replica giving it back) is dead-lettered
+//!   instead of being analyzed again. The count lives in this process: one
+//!   that dies on a message starts counting afresh (a broker-side delivery
+//!   limit, such as a RabbitMQ quorum queue's, covers that case);
 //! - a message that is not JSON or not events: rejected (dead-lettered),
 //!   counted as a decoding error;
 //! - shutdown: stop consuming, finish the batches in flight, apply, ack, return.
@@ -37,6 +51,7 @@ use crate::event::split_body;
 use crate::plugin::{Capabilities, LiveError, LiveWorker, convert, effects};
 use crate::queue::{Acker, Consumer, Delivery, Queue};
 use crate::store::{Store, Write};
+use crate::telemetry::Health;
 
 /// Settings of one processor.
 #[derive(Debug, Clone)]
@@ -53,8 +68,11 @@ pub struct ProcessorConfig {
     pub dead_letter: Option<String>,
     /// Largest message body accepted, bytes.
     pub max_body_bytes: usize,
-    /// Apply each batch's writes atomically (`MULTI`/`EXEC`).
+    /// Apply each batch's writes atomically (`MULTI`/`EXEC`; on by default).
     pub atomic: bool,
+    /// Redeliveries of one message (not requeued by this process) before it
+    /// is dead-lettered; 0 for no limit.
+    pub max_redeliveries: u32,
 }
 
 impl Default for ProcessorConfig {
@@ -66,7 +84,8 @@ impl Default for ProcessorConfig {
             linger: Duration::from_millis(5),
             dead_letter: None,
             max_body_bytes: 1 << 20,
-            atomic: false,
+            atomic: true,
+            max_redeliveries: 10,
         }
     }
 }
@@ -88,6 +107,9 @@ pub struct ProcessorStats {
     pub acked: u64,
     /// Effects refused by the capability check.
     pub denied: u64,
+    /// Messages dead-lettered whole: a permanent store error, or too many
+    /// redeliveries.
+    pub dead_lettered: u64,
 }
 
 /// A processor: one consumer, one plugin worker.
@@ -100,6 +122,57 @@ pub struct Processor {
     counters: Arc<Counters>,
     /// Symbols whose reference data was already warmed.
     warmed: HashSet<String>,
+    /// Redelivery counts per message.
+    redeliveries: Arc<Mutex<Redeliveries>>,
+    /// Where the processor reports its dependencies and status.
+    health: Health,
+}
+
+/// Messages remembered by the redelivery count before it starts over.
+const REDELIVERIES_MAX: usize = 100_000;
+
+/// How often each message came back redelivered without this process having
+/// requeued it, keyed by a hash of its body.
+#[derive(Default)]
+struct Redeliveries {
+    /// Redelivered sightings per message.
+    seen: std::collections::HashMap<u64, u32>,
+    /// Messages this process requeued itself (their redelivery is expected).
+    requeued: HashSet<u64>,
+}
+
+impl Redeliveries {
+    fn key(body: &[u8]) -> u64 {
+        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+        BuildHasherDefault::<DefaultHasher>::default().hash_one(body)
+    }
+
+    /// Count a delivery; true when it came back more than `cap` times.
+    fn over_cap(&mut self, delivery: &Delivery, cap: u32) -> bool {
+        if !delivery.redelivered || cap == 0 {
+            return false;
+        }
+        let key = Self::key(&delivery.body);
+        if self.requeued.remove(&key) {
+            return false;
+        }
+        if self.seen.len() > REDELIVERIES_MAX {
+            self.seen.clear();
+        }
+        let n = self.seen.entry(key).or_insert(0);
+        *n += 1;
+        *n > cap
+    }
+
+    /// Remember that this process put `deliveries` back on the queue.
+    fn requeued(&mut self, deliveries: &[Delivery]) {
+        if self.requeued.len() > REDELIVERIES_MAX {
+            self.requeued.clear();
+        }
+        for d in deliveries {
+            self.requeued.insert(Self::key(&d.body));
+        }
+    }
 }
 
 /// Reference fetches in flight at once when warming a batch's symbols.
@@ -168,6 +241,8 @@ struct Settler {
     store: Arc<dyn Store>,
     acker: Arc<dyn Acker>,
     counters: Arc<Counters>,
+    redeliveries: Arc<Mutex<Redeliveries>>,
+    health: Health,
 }
 
 /// A settling task: whether its batch was applied.
@@ -195,7 +270,39 @@ impl Processor {
             capabilities,
             counters,
             warmed: HashSet::new(),
+            redeliveries: Arc::default(),
+            health: Health::default(),
         }
+    }
+
+    /// Report dependencies (`queue:<name>`, `store`, `plugin:<name>`) and
+    /// this worker's status (`process <queue>`) to `health`.
+    pub fn with_health(mut self, health: Health) -> Self {
+        self.health = health;
+        self
+    }
+
+    /// Publish this worker's status: queue, plugin generation, counts and
+    /// when its last batch was analyzed.
+    fn report(&self, last_batch: Option<chrono::DateTime<chrono::Utc>>) {
+        let plugin = self.worker.plugin();
+        let stats = self.stats();
+        self.health.worker(
+            &format!("process {}", self.config.queue),
+            serde_json::json!({
+                "queue": self.config.queue,
+                "plugin": &*plugin.name,
+                "version": plugin.info.version,
+                "generation": plugin.hash.get(..12).unwrap_or(&plugin.hash),
+                "last_batch": last_batch.map(|t| t.to_rfc3339()),
+                "processed": stats.processed,
+                "acked": stats.acked,
+                "errors": stats.error,
+                "dead_lettered": stats.dead_lettered,
+                "processing_errors": stats.processing_error,
+                "decoding_errors": stats.decoding_error,
+            }),
+        );
     }
 
     /// Counters so far.
@@ -209,6 +316,10 @@ impl Processor {
         mut shutdown: watch::Receiver<bool>,
     ) -> anyhow::Result<ProcessorStats> {
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+        let queue_check = format!("queue:{}", self.config.queue);
+        let plugin_check = format!("plugin:{}", self.worker.plugin().name);
+        self.health.check(&plugin_check, true, "loaded");
+        self.report(None);
         loop {
             let mut consumer = loop {
                 match self
@@ -218,6 +329,7 @@ impl Processor {
                 {
                     Ok(c) => break c,
                     Err(e) => {
+                        self.health.check(&queue_check, false, e.to_string());
                         self.counters.add("mdp_error_total", 1, |s| &mut s.error);
                         let delay = backoff.next_delay();
                         tracing::warn!(queue = %self.config.queue, error = %e, ?delay, "cannot consume; retrying");
@@ -228,6 +340,7 @@ impl Processor {
                     }
                 }
             };
+            self.health.check(&queue_check, true, "consuming");
             let acker = consumer.acker();
             let settler = Settler {
                 queue_name: self.config.queue.clone(),
@@ -237,6 +350,8 @@ impl Processor {
                 store: self.store.clone(),
                 acker: acker.clone(),
                 counters: self.counters.clone(),
+                redeliveries: self.redeliveries.clone(),
+                health: self.health.clone(),
             };
             let mut pipeline = Pipeline::default();
             tracing::info!(queue = %self.config.queue, plugin = %self.worker.plugin().name, "processor consuming");
@@ -256,10 +371,12 @@ impl Processor {
                     Some(Ok(d)) => d,
                     Some(Err(e)) => {
                         tracing::warn!(queue = %self.config.queue, error = %e, "consumer error; reconnecting");
+                        self.health.check(&queue_check, false, e.to_string());
                         break;
                     }
                     None => {
                         tracing::warn!(queue = %self.config.queue, "consumer ended; reconnecting");
+                        self.health.check(&queue_check, false, "consumer ended");
                         break;
                     }
                 };
@@ -279,6 +396,7 @@ impl Processor {
                 }
                 if let Err(LiveError::Removed(name)) = self.refresh().await {
                     tracing::info!(queue = %self.config.queue, plugin = %name, "plugin removed; processor stopping");
+                    self.health.check(&plugin_check, false, "plugin removed");
                     settler.requeue(&pending, "plugin removed").await;
                     pipeline.drain().await;
                     return Ok(self.stats());
@@ -287,8 +405,11 @@ impl Processor {
                     Ok(analyzed) => {
                         pipeline.push(settler.clone(), analyzed);
                         backoff.reset();
+                        self.health.check(&plugin_check, true, "analyzing");
+                        self.report(Some(chrono::Utc::now()));
                     }
                     Err((pending, error)) => {
+                        self.health.check(&plugin_check, false, error.to_string());
                         settler.requeue(&pending, &error.to_string()).await;
                         pipeline.drain().await;
                         let delay = match error {
@@ -328,8 +449,23 @@ impl Processor {
         pending
     }
 
-    /// Decode one delivery into the batch, or reject it as undecodable.
+    /// Decode one delivery into the batch, or reject it as undecodable (or
+    /// dead-letter it when it came back too often).
     async fn add(&mut self, pending: &mut Pending, delivery: Delivery, acker: &Arc<dyn Acker>) {
+        let over_cap = self
+            .redeliveries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .over_cap(&delivery, self.config.max_redeliveries);
+        if over_cap {
+            self.counters
+                .add("mdp_dead_lettered_total", 1, |s| &mut s.dead_lettered);
+            tracing::warn!(queue = %self.config.queue, limit = self.config.max_redeliveries, bytes = delivery.body.len(), "message redelivered too often; dead-lettered");
+            if let Err(e) = acker.reject(delivery.tag, false).await {
+                tracing::warn!(error = %e, "reject failed");
+            }
+            return;
+        }
         let parts = split_body(&delivery.body, self.config.max_body_bytes).and_then(|parts| {
             parts
                 .into_iter()
@@ -532,9 +668,16 @@ impl Settler {
             .instrument(applying)
             .await
         {
-            self.requeue(&pending, &e.to_string()).await;
-            return false;
+            if e.is_transient() {
+                self.health.check("store", false, e.to_string());
+                self.requeue(&pending, &e.to_string()).await;
+                return false;
+            }
+            // Retrying cannot fix it: dead-letter the batch and go on.
+            self.dead_letter_batch(&pending, &e.to_string()).await;
+            return true;
         }
+        self.health.check("store", true, "applied");
         let n = pending.batch.len() as u64;
         self.counters
             .add("mdp_processed_total", n, |s| &mut s.processed);
@@ -615,14 +758,64 @@ impl Settler {
         }
     }
 
+    /// Reject every message of a batch that can never be applied (to the
+    /// queue's dead-letter exchange, or dropped without one), counting them.
+    async fn dead_letter_batch(&self, pending: &Pending, reason: &str) {
+        let n = pending.deliveries.len() as u64;
+        self.counters
+            .add("mdp_dead_lettered_total", n, |s| &mut s.dead_lettered);
+        tracing::error!(queue = %self.queue_name, messages = n, %reason, "batch cannot be applied; dead-lettered");
+        for d in &pending.deliveries {
+            if let Err(e) = self.acker.reject(d.tag, false).await {
+                tracing::warn!(error = %e, "reject failed");
+            }
+        }
+    }
+
     /// Put a batch's messages back on the queue, counting an error.
     async fn requeue(&self, pending: &Pending, reason: &str) {
         self.counters.add("mdp_error_total", 1, |s| &mut s.error);
+        self.redeliveries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .requeued(&pending.deliveries);
         tracing::warn!(queue = %self.queue_name, messages = pending.deliveries.len(), %reason, "batch not applied; requeueing");
         for d in &pending.deliveries {
             if let Err(e) = self.acker.nack(d.tag, false, true).await {
                 tracing::warn!(error = %e, "requeue failed");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delivery(body: &'static str, redelivered: bool) -> Delivery {
+        Delivery {
+            body: Bytes::from_static(body.as_bytes()),
+            tag: 1,
+            redelivered,
+        }
+    }
+
+    #[test]
+    fn redeliveries_past_the_cap_are_caught_but_own_requeues_are_not_counted() {
+        let mut r = Redeliveries::default();
+        // First deliveries never count.
+        assert!(!r.over_cap(&delivery("a", false), 2));
+        // Given back by someone else: counted, over the cap on the third.
+        assert!(!r.over_cap(&delivery("a", true), 2));
+        assert!(!r.over_cap(&delivery("a", true), 2));
+        assert!(r.over_cap(&delivery("a", true), 2));
+        // What this process requeued itself comes back without counting.
+        r.requeued(&[delivery("b", false)]);
+        for _ in 0..5 {
+            assert!(!r.over_cap(&delivery("b", true), 2));
+            r.requeued(&[delivery("b", true)]);
+        }
+        // No limit when the cap is 0.
+        assert!(!r.over_cap(&delivery("a", true), 0));
     }
 }

@@ -58,7 +58,11 @@ pub struct Scanner {
     worker: LiveWorker,
     capabilities: Capabilities,
     stats: ScannerStats,
+    health: crate::telemetry::Health,
 }
+
+/// How often the scanner reports whether its subscription's connection is up.
+const HEALTH_EVERY: Duration = Duration::from_secs(1);
 
 impl Scanner {
     /// A scanner of `config.topics` through `worker`, writing to `store`.
@@ -70,6 +74,20 @@ impl Scanner {
             worker,
             capabilities,
             stats: ScannerStats::default(),
+            health: crate::telemetry::Health::default(),
+        }
+    }
+
+    /// Report the store's pub/sub connection (`store pub/sub`) to `health`.
+    pub fn with_health(mut self, health: crate::telemetry::Health) -> Self {
+        self.health = health;
+        self
+    }
+
+    fn report_store(&self) {
+        match self.store.pubsub_status() {
+            Ok(()) => self.health.check("store pub/sub", true, "subscribed"),
+            Err(why) => self.health.check("store pub/sub", false, why),
         }
     }
 
@@ -94,6 +112,7 @@ impl Scanner {
             let mut sub = match self.store.subscribe(&self.config.topics).await {
                 Ok(s) => s,
                 Err(e) => {
+                    self.health.check("store pub/sub", false, e.to_string());
                     self.stats.errors += 1;
                     self.count("mdp_error_total", 1);
                     let delay = backoff.next_delay();
@@ -109,9 +128,14 @@ impl Scanner {
             }
             first_time = false;
             tracing::info!(topics = ?self.config.topics, plugin = %self.worker.plugin().name, "scanner subscribed");
+            let mut report = tokio::time::interval(HEALTH_EVERY);
             loop {
                 let first = tokio::select! {
                     m = sub.messages.recv() => m,
+                    _ = report.tick() => {
+                        self.report_store();
+                        continue;
+                    }
                     _ = shutdown.changed() => return Ok(self.stats.clone()),
                 };
                 let Some(first) = first else {

@@ -36,6 +36,17 @@ pub enum StoreError {
     Other(String),
 }
 
+impl StoreError {
+    /// Whether retrying later can succeed: the server was unreachable, the
+    /// connection broke or timed out, or the server said "not now" (loading,
+    /// busy, read-only replica, out of memory). Everything else — a key of
+    /// the wrong type, a command the server refuses — fails again however
+    /// often it is retried.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}
+
 /// Result of a store operation.
 pub type StoreResult<T> = Result<T, StoreError>;
 
@@ -160,13 +171,28 @@ pub trait Store: Send + Sync + 'static {
     /// Subscribe to channels and patterns. Implementations share one pub/sub
     /// connection per process and resubscribe after reconnecting.
     async fn subscribe(&self, topics: &[Topic]) -> StoreResult<Subscription>;
+    /// Whether the pub/sub connection is up; `Err` says why not. A store
+    /// without a connection (the embedded one) is always up.
+    fn pubsub_status(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// Open a store by URL: `memory://` (or `embedded`) for the embedded store,
 /// optionally with a memory budget (`memory://?max_memory_mib=N`, `0` for
 /// none; default [`EMBEDDED_MAX_MEMORY_MIB`]); `redis://` for Redis (the
 /// database index may be given as the path).
+///
+/// An empty URL is refused with a message naming `WDC_REDIS_URL`: a role
+/// never falls back to an in-process store nobody else can reach.
 pub async fn open(url: &str) -> StoreResult<Arc<dyn Store>> {
+    if url.trim().is_empty() {
+        return Err(StoreError::Other(
+            "no store URL: set WDC_REDIS_URL (or --store-url) to redis://host:port/db; \
+             memory:// (an in-process store) is used only when given explicitly"
+                .into(),
+        ));
+    }
     if url == "embedded" || url.starts_with("memory://") {
         let mib = embedded_budget_mib(url)?;
         return Ok(Arc::new(if mib == 0 {

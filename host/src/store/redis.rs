@@ -24,6 +24,18 @@ pub struct RedisStore {
     conn: ConnectionManager,
     url: String,
     hub: mpsc::UnboundedSender<Control>,
+    /// Why the pub/sub connection is down, or `None` while it is up.
+    pubsub_down: PubSubDown,
+}
+
+/// Shared between the store and its pub/sub task: why the connection is
+/// down, or `None` while it is up.
+type PubSubDown = Arc<std::sync::Mutex<Option<String>>>;
+
+fn set_down(down: &PubSubDown, why: Option<String>) {
+    metrics::gauge!("mdp_store_pubsub_connected", "backend" => "redis")
+        .set(f64::from(u8::from(why.is_none())));
+    *down.lock().unwrap_or_else(|e| e.into_inner()) = why;
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -49,7 +61,22 @@ fn map_err(url: &str, e: redis::RedisError) -> StoreError {
             detail: e.to_string(),
         };
     }
-    if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout() {
+    // Server answers that mean "not now": retrying later can succeed.
+    const BUSY: [&str; 7] = [
+        "LOADING",
+        "BUSY",
+        "TRYAGAIN",
+        "READONLY",
+        "MASTERDOWN",
+        "CLUSTERDOWN",
+        "OOM",
+    ];
+    if e.is_io_error()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.is_timeout()
+        || e.code().is_some_and(|c| BUSY.contains(&c))
+    {
         return StoreError::Unavailable(format!("{url}: {e}"));
     }
     StoreError::Other(format!("{url}: {e}"))
@@ -93,11 +120,13 @@ impl RedisStore {
             }
         };
         let (hub, control) = mpsc::unbounded_channel();
-        tokio::spawn(run_hub(client, shown.clone(), control));
+        let pubsub_down: PubSubDown = Arc::new(std::sync::Mutex::new(Some("connecting".into())));
+        tokio::spawn(run_hub(client, shown.clone(), control, pubsub_down.clone()));
         Ok(RedisStore {
             conn,
             url: shown,
             hub,
+            pubsub_down,
         })
     }
 
@@ -326,6 +355,13 @@ impl Store for RedisStore {
         })??;
         Ok(Subscription { messages: rx })
     }
+
+    fn pubsub_status(&self) -> Result<(), String> {
+        match &*self.pubsub_down.lock().unwrap_or_else(|e| e.into_inner()) {
+            None => Ok(()),
+            Some(why) => Err(format!("{}: pub/sub {why}", self.url)),
+        }
+    }
 }
 
 type Subscribers = HashMap<Topic, Vec<mpsc::Sender<Message>>>;
@@ -347,46 +383,69 @@ async fn unsubscribe_topic(sink: &mut redis::aio::PubSubSink, topic: &Topic) {
     };
 }
 
-/// Owns the process's pub/sub connection: (re)connects, (re)subscribes, routes.
+/// How often the pub/sub connection is checked with a `PING`.
+const PUBSUB_PING_EVERY: Duration = Duration::from_secs(5);
+/// A `PING`, a connect or a (re)subscribe that takes longer than this means
+/// the connection is dead (e.g. the server is stopped or the link half-open).
+const PUBSUB_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often channels whose last subscriber left are unsubscribed.
+const PUBSUB_SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// Owns the process's pub/sub connection: (re)connects and (re)subscribes
+/// with a timeout and backoff, pings it so a dead connection is noticed
+/// even when no message arrives, unsubscribes topics nobody listens to any
+/// more, and routes messages.
 async fn run_hub(
     client: redis::Client,
     url: String,
     mut control: mpsc::UnboundedReceiver<Control>,
+    down: PubSubDown,
 ) {
     let mut subscribers: Subscribers = HashMap::new();
     let mut delay = Duration::from_millis(100);
     loop {
-        let (mut sink, mut stream) = match client.get_async_pubsub().await {
-            Ok(p) => p.split(),
-            Err(e) => {
-                tracing::warn!(%url, error = %e, ?delay, "pub/sub connection failed; retrying");
-                // Answer subscribers while disconnected so they can retry.
-                let sleep = tokio::time::sleep(delay);
-                tokio::pin!(sleep);
-                loop {
-                    tokio::select! {
-                        _ = &mut sleep => break,
-                        c = control.recv() => match c {
-                            Some(Control::Subscribe { done, .. }) => {
-                                let _ = done.send(Err(StoreError::Unavailable(format!("{url}: pub/sub reconnecting"))));
-                            }
-                            None => return,
-                        },
-                    }
+        let connected = tokio::time::timeout(PUBSUB_TIMEOUT, client.get_async_pubsub()).await;
+        let (mut sink, mut stream) = match connected {
+            Ok(Ok(p)) => p.split(),
+            failed => {
+                let error = match failed {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => format!("no answer within {PUBSUB_TIMEOUT:?}"),
+                };
+                tracing::warn!(%url, %error, ?delay, "pub/sub connection failed; retrying");
+                set_down(&down, Some(format!("connection failed: {error}")));
+                if !refuse_while_disconnected(&mut control, &url, delay).await {
+                    return;
                 }
                 delay = (delay * 2).min(Duration::from_secs(5));
                 continue;
             }
         };
+        subscribers.retain(|_, senders| {
+            senders.retain(|tx| !tx.is_closed());
+            !senders.is_empty()
+        });
         let mut ok = true;
         for topic in subscribers.keys() {
-            if let Err(e) = subscribe_topic(&mut sink, topic).await {
-                tracing::warn!(%url, error = %e, "resubscribe failed");
-                ok = false;
-                break;
+            match tokio::time::timeout(PUBSUB_TIMEOUT, subscribe_topic(&mut sink, topic)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(%url, error = %e, "resubscribe failed");
+                    ok = false;
+                    break;
+                }
+                Err(_) => {
+                    tracing::warn!(%url, "resubscribe timed out");
+                    ok = false;
+                    break;
+                }
             }
         }
         if !ok {
+            if !refuse_while_disconnected(&mut control, &url, delay).await {
+                return;
+            }
+            delay = (delay * 2).min(Duration::from_secs(5));
             continue;
         }
         if !subscribers.is_empty() {
@@ -394,7 +453,12 @@ async fn run_hub(
             metrics::counter!("mdp_store_pubsub_resubscribes_total", "backend" => "redis")
                 .increment(1);
         }
+        set_down(&down, None);
         delay = Duration::from_millis(100);
+        let mut ping = tokio::time::interval(PUBSUB_PING_EVERY);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut sweep = tokio::time::interval(PUBSUB_SWEEP_EVERY);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 msg = stream.next() => {
@@ -402,29 +466,26 @@ async fn run_hub(
                         tracing::warn!(%url, "pub/sub connection lost; reconnecting");
                         break;
                     };
-                    let channel = msg.get_channel_name().to_string();
-                    let topic = if msg.from_pattern() {
-                        match msg.get_pattern::<String>() {
-                            Ok(p) => Topic::Pattern(p),
-                            Err(_) => continue,
-                        }
-                    } else {
-                        Topic::Channel(channel.clone())
-                    };
-                    let payload: Arc<str> = Arc::from(String::from_utf8_lossy(msg.get_payload_bytes()).as_ref());
-                    let mut empty = false;
-                    if let Some(senders) = subscribers.get_mut(&topic) {
-                        senders.retain(|tx| !tx.is_closed());
-                        for tx in senders.iter() {
-                            let message = Message { channel: channel.clone(), topic: topic.clone(), payload: payload.clone() };
-                            if tx.try_send(message).is_err() {
-                                metrics::counter!("mdp_store_pubsub_dropped_total", "backend" => "redis").increment(1);
-                            }
-                        }
-                        empty = senders.is_empty();
+                    route(&mut subscribers, &msg);
+                }
+                _ = ping.tick() => {
+                    let answer = tokio::time::timeout(PUBSUB_TIMEOUT, sink.ping::<redis::Value>()).await;
+                    if !matches!(answer, Ok(Ok(_))) {
+                        tracing::warn!(%url, timeout = ?PUBSUB_TIMEOUT, "pub/sub connection does not answer PING; reconnecting");
+                        metrics::counter!("mdp_store_pubsub_ping_failures_total", "backend" => "redis").increment(1);
+                        break;
                     }
-                    if empty {
-                        subscribers.remove(&topic);
+                }
+                _ = sweep.tick() => {
+                    let mut gone = Vec::new();
+                    subscribers.retain(|topic, senders| {
+                        senders.retain(|tx| !tx.is_closed());
+                        if senders.is_empty() {
+                            gone.push(topic.clone());
+                        }
+                        !senders.is_empty()
+                    });
+                    for topic in gone {
                         unsubscribe_topic(&mut sink, &topic).await;
                     }
                 }
@@ -434,14 +495,74 @@ async fn run_hub(
                     for topic in topics {
                         let senders = subscribers.entry(topic.clone()).or_default();
                         senders.retain(|t| !t.is_closed());
-                        if senders.is_empty() && let Err(e) = subscribe_topic(&mut sink, &topic).await {
-                            result = Err(map_err(&url, e));
+                        if senders.is_empty() {
+                            match tokio::time::timeout(PUBSUB_TIMEOUT, subscribe_topic(&mut sink, &topic)).await {
+                                Ok(Ok(())) => {}
+                                Ok(Err(e)) => result = Err(map_err(&url, e)),
+                                Err(_) => result = Err(StoreError::Unavailable(format!("{url}: subscribe timed out"))),
+                            }
                         }
                         senders.push(tx.clone());
                     }
+                    let failed = result.is_err();
                     let _ = done.send(result);
+                    if failed {
+                        // The subscriber was told; reconnect and resubscribe everyone.
+                        break;
+                    }
                 }
             }
+        }
+        set_down(&down, Some("reconnecting".into()));
+    }
+}
+
+/// Route one pub/sub message to the subscribers of its topic.
+fn route(subscribers: &mut Subscribers, msg: &redis::Msg) {
+    let channel = msg.get_channel_name().to_string();
+    let topic = if msg.from_pattern() {
+        match msg.get_pattern::<String>() {
+            Ok(p) => Topic::Pattern(p),
+            Err(_) => return,
+        }
+    } else {
+        Topic::Channel(channel.clone())
+    };
+    let payload: Arc<str> = Arc::from(String::from_utf8_lossy(msg.get_payload_bytes()).as_ref());
+    if let Some(senders) = subscribers.get_mut(&topic) {
+        senders.retain(|tx| !tx.is_closed());
+        for tx in senders.iter() {
+            let message = Message {
+                channel: channel.clone(),
+                topic: topic.clone(),
+                payload: payload.clone(),
+            };
+            if tx.try_send(message).is_err() {
+                metrics::counter!("mdp_store_pubsub_dropped_total", "backend" => "redis")
+                    .increment(1);
+            }
+        }
+    }
+}
+
+/// Wait `delay` before reconnecting, answering new subscribers with an
+/// error meanwhile so they can retry; false when the store was dropped.
+async fn refuse_while_disconnected(
+    control: &mut mpsc::UnboundedReceiver<Control>,
+    url: &str,
+    delay: Duration,
+) -> bool {
+    let sleep = tokio::time::sleep(delay);
+    tokio::pin!(sleep);
+    loop {
+        tokio::select! {
+            _ = &mut sleep => return true,
+            c = control.recv() => match c {
+                Some(Control::Subscribe { done, .. }) => {
+                    let _ = done.send(Err(StoreError::Unavailable(format!("{url}: pub/sub reconnecting"))));
+                }
+                None => return false,
+            },
         }
     }
 }

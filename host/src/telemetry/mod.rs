@@ -20,38 +20,46 @@ pub fn metrics_handle() -> PrometheusHandle {
         .clone()
 }
 
-/// Serve `/health` (alive), `/ready` (200 once `ready` is true, else 503)
-/// and `/metrics` on `addr` for a role without a web server of its own.
-pub async fn serve_admin(
-    addr: &str,
-    role: &'static str,
-    ready: tokio::sync::watch::Receiver<bool>,
-) -> anyhow::Result<std::net::SocketAddr> {
+mod health;
+
+pub use health::Health;
+
+/// Serve `/health` (liveness: 503 once a role task has ended), `/ready`
+/// (200 once started and every dependency check passes, else 503 with a
+/// JSON body naming what is wrong), `/status` (each check and worker) and
+/// `/metrics` on `addr` for a role without a web server of its own.
+pub async fn serve_admin(addr: &str, health: Health) -> anyhow::Result<std::net::SocketAddr> {
     use axum::http::StatusCode;
     use axum::routing::get;
     let handle = metrics_handle();
-    let app =
-        axum::Router::new()
-            .route(
-                "/health",
-                get(move || async move {
-                    axum::Json(serde_json::json!({"role": role, "status": "OK"}))
-                }),
-            )
-            .route(
-                "/ready",
-                get(move || {
-                    let ready = *ready.borrow();
-                    async move {
-                        if ready {
-                            (StatusCode::OK, "ready")
-                        } else {
-                            (StatusCode::SERVICE_UNAVAILABLE, "starting")
-                        }
-                    }
-                }),
-            )
-            .route("/metrics", get(move || async move { handle.render() }));
+    let code = |ok: bool| match ok {
+        true => StatusCode::OK,
+        false => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    let (live, ready, status) = (health.clone(), health.clone(), health);
+    let app = axum::Router::new()
+        .route(
+            "/health",
+            get(move || {
+                let (ok, body) = live.liveness();
+                async move { (code(ok), axum::Json(body)) }
+            }),
+        )
+        .route(
+            "/ready",
+            get(move || {
+                let (ok, body) = ready.readiness();
+                async move { (code(ok), axum::Json(body)) }
+            }),
+        )
+        .route(
+            "/status",
+            get(move || {
+                let body = status.status();
+                async move { axum::Json(body) }
+            }),
+        )
+        .route("/metrics", get(move || async move { handle.render() }));
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {addr} for health and metrics: {e}"))?;

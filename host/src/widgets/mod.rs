@@ -37,8 +37,8 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "MDP_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: String,
-    /// Widget store (WDC): `redis://…` or `memory://`.
-    #[arg(long, env = "WDC_REDIS_URL", default_value = "memory://")]
+    /// Widget store (WDC): `redis://…`, or `memory://` when given explicitly; required.
+    #[arg(long, env = "WDC_REDIS_URL", default_value_t = String::new(), hide_default_value = true)]
     pub store_url: String,
     /// Require the first frame to be `auth` with the shared key.
     #[arg(long, env = "AUTH_ENABLED", default_value_t = false, action = clap::ArgAction::Set)]
