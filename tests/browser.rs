@@ -155,7 +155,13 @@ fn dashboard_authenticates_with_a_token_from_its_address() {
     );
     let port = support::free_port();
     let _serve = Up(Command::new(env!("CARGO_BIN_EXE_mdp"))
-        .args(["serve", "--store-url", "memory://", "--listen", &format!("127.0.0.1:{port}")])
+        .args([
+            "serve",
+            "--store-url",
+            "memory://",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
         .env("MDP_JWT_SECRET", "browser-secret")
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -161,21 +161,49 @@ fn roles_without_a_backend_url_refuse_to_start_naming_the_variable() {
     let dir = plugins.path().to_str().unwrap();
     for (args, env, variable) in [
         (
-            vec!["process", "--queue", "quotes", "--plugin", "p", "--plugin-dir", dir],
+            vec![
+                "process",
+                "--queue",
+                "quotes",
+                "--plugin",
+                "p",
+                "--plugin-dir",
+                dir,
+            ],
             vec![("WDC_REDIS_URL", "memory://")],
             "RABBITMQ_URL",
         ),
         (
-            vec!["process", "--queue", "quotes", "--plugin", "p", "--plugin-dir", dir],
+            vec![
+                "process",
+                "--queue",
+                "quotes",
+                "--plugin",
+                "p",
+                "--plugin-dir",
+                dir,
+            ],
             vec![("RABBITMQ_URL", "memory://")],
             "WDC_REDIS_URL",
         ),
         (
-            vec!["scan", "--subscribe", "quote:*", "--plugin", "p", "--plugin-dir", dir],
+            vec![
+                "scan",
+                "--subscribe",
+                "quote:*",
+                "--plugin",
+                "p",
+                "--plugin-dir",
+                dir,
+            ],
             vec![],
             "WDC_REDIS_URL",
         ),
-        (vec!["serve", "--listen", "127.0.0.1:0"], vec![], "WDC_REDIS_URL"),
+        (
+            vec!["serve", "--listen", "127.0.0.1:0"],
+            vec![],
+            "WDC_REDIS_URL",
+        ),
         (
             vec!["listen", "massive", "--feed-url", "ws://127.0.0.1:9"],
             vec![],

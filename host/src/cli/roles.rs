@@ -337,6 +337,7 @@ pub async fn supervise(
     health: &Health,
     shutdown: &watch::Receiver<bool>,
 ) -> anyhow::Result<ExitCode> {
+    let stop_flag = shutdown.clone();
     let mut shutdown = shutdown.clone();
     let (names, handles): (Vec<String>, Vec<_>) = tasks.into_iter().unzip();
     let mut running: futures_util::stream::FuturesUnordered<_> = handles
@@ -349,28 +350,35 @@ pub async fn supervise(
         let _ = shutdown.wait_for(|s| *s).await;
     };
     tokio::pin!(stop_asked);
-    loop {
-        tokio::select! {
-            _ = &mut stop_asked => break,
-            next = running.next() => {
-                let Some((name, outcome)) = next else { return Ok(ExitCode::SUCCESS) };
-                let how = match outcome {
-                    Ok(Ok(())) => "ended on its own".to_string(),
-                    Ok(Err(e)) => format!("failed: {e:#}"),
-                    Err(e) => format!("panicked: {e}"),
-                };
-                health.ended(&name, how.clone());
-                tracing::error!(task = %name, %how, "role task ended; exiting so the role is restarted");
-                return Ok(ExitCode::FAILURE);
-            }
-        }
+    let first = tokio::select! {
+        biased;
+        _ = &mut stop_asked => None,
+        Some(ended) = running.next() => Some(ended),
+        else => None,
+    };
+    // A task that ends because shutdown was asked is part of the drain.
+    let mut ended: Vec<_> = first.into_iter().collect();
+    if let Some((name, outcome)) = ended.first()
+        && !*stop_flag.borrow()
+    {
+        let how = match outcome {
+            Ok(Ok(())) => "ended on its own".to_string(),
+            Ok(Err(e)) => format!("failed: {e:#}"),
+            Err(e) => format!("panicked: {e}"),
+        };
+        health.ended(name, how.clone());
+        tracing::error!(task = %name, %how, "role task ended; exiting so the role is restarted");
+        return Ok(ExitCode::FAILURE);
     }
     health.stopping();
+    while let Some(next) = running.next().await {
+        ended.push(next);
+    }
     let mut result = Ok(ExitCode::SUCCESS);
-    while let Some((name, outcome)) = running.next().await {
+    for (name, outcome) in ended {
         match outcome {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => result = Err(e.context(format!("{name}"))),
+            Ok(Err(e)) => result = Err(e.context(name)),
             Err(e) => result = Err(anyhow::anyhow!("{name} panicked: {e}")),
         }
     }
@@ -430,7 +438,15 @@ pub async fn scan(args: ScanArgs) -> anyhow::Result<ExitCode> {
         linger: Duration::from_millis(args.linger_ms),
         ..ScannerConfig::default()
     };
-    let task = spawn_scanner(&host, &args.topics, &args.plugin, config, &shutdown, &health).await?;
+    let task = spawn_scanner(
+        &host,
+        &args.topics,
+        &args.plugin,
+        config,
+        &shutdown,
+        &health,
+    )
+    .await?;
     health.started();
     supervise(vec![task], &health, &shutdown).await
 }

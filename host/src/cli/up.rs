@@ -10,9 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use super::roles::{
-    AnalyzerHostArgs, shutdown_signal, spawn_processors, spawn_scanner, supervise,
-};
+use super::roles::{AnalyzerHostArgs, shutdown_signal, spawn_processors, spawn_scanner, supervise};
 use crate::feed::massive::{MassiveArgs, MassiveListener};
 use crate::role::processor::ProcessorConfig;
 use crate::role::scanner::ScannerConfig;

@@ -160,7 +160,7 @@ impl Worker {
         let mut out = BatchOutput::default();
         for (n, part) in batch.chunks(max).enumerate() {
             let mut part_out = self.run_call(part, isolate).await?;
-            shift(&mut part_out.effects, (n * max) as u32);
+            self.shift(&mut part_out.effects, n * max, part.len());
             out.effects.append(&mut part_out.effects);
             out.faults.append(&mut part_out.faults);
             if !isolate && !out.faults.is_empty() {
@@ -172,7 +172,11 @@ impl Worker {
         Ok(out)
     }
 
-    async fn run_call(&mut self, batch: &[Event], isolate: bool) -> Result<BatchOutput, BatchError> {
+    async fn run_call(
+        &mut self,
+        batch: &[Event],
+        isolate: bool,
+    ) -> Result<BatchOutput, BatchError> {
         let span = tracing::info_span!(
             "analyze",
             plugin = %self.plugin.name,
@@ -232,6 +236,19 @@ impl Worker {
         Ok(out)
     }
 
+    /// Shift the input indexes of a sub-batch's effects (`len` events that
+    /// start at `start` in the whole batch); effects naming an index outside
+    /// the sub-batch are refused, logged and counted.
+    fn shift(&self, effects: &mut Vec<Effect>, start: usize, len: usize) {
+        // Batches are far smaller than u32::MAX events; saturate rather than wrap.
+        let to_u32 = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        let denied = shift(effects, to_u32(start), to_u32(len));
+        for why in &denied {
+            tracing::warn!(plugin = %self.plugin.name, %why, "effect refused");
+        }
+        self.count("mdp_plugin_bad_index_effects_total", denied.len() as u64);
+    }
+
     /// `batch[..]` (starting at `offset` in the whole batch) failed with
     /// `fault`: bisect it, keep the effects of parts that succeed, reject the
     /// single events that still fail.
@@ -257,11 +274,7 @@ impl Worker {
         for (part, start) in [(&batch[..mid], offset), (&batch[mid..], offset + mid)] {
             match self.call(part).await {
                 Ok(mut effects) => {
-                    let denied = shift(&mut effects, start as u32, part.len() as u32);
-                    for why in &denied {
-                        tracing::warn!(plugin = %self.plugin.name, %why, "effect refused");
-                    }
-                    self.count("mdp_plugin_bad_index_effects_total", denied.len() as u64);
+                    self.shift(&mut effects, start, part.len());
                     out.effects.extend(effects);
                 }
                 Err(f) => {

@@ -57,9 +57,12 @@ impl Health {
         if changed {
             match ok {
                 true => tracing::info!(role = state.role, check = name, "dependency healthy"),
-                false => tracing::warn!(role = state.role, check = name, %detail, "dependency unhealthy"),
+                false => {
+                    tracing::warn!(role = state.role, check = name, %detail, "dependency unhealthy")
+                }
             }
-            metrics::gauge!("mdp_dependency_up", "check" => name.to_string()).set(f64::from(u8::from(ok)));
+            metrics::gauge!("mdp_dependency_up", "check" => name.to_string())
+                .set(f64::from(u8::from(ok)));
         }
         state.checks.insert(name.to_string(), (ok, detail));
     }
@@ -83,7 +86,10 @@ impl Health {
         };
         let ok = dead.is_empty();
         let status = if ok { "OK" } else { "dead" };
-        (ok, json!({"role": state.role, "status": status, "ended": dead}))
+        (
+            ok,
+            json!({"role": state.role, "status": status, "ended": dead}),
+        )
     }
 
     /// Readiness: started, alive, and every check passing; the body names
