@@ -201,51 +201,18 @@ fn ttl_is_encoded_like_the_python_seed() {
 /// `Unavailable` while it is down, then publishing and consuming recover.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rabbitmq_restart_is_survived() {
-    let script = support::repo_root().join("scripts/servers/rabbitmq.sh");
-    let dir = tempfile::tempdir().unwrap();
-    let env_file = dir.path().join("env");
-    // Start a private broker through the same script the test command uses
-    // (`port` fixes the AMQP port, to come back on the same one).
-    let start = |port: Option<u16>| {
-        let cmd = format!(
-            "source '{}'; start_rabbitmq >&2 && echo \"$MDP_TEST_AMQP_URL $MDP_RABBIT_PID $RABBITMQ_NODE_PORT\" > '{}'",
-            script.display(),
-            env_file.display()
-        );
-        let mut command = std::process::Command::new("bash");
-        command.arg("-c").arg(cmd);
-        if let Some(p) = port {
-            command.env("MDP_RABBIT_PORT", p.to_string());
-        }
-        assert!(
-            command.status().unwrap().success(),
-            "private rabbitmq-server started"
-        );
-        let text = std::fs::read_to_string(&env_file).unwrap();
-        let mut parts = text.split_whitespace();
-        let url = parts.next().unwrap().to_string();
-        let pid = parts.next().unwrap().parse::<i32>().unwrap();
-        let port = parts.next().unwrap().parse::<u16>().unwrap();
-        (url, pid, port)
-    };
-    let (url, pid, port) = start(None);
-    let q = mdp::queue::open(&url).await.unwrap();
+    // A private broker through the same script the test command uses.
+    let mut rabbit = support::PrivateRabbit::start();
+    let q = mdp::queue::open(&rabbit.url).await.unwrap();
     q.declare(&spec("restart")).await.unwrap();
     q.publish("restart", &bodies(0..10)).await.unwrap();
     // Kill it hard, mid-traffic.
-    std::process::Command::new("pkill")
-        .args(["-9", "-P", &pid.to_string()])
-        .status()
-        .ok();
-    std::process::Command::new("kill")
-        .args(["-9", &pid.to_string()])
-        .status()
-        .ok();
+    rabbit.kill();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let down = q.publish("restart", &bodies(10..11)).await;
     assert!(matches!(down, Err(QueueError::Unavailable(_))), "{down:?}");
     // Same port again; the queue is re-declared by the client on reconnect.
-    let (_url2, pid2, _) = start(Some(port));
+    rabbit.restart();
     let mut recovered = false;
     for _ in 0..60 {
         if q.publish("restart", &bodies(100..101)).await.is_ok() {
@@ -258,14 +225,6 @@ async fn rabbitmq_restart_is_survived() {
     let mut c = q.consume("restart", 10).await.unwrap();
     let m = next(&mut c).await;
     assert_eq!(&m.body[..], b"{\"n\":100}");
-    std::process::Command::new("pkill")
-        .args(["-9", "-P", &pid2.to_string()])
-        .status()
-        .ok();
-    std::process::Command::new("kill")
-        .args(["-9", &pid2.to_string()])
-        .status()
-        .ok();
 }
 
 #[tokio::test]

@@ -118,6 +118,11 @@ impl PrivateRedis {
         format!("redis://127.0.0.1:{}/", self.port)
     }
 
+    /// Its process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(std::process::Child::id)
+    }
+
     /// Kill it hard (SIGKILL).
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -267,4 +272,94 @@ pub fn url_port(url: &str) -> u16 {
         .rsplit_once(':')
         .and_then(|(_, p)| p.parse().ok())
         .unwrap_or_else(|| panic!("no port in {url}"))
+}
+
+/// A private rabbitmq-server (started by the test command's own script) that
+/// a test may kill and restart on the same AMQP port.
+pub struct PrivateRabbit {
+    /// Its AMQP URL.
+    pub url: String,
+    /// The AMQP port (kept across restarts).
+    pub port: u16,
+    pid: Option<i32>,
+    env_file: tempfile::NamedTempFile,
+}
+
+impl PrivateRabbit {
+    /// Start one on a free port (blocks until it accepts connections).
+    pub fn start() -> PrivateRabbit {
+        let mut r = PrivateRabbit {
+            url: String::new(),
+            port: 0,
+            pid: None,
+            env_file: tempfile::NamedTempFile::new().expect("tempfile"),
+        };
+        r.launch(None);
+        r
+    }
+
+    fn launch(&mut self, port: Option<u16>) {
+        let script = repo_root().join("scripts/servers/rabbitmq.sh");
+        let cmd = format!(
+            "source '{}'; start_rabbitmq >&2 && echo \"$MDP_TEST_AMQP_URL $MDP_RABBIT_PID $RABBITMQ_NODE_PORT\" > '{}'",
+            script.display(),
+            self.env_file.path().display()
+        );
+        let mut command = std::process::Command::new("bash");
+        command.arg("-c").arg(cmd);
+        if let Some(p) = port {
+            command.env("MDP_RABBIT_PORT", p.to_string());
+        }
+        assert!(
+            command.status().unwrap().success(),
+            "private rabbitmq-server started"
+        );
+        let text = std::fs::read_to_string(self.env_file.path()).unwrap();
+        let mut parts = text.split_whitespace();
+        self.url = parts.next().unwrap().to_string();
+        self.pid = Some(parts.next().unwrap().parse().unwrap());
+        self.port = parts.next().unwrap().parse().unwrap();
+    }
+
+    /// Kill it hard (SIGKILL, with its Erlang children).
+    pub fn kill(&mut self) {
+        if let Some(pid) = self.pid.take() {
+            let pid = pid.to_string();
+            let _ = std::process::Command::new("pkill")
+                .args(["-9", "-P", &pid])
+                .status();
+            let _ = std::process::Command::new("kill")
+                .args(["-9", &pid])
+                .status();
+        }
+    }
+
+    /// Start it again on the same port (a fresh node: queues are re-declared by clients).
+    pub fn restart(&mut self) {
+        self.kill();
+        self.launch(Some(self.port));
+    }
+}
+
+impl Drop for PrivateRabbit {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The sum of every sample of `name` in a Prometheus text body whose labels
+/// contain all of `labels` (e.g. `queue="trades"`).
+pub fn metric_sum(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let rest = series.strip_prefix(name)?;
+            (rest.is_empty() || rest.starts_with('{')).then_some(())?;
+            labels
+                .iter()
+                .all(|want| rest.contains(want))
+                .then(|| value.parse::<f64>().ok())?
+        })
+        .sum()
 }

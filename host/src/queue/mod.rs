@@ -75,6 +75,11 @@ pub trait Acker: Send + Sync {
     async fn nack(&self, tag: u64, multiple: bool, requeue: bool) -> QueueResult<()>;
     /// Reject one message; without `requeue` it is dead-lettered (or dropped).
     async fn reject(&self, tag: u64, requeue: bool) -> QueueResult<()>;
+    /// Whether the consumer is attached to the broker right now (false while
+    /// it reconnects after the broker went away).
+    fn connected(&self) -> bool {
+        true
+    }
 }
 
 /// A consumer on one queue, with a prefetch window.

@@ -12,6 +12,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -277,6 +278,7 @@ impl Queue for RabbitQueue {
             stream: None,
             acker: Arc::new(RabbitAcker {
                 current: Mutex::new(None),
+                up: AtomicBool::new(false),
                 shown: self.shown.clone(),
             }),
             generation: 0,
@@ -320,6 +322,8 @@ struct RabbitHandle {
 
 struct RabbitAcker {
     current: Mutex<Option<(u64, Channel)>>,
+    /// A consuming channel is open (false while reconnecting).
+    up: AtomicBool,
     shown: String,
 }
 
@@ -359,6 +363,10 @@ impl Acker for RabbitAcker {
             .await
             .map_err(|e| QueueError::Unavailable(e.to_string()))
     }
+
+    fn connected(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
 }
 
 struct RabbitConsumer {
@@ -396,6 +404,7 @@ impl RabbitConsumer {
             })?;
         self.generation += 1;
         *self.acker.current.lock().await = Some((self.generation, channel));
+        self.acker.up.store(true, Ordering::Relaxed);
         self.stream = Some(stream);
         Ok(())
     }
@@ -423,6 +432,7 @@ impl Consumer for RabbitConsumer {
                     }
                 }
                 self.stream = None;
+                self.acker.up.store(false, Ordering::Relaxed);
                 *self.acker.current.lock().await = None;
             }
             match self.open().await {

@@ -342,6 +342,14 @@ impl Processor {
             };
             self.health.check(&queue_check, true, "consuming");
             let acker = consumer.acker();
+            // The consumer reconnects on its own while the broker is away;
+            // readiness follows its link (the task ends with this consumer).
+            let link = acker.clone();
+            let _link = self.health.watch(&queue_check, move || {
+                link.connected()
+                    .then_some("consuming")
+                    .ok_or("reconnecting to the broker")
+            });
             let settler = Settler {
                 queue_name: self.config.queue.clone(),
                 dead_letter: self.config.dead_letter.clone(),

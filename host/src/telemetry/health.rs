@@ -21,6 +21,16 @@ struct State {
     workers: BTreeMap<String, Value>,
 }
 
+/// Stops a [`Health::watch`] when dropped.
+#[derive(Debug)]
+pub struct WatchGuard(tokio::task::JoinHandle<()>);
+
+impl Drop for WatchGuard {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// A role's health, shared by its tasks and its admin endpoint (cheap to clone).
 #[derive(Debug, Clone, Default)]
 pub struct Health {
@@ -65,6 +75,26 @@ impl Health {
                 .set(f64::from(u8::from(ok)));
         }
         state.checks.insert(name.to_string(), (ok, detail));
+    }
+
+    /// Evaluate `probe` every 500 ms as check `name` (its `Ok`/`Err` text is
+    /// the detail) until the returned guard is dropped.
+    pub fn watch(
+        &self,
+        name: &str,
+        probe: impl Fn() -> Result<&'static str, &'static str> + Send + 'static,
+    ) -> WatchGuard {
+        let (health, name) = (self.clone(), name.to_string());
+        WatchGuard(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
+            loop {
+                tick.tick().await;
+                match probe() {
+                    Ok(detail) => health.check(&name, true, detail),
+                    Err(detail) => health.check(&name, false, detail),
+                }
+            }
+        }))
     }
 
     /// Record that task `name` ended (`how`: its error, a panic, or returned).
