@@ -196,6 +196,12 @@ pub fn status_routes<T: ListenerStatus>() -> Router<std::sync::Arc<T>> {
         )
 }
 
+/// The read-only routes of a listener (`/`, `/status`, `/ready`), for the
+/// health port apart from the control API.
+pub fn read_router<T: ListenerStatus>(listener: std::sync::Arc<T>) -> Router {
+    status_routes::<T>().with_state(listener)
+}
+
 /// `400 {"error": reason, "current": current}`.
 pub fn rejected(reason: impl std::fmt::Display, current: Value) -> Response {
     (

@@ -119,6 +119,11 @@ pub struct FinlightArgs {
     /// Admin API address (`/status`, `/filter`); none when unset.
     #[arg(long, env = "MDP_LISTENER_ADMIN")]
     pub admin_listen: Option<String>,
+    /// Health, readiness, status and metrics only (`/health`, `/ready`,
+    /// `/status`, `/metrics`), apart from the control API: the address for
+    /// probes and scrapers; none when unset.
+    #[arg(long, env = "MDP_HEALTH_LISTEN")]
+    pub health_listen: Option<String>,
     /// Who may change the filter through the admin API, and how often.
     #[command(flatten)]
     pub admin: super::admin::AdminAccess,
@@ -145,6 +150,7 @@ impl Default for FinlightArgs {
             max_backoff_ms: 10_000,
             queue_prefix: String::new(),
             admin_listen: None,
+            health_listen: None,
             admin: Default::default(),
         }
     }
@@ -806,10 +812,13 @@ pub async fn run(args: FinlightArgs) -> anyhow::Result<std::process::ExitCode> {
         anyhow::bail!("no Finlight API key: set FINLIGHT_API_KEY or pass --api-key");
     }
     let queue = crate::queue::open(&args.queue_url).await?;
-    let admin = args.admin_listen.clone();
+    let (admin, health) = (args.admin_listen.clone(), args.health_listen.clone());
     let listener = Arc::new(FinlightListener::new(args, queue));
     if let Some(addr) = admin {
         super::admin::serve(&addr, admin_router(listener.clone())).await?;
+    }
+    if let Some(addr) = health {
+        super::admin::serve(&addr, super::admin::read_router(listener.clone())).await?;
     }
     match listener.run(crate::cli::roles::shutdown_signal()).await? {
         Outcome::Shutdown => Ok(std::process::ExitCode::SUCCESS),

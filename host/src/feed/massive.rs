@@ -143,6 +143,11 @@ pub struct MassiveArgs {
     /// Admin API address (`/status`, `/feed`, `/market`, `/subscriptions`); none when unset.
     #[arg(long, env = "MDP_LISTENER_ADMIN")]
     pub admin_listen: Option<String>,
+    /// Health, readiness, status and metrics only (`/health`, `/ready`,
+    /// `/status`, `/metrics`), apart from the control API: the address for
+    /// probes and scrapers; none when unset.
+    #[arg(long, env = "MDP_HEALTH_LISTEN")]
+    pub health_listen: Option<String>,
     /// Who may change settings through the admin API, and how often.
     #[command(flatten)]
     pub admin: super::admin::AdminAccess,
@@ -172,6 +177,7 @@ impl Default for MassiveArgs {
             closed_poll_ms: 60_000,
             queue_prefix: String::new(),
             admin_listen: None,
+            health_listen: None,
             admin: Default::default(),
             feed_hosts: Vec::new(),
             record: None,
@@ -1027,10 +1033,13 @@ pub fn admin_router(listener: Arc<MassiveListener>) -> Router {
 /// Run `mdp listen massive` until ctrl-c.
 pub async fn run(args: MassiveArgs) -> anyhow::Result<std::process::ExitCode> {
     let queue = crate::queue::open(&args.queue_url).await?;
-    let admin = args.admin_listen.clone();
+    let (admin, health) = (args.admin_listen.clone(), args.health_listen.clone());
     let listener = Arc::new(MassiveListener::new(args, queue));
     if let Some(addr) = admin {
         super::admin::serve(&addr, admin_router(listener.clone())).await?;
+    }
+    if let Some(addr) = health {
+        super::admin::serve(&addr, super::admin::read_router(listener.clone())).await?;
     }
     listener.run(crate::cli::roles::shutdown_signal()).await?;
     Ok(std::process::ExitCode::SUCCESS)
