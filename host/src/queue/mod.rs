@@ -111,6 +111,6 @@ pub async fn open(url: &str) -> QueueResult<Arc<dyn Queue>> {
     }
     Err(QueueError::Other(format!(
         "unsupported queue URL `{}`: use memory:// or amqp://user:pass@host:port/vhost",
-        crate::store::redact(url)
+        crate::secret::redact_url(url)
     )))
 }

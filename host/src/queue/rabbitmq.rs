@@ -27,7 +27,7 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use tokio::sync::Mutex;
 
 use super::{Acker, Consumer, Delivery, Queue, QueueError, QueueResult, QueueSpec};
-use crate::store::redact;
+use crate::secret::redact_url as redact;
 
 /// Attempts to connect at start before giving up.
 const CONNECT_ATTEMPTS: u32 = 5;
