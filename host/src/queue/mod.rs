@@ -101,7 +101,7 @@ pub trait Queue: Send + Sync + 'static {
 }
 
 /// Open a broker by URL: `memory://` (or `embedded`) for the embedded broker,
-/// `amqp://` / `amqps://` for RabbitMQ.
+/// `amqp://` / `amqps://` (TLS, see [`crate::tls`]) for RabbitMQ.
 pub async fn open(url: &str) -> QueueResult<Arc<dyn Queue>> {
     if url == "embedded" || url.starts_with("memory://") {
         return Ok(Arc::new(EmbeddedQueue::new()));

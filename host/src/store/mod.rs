@@ -164,7 +164,7 @@ pub trait Store: Send + Sync + 'static {
 
 /// Open a store by URL: `memory://` (or `embedded`) for the embedded store,
 /// optionally with a memory budget (`memory://?max_memory_mib=N`, `0` for
-/// none; default [`EMBEDDED_MAX_MEMORY_MIB`]); `redis://` for Redis (the
+/// none; default [`EMBEDDED_MAX_MEMORY_MIB`]); `redis://` for Redis, `rediss://` over TLS (the
 /// database index may be given as the path).
 pub async fn open(url: &str) -> StoreResult<Arc<dyn Store>> {
     if url == "embedded" || url.starts_with("memory://") {
