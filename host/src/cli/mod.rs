@@ -23,6 +23,10 @@ pub struct Cli {
     /// Log format: `human` (default on a terminal) or `json`.
     #[arg(long, global = true, env = "MDP_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
+    /// A PEM CA file trusted for `amqps://` and `rediss://` brokers, besides
+    /// the system's roots (for Redis, instead of them).
+    #[arg(long, global = true, env = "MDP_TLS_CA_FILE")]
+    pub tls_ca_file: Option<std::path::PathBuf>,
     /// The subcommand.
     #[command(subcommand)]
     pub command: Command,
@@ -266,6 +270,7 @@ pub fn main() -> ExitCode {
         },
     };
     let _logging = init_logging(cli.log_format);
+    crate::tls::set_ca_file(cli.tls_ca_file.clone());
     if let Command::ShowConfig { args: tail } = &cli.command {
         return match show_config(&args, tail) {
             Ok(code) => code,

@@ -106,7 +106,7 @@ pub trait Queue: Send + Sync + 'static {
 }
 
 /// Open a broker by URL: `memory://` (or `embedded`) for the embedded broker,
-/// `amqp://` / `amqps://` for RabbitMQ.
+/// `amqp://` / `amqps://` (TLS, see [`crate::tls`]) for RabbitMQ.
 ///
 /// An empty URL is refused with a message naming `RABBITMQ_URL`: a role never
 /// falls back to an in-process queue nobody else can reach.
@@ -126,6 +126,6 @@ pub async fn open(url: &str) -> QueueResult<Arc<dyn Queue>> {
     }
     Err(QueueError::Other(format!(
         "unsupported queue URL `{}`: use memory:// or amqp://user:pass@host:port/vhost",
-        crate::store::redact(url)
+        crate::secret::redact_url(url)
     )))
 }

@@ -23,22 +23,24 @@ use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
     BasicRejectOptions, ConfirmSelectOptions, QueueDeclareOptions,
 };
+use lapin::tcp::OwnedTLSConfig;
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use tokio::sync::Mutex;
 
 use super::{Acker, Consumer, Delivery, Queue, QueueError, QueueResult, QueueSpec};
-use crate::store::redact;
+use crate::secret::redact_url as redact;
 
 /// Attempts to connect at start before giving up.
 const CONNECT_ATTEMPTS: u32 = 5;
+/// How long one connection attempt (TCP, TLS and AMQP handshakes) may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bits of a delivery tag used by the broker's own tag.
 const TAG_BITS: u32 = 40;
 
 /// A RabbitMQ broker connection.
 pub struct RabbitQueue {
-    url: String,
-    shown: String,
+    endpoint: RabbitHandle,
     state: Mutex<Option<Arc<Conn>>>,
     declared: std::sync::Mutex<HashMap<String, QueueSpec>>,
 }
@@ -83,11 +85,14 @@ fn arguments(spec: &QueueSpec) -> FieldTable {
 
 impl RabbitQueue {
     /// Connect to `url`, retrying with backoff a few times; errors name the
-    /// URL without its password.
+    /// URL without its password. An `amqps://` URL is TLS (see [`crate::tls`]).
     pub async fn connect(url: &str) -> QueueResult<RabbitQueue> {
         let queue = RabbitQueue {
-            url: url.to_string(),
-            shown: redact(url),
+            endpoint: RabbitHandle {
+                url: url.to_string(),
+                shown: redact(url),
+                tls: crate::tls::amqp_config().map_err(|e| QueueError::Other(e.to_string()))?,
+            },
             state: Mutex::new(None),
             declared: std::sync::Mutex::new(HashMap::new()),
         };
@@ -96,14 +101,14 @@ impl RabbitQueue {
             match queue.conn().await {
                 Ok(_) => return Ok(queue),
                 Err(e) if attempt < CONNECT_ATTEMPTS => {
-                    tracing::warn!(url = %queue.shown, error = %e, ?delay, "rabbitmq not reachable; retrying");
+                    tracing::warn!(url = %queue.endpoint.shown, error = %e, ?delay, "rabbitmq not reachable; retrying");
                     tokio::time::sleep(delay).await;
                     delay *= 2;
                 }
                 Err(e) => {
                     return Err(QueueError::Unavailable(format!(
                         "cannot connect to {} after {attempt} attempts: {e}",
-                        queue.shown
+                        queue.endpoint.shown
                     )));
                 }
             }
@@ -112,7 +117,7 @@ impl RabbitQueue {
     }
 
     fn unavailable(&self, e: impl std::fmt::Display) -> QueueError {
-        QueueError::Unavailable(format!("{}: {e}", self.shown))
+        self.endpoint.unavailable(e)
     }
 
     /// The live connection, reconnecting (and re-declaring queues) if it broke.
@@ -123,9 +128,7 @@ impl RabbitQueue {
         {
             return Ok(c.clone());
         }
-        let connection = Connection::connect(&self.url, ConnectionProperties::default())
-            .await
-            .map_err(|e| self.unavailable(e))?;
+        let connection = self.endpoint.open_connection().await?;
         let conn = Arc::new(Conn {
             connection,
             publishers: Mutex::new(HashMap::new()),
@@ -149,7 +152,7 @@ impl RabbitQueue {
                     .map_err(|e| self.unavailable(e))?;
             }
             let _ = channel.close(200, "declared".into()).await;
-            tracing::info!(url = %self.shown, queues = specs.len(), "rabbitmq reconnected; queues re-declared");
+            tracing::info!(url = %self.endpoint.shown, queues = specs.len(), "rabbitmq reconnected; queues re-declared");
         }
         *state = Some(conn.clone());
         Ok(conn)
@@ -269,17 +272,14 @@ impl Queue for RabbitQueue {
 
     async fn consume(&self, queue: &str, prefetch: u16) -> QueueResult<Box<dyn Consumer>> {
         let mut consumer = RabbitConsumer {
-            owner: RabbitHandle {
-                url: self.url.clone(),
-                shown: self.shown.clone(),
-            },
+            owner: self.endpoint.clone(),
             queue: queue.to_string(),
             prefetch,
             stream: None,
             acker: Arc::new(RabbitAcker {
                 current: Mutex::new(None),
                 up: AtomicBool::new(false),
-                shown: self.shown.clone(),
+                shown: self.endpoint.shown.clone(),
             }),
             generation: 0,
         };
@@ -313,11 +313,43 @@ impl Queue for RabbitQueue {
     }
 }
 
-/// What a consumer needs to reconnect on its own.
+/// Where the broker is and how to connect (a consumer reconnects on its own).
 #[derive(Clone)]
 struct RabbitHandle {
     url: String,
     shown: String,
+    /// TLS settings of an `amqps://` connection.
+    tls: OwnedTLSConfig,
+}
+
+impl RabbitHandle {
+    fn unavailable(&self, e: impl std::fmt::Display) -> QueueError {
+        QueueError::Unavailable(format!("{}: {e}", self.shown))
+    }
+
+    /// A new connection, within [`CONNECT_TIMEOUT`]; a failure carries a
+    /// hint when TLS, or its absence, may be the cause.
+    async fn open_connection(&self) -> QueueResult<Connection> {
+        let runtime = lapin::runtime::default_runtime().map_err(|e| self.unavailable(e))?;
+        let connect = Connection::connect_with_config(
+            &self.url,
+            ConnectionProperties::default(),
+            self.tls.clone(),
+            runtime,
+        );
+        match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
+            Ok(Ok(connection)) => Ok(connection),
+            Ok(Err(e)) => {
+                let e = e.to_string();
+                let hint = crate::tls::connect_hint(&self.url, &e);
+                Err(self.unavailable(format!("{e}{hint}")))
+            }
+            Err(_) => Err(self.unavailable(format!(
+                "no AMQP handshake within {CONNECT_TIMEOUT:?}{}",
+                crate::tls::connect_hint(&self.url, "")
+            ))),
+        }
+    }
 }
 
 struct RabbitAcker {
@@ -382,9 +414,7 @@ impl RabbitConsumer {
     async fn open(&mut self) -> QueueResult<()> {
         let unavailable =
             |e: lapin::Error| QueueError::Unavailable(format!("{}: {e}", self.owner.shown));
-        let connection = Connection::connect(&self.owner.url, ConnectionProperties::default())
-            .await
-            .map_err(unavailable)?;
+        let connection = self.owner.open_connection().await?;
         let channel = connection.create_channel().await.map_err(unavailable)?;
         channel
             .basic_qos(self.prefetch.max(1), BasicQosOptions::default())

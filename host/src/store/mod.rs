@@ -180,7 +180,7 @@ pub trait Store: Send + Sync + 'static {
 
 /// Open a store by URL: `memory://` (or `embedded`) for the embedded store,
 /// optionally with a memory budget (`memory://?max_memory_mib=N`, `0` for
-/// none; default [`EMBEDDED_MAX_MEMORY_MIB`]); `redis://` for Redis (the
+/// none; default [`EMBEDDED_MAX_MEMORY_MIB`]); `redis://` for Redis, `rediss://` over TLS (the
 /// database index may be given as the path).
 ///
 /// An empty URL is refused with a message naming `WDC_REDIS_URL`: a role
@@ -248,16 +248,25 @@ fn embedded_budget_mib(url: &str) -> StoreResult<usize> {
     Ok(mib)
 }
 
-/// A URL with any password replaced by `***`.
-pub fn redact(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => match rest.split_once('@') {
-            Some((creds, host)) => {
-                let user = creds.split(':').next().unwrap_or("");
-                format!("{scheme}://{user}:***@{host}")
-            }
-            None => url.to_string(),
-        },
-        None => url.to_string(),
+/// A URL with any password replaced by `***` (the one implementation,
+/// [`crate::secret::redact_url`], which parses the URL).
+pub use crate::secret::redact_url as redact;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_password_with_at_signs_is_hidden_whole() {
+        let url = "foo://ops:p@ss@w0rd@redis.internal:6379/0";
+        assert_eq!(redact(url), "foo://ops:***@redis.internal:6379/0");
+        let Err(e) = open(url).await else {
+            panic!("foo:// is not a store URL")
+        };
+        let shown = e.to_string();
+        assert!(shown.contains("ops:***@redis.internal"), "{shown}");
+        for part in ["p@ss", "ss@w0rd", "w0rd@"] {
+            assert!(!shown.contains(part), "{shown} leaks {part}");
+        }
     }
 }

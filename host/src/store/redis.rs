@@ -95,8 +95,8 @@ impl RedisStore {
     /// URL without its password.
     pub async fn connect(url: &str) -> StoreResult<RedisStore> {
         let shown = redact(url);
-        let client =
-            redis::Client::open(url).map_err(|e| StoreError::Other(format!("{shown}: {e}")))?;
+        let client = crate::tls::redis_client(url)
+            .map_err(|e| StoreError::Other(format!("{shown}: {e}")))?;
         let mut delay = Duration::from_millis(200);
         let mut attempt = 0;
         let conn = loop {
@@ -114,7 +114,8 @@ impl RedisStore {
                 }
                 Err(e) => {
                     return Err(StoreError::Unavailable(format!(
-                        "cannot connect to {shown} after {attempt} attempts: {e}"
+                        "cannot connect to {shown} after {attempt} attempts: {e}{}",
+                        crate::tls::connect_hint(url, &e.to_string())
                     )));
                 }
             }

@@ -121,6 +121,8 @@ pub struct Authenticator {
     shared_key: Option<String>,
     hs256: Option<DecodingKey>,
     eddsa: Option<DecodingKey>,
+    issuer: Option<String>,
+    audience: Option<String>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -129,6 +131,8 @@ impl std::fmt::Debug for Authenticator {
             .field("shared_key", &self.shared_key.is_some())
             .field("hs256", &self.hs256.is_some())
             .field("eddsa", &self.eddsa.is_some())
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
             .finish()
     }
 }
@@ -174,7 +178,16 @@ impl Authenticator {
             shared_key,
             hs256,
             eddsa,
+            issuer: None,
+            audience: None,
         }))
+    }
+
+    /// Require tokens to carry this `iss` and `aud` (each unchecked when `None`).
+    pub fn expecting(mut self, issuer: Option<&str>, audience: Option<&str>) -> Authenticator {
+        self.issuer = issuer.filter(|s| !s.is_empty()).map(str::to_string);
+        self.audience = audience.filter(|s| !s.is_empty()).map(str::to_string);
+        self
     }
 
     /// Whether tokens are accepted.
@@ -197,7 +210,8 @@ impl Authenticator {
         Err(AuthError::InvalidKey)
     }
 
-    /// Verify a token's signature, algorithm and expiry.
+    /// Verify a token's signature, algorithm, expiry, `nbf` (when present),
+    /// and `iss` / `aud` when configured.
     pub fn check_token(&self, token: &str) -> Result<Grant, AuthError> {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|e| AuthError::InvalidToken(e.to_string()))?;
@@ -211,8 +225,20 @@ impl Authenticator {
         })?;
         let mut validation = Validation::new(header.alg);
         validation.leeway = LEEWAY_SECS;
-        validation.set_required_spec_claims(&["exp"]);
-        validation.validate_aud = false;
+        validation.validate_nbf = true;
+        let mut required = vec!["exp"];
+        if let Some(issuer) = &self.issuer {
+            validation.set_issuer(&[issuer]);
+            required.push("iss");
+        }
+        match &self.audience {
+            Some(audience) => {
+                validation.set_audience(&[audience]);
+                required.push("aud");
+            }
+            None => validation.validate_aud = false,
+        }
+        validation.set_required_spec_claims(&required);
         let data = jsonwebtoken::decode::<Claims>(token, key, &validation).map_err(|e| match e
             .kind()
         {
@@ -294,6 +320,48 @@ mod tests {
         Grant {
             feeds: Some(feeds.iter().map(|s| s.to_string()).collect()),
             ..Grant::all()
+        }
+    }
+
+    /// An HS256 token signed with `secret` carrying `claims`.
+    fn signed(secret: &str, claims: serde_json::Value) -> String {
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .expect("sign")
+    }
+
+    #[test]
+    fn nbf_iss_and_aud_are_checked_when_configured() {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let exp = now + 600;
+        let auth = Authenticator::new(true, None, Some("s"), None)
+            .unwrap()
+            .unwrap();
+        let early = signed("s", serde_json::json!({"exp": exp, "nbf": now + 300}));
+        assert!(auth.check_token(&early).is_err(), "a token not yet valid");
+        let plain = signed("s", serde_json::json!({"exp": exp}));
+        assert!(auth.check_token(&plain).is_ok(), "no iss/aud configured");
+
+        let auth = auth.expecting(Some("login.example"), Some("mdp-widgets"));
+        let good = signed(
+            "s",
+            serde_json::json!({"exp": exp, "nbf": now, "iss": "login.example", "aud": "mdp-widgets"}),
+        );
+        assert!(auth.check_token(&good).is_ok());
+        for claims in [
+            serde_json::json!({"exp": exp, "iss": "evil.example", "aud": "mdp-widgets"}),
+            serde_json::json!({"exp": exp, "iss": "login.example", "aud": "other"}),
+            serde_json::json!({"exp": exp, "aud": "mdp-widgets"}),
+            serde_json::json!({"exp": exp, "iss": "login.example"}),
+        ] {
+            let token = signed("s", claims.clone());
+            assert!(auth.check_token(&token).is_err(), "accepted {claims}");
         }
     }
 

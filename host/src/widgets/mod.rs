@@ -52,6 +52,12 @@ pub struct ServeArgs {
     /// Ed25519 public key (PEM file) of EdDSA widget tokens (JWT); turns auth on.
     #[arg(long, env = "MDP_JWT_PUBLIC_KEY")]
     pub jwt_public_key: Option<std::path::PathBuf>,
+    /// The `iss` a widget token must carry (unchecked when unset).
+    #[arg(long, env = "MDP_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// The `aud` a widget token must carry (unchecked when unset).
+    #[arg(long, env = "MDP_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
     /// Seconds a client has to send its `auth` frame when auth is on.
     #[arg(long, default_value_t = 10)]
     pub auth_timeout_secs: u64,
@@ -88,6 +94,8 @@ impl Default for ServeArgs {
             auth_api_key: None,
             jwt_secret: None,
             jwt_public_key: None,
+            jwt_issuer: None,
+            jwt_audience: None,
             auth_timeout_secs: 10,
             allow_origins: Vec::new(),
             client_queue: 4096,
@@ -129,7 +137,8 @@ pub async fn serve(
         args.auth_api_key.as_deref(),
         args.jwt_secret.as_deref(),
         args.jwt_public_key.as_deref(),
-    )?;
+    )?
+    .map(|a| a.expecting(args.jwt_issuer.as_deref(), args.jwt_audience.as_deref()));
     tracing::info!(auth = ?auth, policy = ?args.slow_client, "widget server settings");
     let server = Arc::new(Server {
         hub: Hub::new(store.clone()),
