@@ -3,6 +3,7 @@
 //! User errors end with one clear line on stderr and a non-zero exit, never a
 //! panic or a backtrace.
 
+pub mod author;
 pub mod config;
 mod plugin;
 pub mod roles;
