@@ -5,6 +5,7 @@
 
 pub mod author;
 pub mod config;
+mod dropin;
 mod plugin;
 pub mod roles;
 pub mod up;
