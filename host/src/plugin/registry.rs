@@ -235,11 +235,6 @@ impl Registry {
         self.changed.subscribe()
     }
 
-    /// The directory watched.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// Names of the plugins currently serving.
     pub fn names(&self) -> Vec<String> {
         let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
