@@ -233,3 +233,42 @@ async fn replacing_the_plugin_under_load_loses_and_duplicates_nothing() {
     assert_eq!(stats.processed as usize, total);
     assert_eq!(processor.stats().processed as usize, total);
 }
+
+/// A file that is not WebAssembly, dropped over a plugin that has a golden
+/// file, is refused with a reason naming the `.wasm` (not the golden file).
+#[tokio::test]
+async fn a_corrupt_component_is_refused_naming_the_wasm_file() {
+    let shipped = support::plugin_wasm("daily-range");
+    let shipped = shipped.parent().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        shipped.join("daily-range.toml"),
+        dir.path().join("daily-range.toml"),
+    )
+    .unwrap();
+    let golden = dir.path().join("golden/daily-range/golden");
+    std::fs::create_dir_all(&golden).unwrap();
+    for f in std::fs::read_dir(shipped.join("golden/daily-range/golden")).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, golden.join(f.file_name().unwrap())).unwrap();
+    }
+    let wasm = dir.path().join("daily-range.wasm");
+    std::fs::write(&wasm, b"this is not a component").unwrap();
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::new());
+    let services = HostServices {
+        store: store.clone(),
+        reference: Arc::new(StoreReference::new(store.clone())),
+        clock: Arc::new(FixedClock::new(0)),
+    };
+    let runtime = Runtime::new(RuntimeConfig::default()).unwrap();
+    let registry = Registry::open(runtime, services, dir.path()).await.unwrap();
+    let LoadOutcome::Rejected(reason) = registry.load("daily-range").await else {
+        panic!("a corrupt component is refused");
+    };
+    assert!(
+        reason.starts_with(&wasm.display().to_string())
+            && reason.contains("not a WebAssembly file"),
+        "the reason names the plugin file and why: {reason}"
+    );
+    assert!(!reason.contains("golden"), "{reason}");
+}

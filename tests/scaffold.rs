@@ -22,8 +22,6 @@ fn new_project(dir: &Path, name: &str, lang: &str) -> std::path::PathBuf {
     let out = Command::new(env!("CARGO_BIN_EXE_mdp"))
         .args(["plugin", "new", name, "--lang", lang, "--dir"])
         .arg(dir)
-        .arg("--sdk")
-        .arg(support::repo_root().join("sdk"))
         .output()
         .unwrap();
     assert!(
@@ -45,26 +43,25 @@ async fn check(project: &Path, wasm: &Path) {
 async fn rust_project_builds_and_passes_its_golden_file() {
     let dir = tempfile::tempdir().unwrap();
     let project = new_project(dir.path(), "trade-counter", "rust");
+    // The vendored SDK and its Cargo.lock: builds offline from cached crates.
     let target = support::repo_root().join("target/scaffold");
     run(
-        Command::new("cargo")
-            .args(["build", "--quiet", "--release", "--target", "wasm32-wasip2"])
+        Command::new(env!("CARGO_BIN_EXE_mdp"))
+            .args(["plugin", "build", "--debug"])
             .current_dir(&project)
+            .env("CARGO_NET_OFFLINE", "true")
             .env("CARGO_TARGET_DIR", &target),
-        "cargo build of the scaffold",
+        "mdp plugin build of the scaffold",
     );
     run(
         Command::new("cargo")
             .args(["test", "--quiet"])
             .current_dir(&project)
+            .env("CARGO_NET_OFFLINE", "true")
             .env("CARGO_TARGET_DIR", &target),
         "native tests of the scaffold",
     );
-    check(
-        &project,
-        &target.join("wasm32-wasip2/release/trade_counter.wasm"),
-    )
-    .await;
+    check(&project, &project.join("trade-counter.wasm")).await;
 }
 
 #[tokio::test]
@@ -79,9 +76,7 @@ async fn python_project_builds_and_passes_its_golden_file() {
     let wasm = project.join("out.wasm");
     run(
         Command::new(tool)
-            .arg("-d")
-            .arg(support::repo_root().join("wit"))
-            .args(["-w", "analyzer", "componentize", "app", "-o"])
+            .args(["-d", "wit", "-w", "analyzer", "componentize", "app", "-o"])
             .arg(&wasm)
             .current_dir(&project),
         "componentize-py",
@@ -98,18 +93,14 @@ async fn javascript_project_builds_and_passes_its_golden_file() {
         tools.join("node_modules").exists(),
         "componentize-js is installed by scripts/setup"
     );
-    std::fs::copy(
-        support::repo_root().join("plugins/js/componentize.mjs"),
-        tools.join("componentize.mjs"),
-    )
-    .unwrap();
+    // The project's own build script and WIT; componentize-js from the tools folder.
+    std::os::unix::fs::symlink(tools.join("node_modules"), project.join("node_modules")).unwrap();
     let wasm = project.join("out.wasm");
     run(
         Command::new("node")
-            .arg(tools.join("componentize.mjs"))
-            .arg(project.join("trade-counter-js.js"))
-            .arg(support::repo_root().join("wit"))
-            .arg(&wasm),
+            .args(["componentize.mjs", "trade-counter-js.js", "wit"])
+            .arg(&wasm)
+            .current_dir(&project),
         "componentize-js",
     );
     check(&project, &wasm).await;

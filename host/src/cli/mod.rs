@@ -3,7 +3,9 @@
 //! User errors end with one clear line on stderr and a non-zero exit, never a
 //! panic or a backtrace.
 
+pub mod author;
 pub mod config;
+mod dropin;
 mod plugin;
 pub mod roles;
 pub mod up;

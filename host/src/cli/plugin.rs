@@ -9,6 +9,7 @@ use clap::Subcommand;
 use mdp_sdk::wire::GoldenReference;
 use serde::Deserialize;
 
+use super::author::Project;
 use crate::event::massive;
 use crate::plugin::golden::seed_writes;
 use crate::plugin::{
@@ -20,12 +21,49 @@ use crate::store::{EmbeddedStore, Store};
 /// Plugin author tools.
 #[derive(Debug, Subcommand)]
 pub enum PluginCommand {
-    /// Run a plugin over events and print its effects as JSON lines.
+    /// Run a plugin over events and print its effects as JSON lines, or run a
+    /// project's (or `--golden`) golden file through the real runtime.
     Test(TestArgs),
     /// Print what a plugin says about itself and the WIT version it targets.
     Inspect(InspectArgs),
-    /// Create a working analyzer project (source, manifest, golden test).
+    /// Create a working analyzer project (source, manifest, golden test, WIT).
     New(NewArgs),
+    /// Write the WIT package this host implements.
+    Wit(WitArgs),
+    /// Build a project's component with its language's toolchain.
+    Build(BuildArgs),
+    /// Copy a project's component and manifest into a plugin directory atomically.
+    Publish(PublishArgs),
+}
+
+/// `mdp plugin wit`.
+#[derive(Debug, clap::Args)]
+pub struct WitArgs {
+    /// Folder to write the `.wit` files into.
+    #[arg(long, default_value = "wit")]
+    pub out: PathBuf,
+}
+
+/// `mdp plugin build`.
+#[derive(Debug, clap::Args)]
+pub struct BuildArgs {
+    /// The project folder.
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+    /// Rust: cargo's dev profile instead of `--release` (faster to compile).
+    #[arg(long)]
+    pub debug: bool,
+}
+
+/// `mdp plugin publish`.
+#[derive(Debug, clap::Args)]
+pub struct PublishArgs {
+    /// The project folder (built with `mdp plugin build`).
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+    /// The plugin directory of a running (or future) mdp.
+    #[arg(long)]
+    pub to: PathBuf,
 }
 
 /// `mdp plugin new`.
@@ -37,22 +75,27 @@ pub struct NewArgs {
     #[arg(long, value_enum, default_value_t = crate::plugin::scaffold::Lang::Rust)]
     pub lang: crate::plugin::scaffold::Lang,
     /// Parent folder of the new project.
-    #[arg(long, default_value = "plugins")]
+    #[arg(long, default_value = ".")]
     pub dir: PathBuf,
-    /// Path of the mdp-sdk crate (Rust projects depend on it).
-    #[arg(long, default_value = "sdk")]
-    pub sdk: PathBuf,
+    /// Rust: depend on the mdp-sdk crate at this path instead of a copy
+    /// vendored into the project.
+    #[arg(long)]
+    pub sdk: Option<PathBuf>,
 }
 
 /// `mdp plugin test`.
 #[derive(Debug, clap::Args)]
 pub struct TestArgs {
-    /// The plugin component (`.wasm`).
+    /// The plugin component (`.wasm`), or a project folder: its built
+    /// component runs its manifest's golden file.
     pub plugin: PathBuf,
     /// Events, one JSON object per line: Massive short-key JSON (`ev`) or the
     /// seed's queue JSON (`event_type`); a line may also be an array of them.
+    #[arg(long, conflicts_with = "golden")]
+    pub events: Option<PathBuf>,
+    /// A golden file to run the component through (exit 1 with a diff on a mismatch).
     #[arg(long)]
-    pub events: PathBuf,
+    pub golden: Option<PathBuf>,
     /// Config passed to `init`, `key=value` (repeatable).
     #[arg(long = "config", value_parser = parse_pair)]
     pub config: Vec<(String, String)>,
@@ -174,7 +217,50 @@ fn offline_services(now_us: u64) -> (Arc<dyn Store>, FixedClock, HostServices) {
     (store, clock, services)
 }
 
+/// Run `golden` through `wasm` under `limits`: exit 0, or 1 with the reason
+/// (a diff on a mismatch).
+async fn test_golden(wasm: &Path, golden: &Path, limits: Limits) -> anyhow::Result<ExitCode> {
+    let text = std::fs::read_to_string(golden)
+        .with_context(|| format!("cannot read {}", golden.display()))?;
+    let file = mdp_sdk::wire::Golden::parse(&text)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", golden.display()))?;
+    let bytes = std::fs::read(wasm).with_context(|| format!("cannot read {}", wasm.display()))?;
+    let runtime = Runtime::new(RuntimeConfig::default())?;
+    match crate::plugin::golden::run(&runtime, bytes, &file, limits).await {
+        Ok(()) => {
+            println!(
+                "ok: {} passes {} ({} steps)",
+                wasm.display(),
+                golden.display(),
+                file.steps.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("FAILED: {} on {}: {e}", wasm.display(), golden.display());
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
 async fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
+    if args.plugin.is_dir() {
+        let project = Project::open(&args.plugin)?;
+        let Some(golden) = args.golden.clone().or(project.manifest.golden_path()) else {
+            bail!(
+                "{}: the manifest names no golden file (set `golden = ...` or pass --golden)",
+                project.dir.display()
+            );
+        };
+        let limits = project.manifest.load_options().limits;
+        return test_golden(&project.built_component()?, &golden, limits).await;
+    }
+    if let Some(golden) = &args.golden {
+        return test_golden(&args.plugin, golden, Limits::default()).await;
+    }
+    let Some(events) = &args.events else {
+        bail!("pass --events FILE or --golden FILE (or a project folder instead of a .wasm)");
+    };
     let now_us = match &args.at {
         Some(at) => parse_at(at)?,
         None => crate::plugin::Clock::now_us(&crate::plugin::SystemClock),
@@ -189,7 +275,7 @@ async fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
             .apply(&seed_writes(&fixture.store, &fixture.reference), false)
             .await?;
     }
-    let texts = read_events(&args.events)?;
+    let texts = read_events(events)?;
     let limits = Limits {
         memory_bytes: args.memory_mib << 20,
         deadline_base: std::time::Duration::from_millis(args.deadline_ms),
@@ -264,17 +350,38 @@ pub async fn run(cmd: PluginCommand) -> anyhow::Result<ExitCode> {
         PluginCommand::Test(args) => test(args).await,
         PluginCommand::Inspect(args) => inspect(args).await,
         PluginCommand::New(args) => {
-            crate::plugin::scaffold::check_name(&args.name)?;
-            // Only Rust projects depend on the SDK crate by path.
-            let sdk = if args.lang == crate::plugin::scaffold::Lang::Rust {
-                std::fs::canonicalize(&args.sdk).with_context(|| {
-                    format!("SDK not found at {} (pass --sdk)", args.sdk.display())
-                })?
-            } else {
-                args.sdk.clone()
+            let sdk = match &args.sdk {
+                Some(p) => Some(
+                    std::fs::canonicalize(p)
+                        .with_context(|| format!("SDK not found at {}", p.display()))?,
+                ),
+                None => None,
             };
-            let root = crate::plugin::scaffold::scaffold(&args.name, args.lang, &args.dir, &sdk)?;
+            let root = crate::plugin::scaffold::scaffold(
+                &args.name,
+                args.lang,
+                &args.dir,
+                sdk.as_deref(),
+            )?;
             println!("created {}", root.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        PluginCommand::Wit(args) => {
+            crate::plugin::embedded::write_all(&args.out, crate::plugin::embedded::WIT)
+                .with_context(|| format!("write {}", args.out.display()))?;
+            println!("wrote {WIT_VERSION} to {}", args.out.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        PluginCommand::Build(args) => {
+            let project = Project::open(&args.dir)?;
+            let wasm = project.build(!args.debug)?;
+            println!("built {}", wasm.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        PluginCommand::Publish(args) => {
+            let project = Project::open(&args.dir)?;
+            let to = project.publish(&args.to)?;
+            println!("published {}", to.display());
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -152,6 +152,17 @@ pub async fn run(mut args: UpArgs) -> anyhow::Result<ExitCode> {
             .await?,
         );
     }
+    // Plugins dropped into the plugin directory (now or later) that consume store channels.
+    let mut assigned: std::collections::BTreeSet<String> =
+        pairs.iter().map(|(_, p)| p.clone()).collect();
+    assigned.insert("daily-range".into());
+    tasks.push(super::dropin::spawn(
+        host.registry.clone(),
+        host.services.clone(),
+        store.clone(),
+        assigned,
+        shutdown.clone(),
+    ));
     let serve = crate::widgets::serve(
         store.clone(),
         ServeArgs {

@@ -18,9 +18,12 @@ use crate::store::{EmbeddedStore, Store, Write};
 /// Why a golden run failed.
 #[derive(Debug, thiserror::Error)]
 pub enum GoldenError {
-    /// The golden file or plugin could not be read or loaded.
+    /// The golden file or plugin could not be read, or the store seeded.
     #[error("{0}")]
     Setup(String),
+    /// The component itself is unusable (not Wasm, wrong world, `describe` failed…).
+    #[error(transparent)]
+    Load(#[from] super::PluginError),
     /// A batch failed outright.
     #[error("step {step}: batch failed: {reason}")]
     Batch {
@@ -30,7 +33,7 @@ pub enum GoldenError {
         reason: String,
     },
     /// A batch produced other effects than expected.
-    #[error("step {step}: effects differ\n--- expected\n{expected}\n--- got\n{got}")]
+    #[error("step {step}: effects differ (- expected, + got)\n{}", line_diff(.expected, .got))]
     Mismatch {
         /// Step index.
         step: usize,
@@ -88,6 +91,38 @@ fn lines(records: &[EffectRecord]) -> String {
         .join("\n")
 }
 
+/// A line diff of `expected` and `got`: common lines indented, lines only
+/// expected prefixed `- `, lines only got prefixed `+ ` (longest common
+/// subsequence, in order).
+pub fn line_diff(expected: &str, got: &str) -> String {
+    let (a, b): (Vec<&str>, Vec<&str>) = (expected.lines().collect(), got.lines().collect());
+    // lcs[i][j]: common lines of a[i..] and b[j..].
+    let mut lcs = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for i in (0..a.len()).rev() {
+        for j in (0..b.len()).rev() {
+            lcs[i][j] = if a[i] == b[j] {
+                lcs[i + 1][j + 1] + 1
+            } else {
+                lcs[i + 1][j].max(lcs[i][j + 1])
+            };
+        }
+    }
+    let (mut i, mut j, mut out) = (0, 0, Vec::new());
+    while i < a.len() || j < b.len() {
+        if i < a.len() && j < b.len() && a[i] == b[j] {
+            out.push(format!("  {}", a[i]));
+            (i, j) = (i + 1, j + 1);
+        } else if j == b.len() || (i < a.len() && lcs[i + 1][j] >= lcs[i][j + 1]) {
+            out.push(format!("- {}", a[i]));
+            i += 1;
+        } else {
+            out.push(format!("+ {}", b[j]));
+            j += 1;
+        }
+    }
+    out.join("\n")
+}
+
 /// Run the golden file at `golden` through the component at `wasm`.
 pub async fn check(runtime: &Runtime, wasm: &Path, golden: &Path) -> Result<(), GoldenError> {
     let text = std::fs::read_to_string(golden)
@@ -126,9 +161,7 @@ pub async fn run(
         capabilities: Capabilities::unrestricted(),
         ..LoadOptions::default()
     };
-    let plugin = Plugin::load(runtime, bytes, options, &services)
-        .await
-        .map_err(|e| GoldenError::Setup(e.to_string()))?;
+    let plugin = Plugin::load(runtime, bytes, options, &services).await?;
     let config: Vec<(String, String)> = golden
         .config
         .iter()
@@ -219,4 +252,16 @@ pub async fn run(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn line_diff_marks_missing_and_extra_lines() {
+        assert_eq!(
+            super::line_diff("a\nb\nc", "a\nx\nc\nd"),
+            "  a\n- b\n+ x\n  c\n+ d"
+        );
+        assert_eq!(super::line_diff("", "a"), "+ a");
+    }
 }

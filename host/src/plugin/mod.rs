@@ -14,6 +14,7 @@ mod capability;
 mod clock;
 pub mod convert;
 pub mod effects;
+pub mod embedded;
 mod engine;
 pub mod golden;
 mod host_state;

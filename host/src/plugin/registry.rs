@@ -170,6 +170,7 @@ pub struct Registry {
     services: HostServices,
     dir: PathBuf,
     slots: Mutex<HashMap<String, Arc<PluginSlot>>>,
+    changed: watch::Sender<u64>,
 }
 
 /// Outcome of loading one plugin.
@@ -206,6 +207,7 @@ impl Registry {
             services,
             dir: dir.to_path_buf(),
             slots: Mutex::new(HashMap::new()),
+            changed: watch::channel(0).0,
         });
         let mut names = BTreeSet::new();
         for entry in std::fs::read_dir(dir)? {
@@ -226,6 +228,11 @@ impl Registry {
             .unwrap_or_else(|p| p.into_inner())
             .get(name)
             .cloned()
+    }
+
+    /// A receiver that changes whenever a plugin is published or removed.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
     }
 
     /// Names of the plugins currently serving.
@@ -251,6 +258,9 @@ impl Registry {
             LoadOutcome::Rejected(_) => "rejected",
         };
         metrics::counter!("mdp_plugin_reloads_total", "plugin" => name.to_string(), "outcome" => label).increment(1);
+        if matches!(outcome, LoadOutcome::Published(_) | LoadOutcome::Removed) {
+            self.changed.send_modify(|v| *v += 1);
+        }
         match &outcome {
             LoadOutcome::Published(n) => tracing::info!(
                 plugin = name,
@@ -329,7 +339,11 @@ impl Registry {
                     manifest.load_options().limits,
                 )
                 .await
-                .map_err(|e| format!("golden {}: {e}", golden_path.display()))
+                .map_err(|e| match e {
+                    // The component itself is bad: name it, not the golden file.
+                    golden::GoldenError::Load(e) => format!("{}: {e}", wasm.display()),
+                    e => format!("golden {}: {e}", golden_path.display()),
+                })
             };
             if let Err(reason) = golden_run.await {
                 return LoadOutcome::Rejected(reason);
@@ -344,7 +358,7 @@ impl Registry {
         .await
         {
             Ok(p) => p,
-            Err(e) => return LoadOutcome::Rejected(e.to_string()),
+            Err(e) => return LoadOutcome::Rejected(format!("{}: {e}", wasm.display())),
         };
         LoadOutcome::Published(slot.publish(plugin, manifest, fingerprint))
     }

@@ -3,6 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+use super::embedded;
+
 /// The language of a new analyzer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Lang {
@@ -33,7 +35,8 @@ pub enum ScaffoldError {
     },
 }
 
-const RUST_LIB: &str = r#"//! `{name}`: counts trades per symbol in each batch and publishes the
+const RUST_LIB: &str = r#"//! `{name}`: counts the events of each batch per symbol (store messages,
+//! such as the `quote:*` channels it consumes, per channel) and publishes the
 //! counts on `{name}:counts`. Replace with your analysis.
 
 use std::collections::BTreeMap;
@@ -45,7 +48,7 @@ pub struct Plugin;
 
 impl Analyzer for Plugin {
     fn describe() -> Info {
-        mdp_sdk::info("{name}", env!("CARGO_PKG_VERSION"), Kinds::TRADE, 0)
+        mdp_sdk::info("{name}", env!("CARGO_PKG_VERSION"), Kinds::TRADE | Kinds::OTHER, 0)
     }
 
     fn init(_config: Config, _state: Option<Vec<u8>>) -> Result<Self, AnalyzerError> {
@@ -55,9 +58,11 @@ impl Analyzer for Plugin {
     fn analyze(&mut self, batch: &[Event]) -> Result<Vec<Effect>, AnalyzerError> {
         let mut counts: BTreeMap<&str, u32> = BTreeMap::new();
         for event in batch {
-            if let Some(symbol) = event.symbol() {
-                *counts.entry(symbol).or_default() += 1;
-            }
+            let key = match event {
+                Event::Other(raw) => raw.kind.as_str(),
+                typed => typed.symbol().unwrap_or_default(),
+            };
+            *counts.entry(key).or_default() += 1;
         }
         Ok(vec![publish("{name}:counts", json(&counts))])
     }
@@ -85,12 +90,13 @@ crate-type = ["cdylib", "rlib"]
 [dependencies]
 mdp-sdk = { path = "{sdk}" }
 
-# Standalone: build with `cargo build --release --target wasm32-wasip2`.
+# Standalone: `mdp plugin build` (cargo build --release --target wasm32-wasip2).
 [workspace]
 "#;
 
-const PYTHON_APP: &str = r#""""{name}: counts trades per symbol in each batch and publishes the counts
-on `{name}:counts`. Build: componentize-py -d <mdp>/wit -w analyzer componentize app -o {name}.wasm"""
+const PYTHON_APP: &str = r#""""{name}: counts the events of each batch per symbol (store messages, such as
+the `quote:*` channels it consumes, per channel) and publishes the counts on
+`{name}:counts`. Build: mdp plugin build (componentize-py, see requirements.txt)."""
 
 import json
 from typing import Dict, List
@@ -101,7 +107,7 @@ from wit_world.imports import types as t
 
 class WitWorld(wit_world.WitWorld):
     def describe(self) -> t.Info:
-        return t.Info(name="{name}", version="0.1.0", consumes=t.Kinds.TRADE, state_version=0)
+        return t.Info(name="{name}", version="0.1.0", consumes=t.Kinds.TRADE | t.Kinds.OTHER, state_version=0)
 
     def init(self, config, state) -> None:
         return None
@@ -109,8 +115,8 @@ class WitWorld(wit_world.WitWorld):
     def analyze(self, batch: List[t.Event]) -> List[t.Effect]:
         counts: Dict[str, int] = {}
         for event in batch:
-            if isinstance(event, t.Event_Trade):
-                counts[event.value.symbol] = counts.get(event.value.symbol, 0) + 1
+            key = event.value.kind if isinstance(event, t.Event_Other) else event.value.symbol
+            counts[key] = counts.get(key, 0) + 1
         body = json.dumps(dict(sorted(counts.items())), separators=(",", ":"))
         return [t.Effect_Publish(t.Publish(channel="{name}:counts", value=t.Body_Json(body)))]
 
@@ -118,14 +124,16 @@ class WitWorld(wit_world.WitWorld):
         return b""
 "#;
 
-const JS_APP: &str = r#"// {name}: counts trades per symbol in each batch and publishes the counts on
-// `{name}:counts`. Build: node <mdp>/plugins/js/componentize.mjs {name}.js <mdp>/wit {name}.wasm
-export const describe = () => ({ name: '{name}', version: '0.1.0', consumes: { trade: true }, stateVersion: 0 });
+const JS_APP: &str = r#"// {name}: counts the events of each batch per symbol (store messages, such as
+// the `quote:*` channels it consumes, per channel) and publishes the counts on
+// `{name}:counts`. Build: mdp plugin build (componentize-js, see package.json).
+export const describe = () => ({ name: '{name}', version: '0.1.0', consumes: { trade: true, other: true }, stateVersion: 0 });
 export const init = () => {};
 export function analyze(batch) {
   const counts = {};
   for (const event of batch) {
-    if (event.tag === 'trade') counts[event.val.symbol] = (counts[event.val.symbol] ?? 0) + 1;
+    const key = event.tag === 'other' ? event.val.kind : event.val.symbol;
+    counts[key] = (counts[key] ?? 0) + 1;
   }
   const sorted = Object.fromEntries(Object.entries(counts).sort(([a], [b]) => (a < b ? -1 : 1)));
   return [{ tag: 'publish', val: { channel: '{name}:counts', value: { tag: 'json', val: JSON.stringify(sorted) } } }];
@@ -134,8 +142,9 @@ export const snapshot = () => new Uint8Array();
 "#;
 
 const MANIFEST: &str = r#"name = "{name}"
-wit = "mdp:analyzer@1.0.0"
-consumes = ["trades"]
+wit = "{wit}"
+# Store channels (patterns) it is run on as a scanner by `mdp up`, or queues.
+consumes = ["quote:*"]
 golden = "golden.json"
 
 [limits]
@@ -154,10 +163,11 @@ const GOLDEN: &str = r#"{
       "events": [
         {"event_type": "T", "symbol": "AAA", "price": 10.5, "size": 100, "timestamp": 1},
         {"event_type": "T", "symbol": "BBB", "price": 1.25, "size": 10, "timestamp": 2},
-        {"event_type": "T", "symbol": "AAA", "price": 10.6, "size": 50, "timestamp": 3}
+        {"event_type": "T", "symbol": "AAA", "price": 10.6, "size": 50, "timestamp": 3},
+        {"event_type": "quote:AAA", "symbol": "AAA", "bid_price": 10.5, "ask_price": 10.6}
       ],
       "effects": [
-        {"op": "publish", "channel": "{name}:counts", "value": "{\"AAA\":2,\"BBB\":1}"}
+        {"op": "publish", "channel": "{name}:counts", "value": "{\"AAA\":2,\"BBB\":1,\"quote:AAA\":1}"}
       ]
     }
   ]
@@ -166,20 +176,20 @@ const GOLDEN: &str = r#"{
 
 const README: &str = r#"# {name}
 
-An mdp analyzer ({lang}). `golden.json` is its test: events in, exact effects out.
+An mdp analyzer ({lang}) for {wit}. `golden.json` is its test: events in, exact effects out.
+`wit/` is the WIT package of the mdp that wrote this project{extra}.
 
-- Build the component (see the comment at the top of the source), then run it through the real
-  runtime: `mdp plugin test {name}.wasm --events events.jsonl`, or the golden file through the host.
-- Deploy: copy `{name}.wasm` and `{name}.toml` into the plugin directory of a running mdp (write to
-  a temporary name and rename into place); it is validated against `golden.json` and hot-reloaded.
+```sh
+mdp plugin build            # {build}
+mdp plugin test .           # golden.json through the real runtime; a mismatch prints a diff
+mdp plugin publish . --to PLUGIN_DIR   # {name}.wasm + {name}.toml, atomically; hot-reloaded
+```
+
+A running mdp validates the plugin against `golden.json` before it serves, and runs it as a
+scanner on the store channels in `consumes` (subscribe to `{name}:counts` on the widget socket).
 "#;
 
-fn write(path: &Path, text: &str) -> Result<(), ScaffoldError> {
-    std::fs::write(path, text).map_err(|source| ScaffoldError::Io {
-        path: path.display().to_string(),
-        source,
-    })
-}
+const GITIGNORE: &str = "target/\n*.wasm\n.*.tmp\nnode_modules/\n.venv/\n__pycache__/\n";
 
 /// Check that `name` is usable as a plugin, crate and file name.
 pub fn check_name(name: &str) -> Result<(), ScaffoldError> {
@@ -194,40 +204,95 @@ pub fn check_name(name: &str) -> Result<(), ScaffoldError> {
     }
 }
 
-/// Write a new analyzer project `name` in `lang` under `dir/name`; `sdk` is
-/// the path of the `mdp-sdk` crate (for Rust). Returns the project folder.
-pub fn scaffold(name: &str, lang: Lang, dir: &Path, sdk: &Path) -> Result<PathBuf, ScaffoldError> {
+/// Write a new analyzer project `name` in `lang` under `dir/name`, with its
+/// own copy of the host's WIT package. A Rust project depends on the
+/// `mdp-sdk` crate at `sdk` when given, otherwise on a copy of the SDK
+/// vendored into the project (with a `Cargo.lock` pinning its dependencies).
+/// Returns the project folder.
+pub fn scaffold(
+    name: &str,
+    lang: Lang,
+    dir: &Path,
+    sdk: Option<&Path>,
+) -> Result<PathBuf, ScaffoldError> {
     check_name(name)?;
     let root = dir.join(name);
     if root.exists() {
         return Err(ScaffoldError::Exists(root.display().to_string()));
     }
-    let mkdir = |p: &Path| {
-        std::fs::create_dir_all(p).map_err(|source| ScaffoldError::Io {
-            path: p.display().to_string(),
-            source,
-        })
+    let io = |path: &Path| {
+        let path = path.display().to_string();
+        move |source| ScaffoldError::Io { path, source }
     };
-    mkdir(&root)?;
+    std::fs::create_dir_all(&root).map_err(io(&root))?;
+    let (build, extra) = match lang {
+        Lang::Rust => (
+            "cargo build --release --target wasm32-wasip2",
+            match sdk {
+                Some(_) => "",
+                None => {
+                    "; `mdp-sdk/` is the Rust SDK it builds against, vendored with `Cargo.lock`"
+                }
+            },
+        ),
+        Lang::Python => ("componentize-py (pinned in requirements.txt)", ""),
+        Lang::Js => (
+            "componentize-js (pinned in package.json; `npm ci` first)",
+            "",
+        ),
+    };
+    let sdk_path = sdk.map_or_else(|| "mdp-sdk".to_string(), |p| p.display().to_string());
     let fill = |t: &str| {
         t.replace("{name}", name)
-            .replace("{sdk}", &sdk.display().to_string())
+            .replace("{sdk}", &sdk_path)
+            .replace("{wit}", super::WIT_VERSION)
             .replace("{lang}", &format!("{lang:?}"))
+            .replace("{build}", build)
+            .replace("{extra}", extra)
             .replace("{memory}", if lang == Lang::Rust { "32" } else { "256" })
             .replace("{deadline}", if lang == Lang::Rust { "50" } else { "500" })
     };
+    let manifest = format!("{name}.toml");
+    let source = format!("{name}.js");
+    let mut files: Vec<(&str, String)> = vec![
+        (&manifest, fill(MANIFEST)),
+        // The golden file's JSON braces are literal; only the name is filled in.
+        ("golden.json", GOLDEN.replace("{name}", name)),
+        ("README.md", fill(README)),
+        (".gitignore", GITIGNORE.to_string()),
+    ];
+    let mut embedded: Vec<(PathBuf, &[embedded::File])> = vec![(root.join("wit"), embedded::WIT)];
     match lang {
         Lang::Rust => {
-            mkdir(&root.join("src"))?;
-            write(&root.join("Cargo.toml"), &fill(RUST_CARGO))?;
-            write(&root.join("src/lib.rs"), &fill(RUST_LIB))?;
+            files.push(("Cargo.toml", fill(RUST_CARGO)));
+            files.push(("src/lib.rs", fill(RUST_LIB)));
+            if sdk.is_none() {
+                files.push(("Cargo.lock", embedded::rust_lock(name)));
+                files.push(("mdp-sdk/Cargo.toml", embedded::sdk_manifest()));
+                embedded.push((root.join("mdp-sdk"), embedded::SDK_SOURCES));
+            }
         }
-        Lang::Python => write(&root.join("app.py"), &fill(PYTHON_APP))?,
-        Lang::Js => write(&root.join(format!("{name}.js")), &fill(JS_APP))?,
+        Lang::Python => {
+            files.push(("app.py", fill(PYTHON_APP)));
+            files.push((
+                "requirements.txt",
+                embedded::PYTHON_REQUIREMENTS.to_string(),
+            ));
+        }
+        Lang::Js => {
+            files.push((&source, fill(JS_APP)));
+            embedded.push((root.clone(), embedded::JS_TOOLS));
+        }
     }
-    write(&root.join(format!("{name}.toml")), &fill(MANIFEST))?;
-    // The golden file's JSON braces are literal; only the name is filled in.
-    write(&root.join("golden.json"), &GOLDEN.replace("{name}", name))?;
-    write(&root.join("README.md"), &fill(README))?;
+    for (dir, set) in embedded {
+        embedded::write_all(&dir, set).map_err(io(&dir))?;
+    }
+    for (file, text) in files {
+        let path = root.join(file);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(io(parent))?;
+        }
+        std::fs::write(&path, text).map_err(io(&path))?;
+    }
     Ok(root)
 }
