@@ -156,13 +156,14 @@ pub async fn run(mut args: UpArgs) -> anyhow::Result<ExitCode> {
     let mut assigned: std::collections::BTreeSet<String> =
         pairs.iter().map(|(_, p)| p.clone()).collect();
     assigned.insert("daily-range".into());
-    tasks.push(super::dropin::spawn(
+    let dropins = super::dropin::spawn(
         host.registry.clone(),
         host.services.clone(),
         store.clone(),
         assigned,
         shutdown.clone(),
-    ));
+    );
+    tasks.push(("drop-in scanners".into(), dropins));
     let serve = crate::widgets::serve(
         store.clone(),
         ServeArgs {
