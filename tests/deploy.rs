@@ -1,33 +1,19 @@
-//! The deployment files are valid: the compose file and the Kubernetes
-//! manifests parse, name every role, and every command they run is one the
-//! `mdp` binary accepts; `docker compose config` agrees where docker exists.
+//! The deployment files are valid and run what they say: the compose file and
+//! the Kubernetes manifests parse, name every role, every command they run is
+//! one the `mdp` binary accepts, and each role's effective configuration (from
+//! `mdp config <role>` with the environment the file gives it, on top of the
+//! image's) names real backends, a plugin directory the image fills, and
+//! health ports apart from the listeners' control API; `docker compose
+//! config` agrees where docker exists.
 
 #[path = "support/mod.rs"]
 mod support;
 
+use std::collections::BTreeMap;
+
 use clap::Parser;
 use mdp::cli::Cli;
-use serde_yaml_ng::Value;
-
-fn load_all(path: &str) -> Vec<Value> {
-    let text = std::fs::read_to_string(support::repo_root().join(path)).unwrap();
-    serde_yaml_ng::Deserializer::from_str(&text)
-        .map(|doc| {
-            let mut v = <Value as serde::Deserialize>::deserialize(doc)
-                .unwrap_or_else(|e| panic!("{path}: {e}"));
-            v.apply_merge().unwrap();
-            v
-        })
-        .collect()
-}
-
-fn strings(v: &Value) -> Vec<String> {
-    v.as_sequence()
-        .unwrap_or_else(|| panic!("not a list: {v:?}"))
-        .iter()
-        .map(|s| s.as_str().expect("string").to_string())
-        .collect()
-}
+use support::deploy::{compose_services, image, string_map, strings, yaml_docs};
 
 /// The command must parse as an `mdp` invocation.
 fn assert_mdp_accepts(args: &[String], what: &str) {
@@ -54,7 +40,7 @@ fn covers(commands: &[Vec<String>], role: &str) -> bool {
 
 #[test]
 fn compose_file_runs_every_role_with_commands_mdp_accepts() {
-    let docs = load_all("deploy/compose.yaml");
+    let docs = yaml_docs("deploy/compose.yaml");
     let services = docs[0]["services"].as_mapping().expect("services");
     for backend in ["rabbitmq", "redis"] {
         assert!(services.contains_key(backend), "compose has no {backend}");
@@ -81,7 +67,7 @@ fn compose_file_runs_every_role_with_commands_mdp_accepts() {
 
 #[test]
 fn kubernetes_manifests_have_a_probed_deployment_per_role() {
-    let docs = load_all("deploy/k8s/mdp.yaml");
+    let docs = yaml_docs("deploy/k8s/mdp.yaml");
     let mut commands = Vec::new();
     for doc in docs
         .iter()
@@ -106,17 +92,6 @@ fn kubernetes_manifests_have_a_probed_deployment_per_role() {
             !requests["cpu"].is_null() && !requests["memory"].is_null(),
             "{name} lacks resource requests"
         );
-        if matches!(args[0].as_str(), "process" | "scan") {
-            let mounts = container["volumeMounts"]
-                .as_sequence()
-                .expect("plugin volume mount");
-            assert!(
-                mounts
-                    .iter()
-                    .any(|m| m["mountPath"].as_str() == Some("/plugins")),
-                "{name} mounts no plugins"
-            );
-        }
         assert_eq!(
             doc["spec"]["selector"]["matchLabels"], doc["spec"]["template"]["metadata"]["labels"],
             "{name}: selector does not match its pods"
@@ -139,6 +114,7 @@ fn docker_compose_accepts_the_compose_file_where_docker_exists() {
     }
     let out = std::process::Command::new("docker")
         .args(["compose", "-f", "deploy/compose.yaml", "config", "--quiet"])
+        .env("AUTH_API_KEY", "a-key")
         .current_dir(support::repo_root())
         .output()
         .unwrap();
@@ -147,4 +123,185 @@ fn docker_compose_accepts_the_compose_file_where_docker_exists() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// `mdp config <args>` run with exactly `env`: each setting's effective value.
+fn effective_config(args: &[String], env: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mdp"))
+        .arg("config")
+        .args(args)
+        .env_clear()
+        .envs(env)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "mdp config {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text.lines()
+        .filter_map(|line| line.split_once(" = "))
+        .map(|(k, v)| {
+            let value = v.split("  # ").next().unwrap_or("").trim();
+            (k.trim().to_string(), value.to_string())
+        })
+        .filter(|(_, v)| !v.is_empty() && v != "-")
+        .collect()
+}
+
+/// The port of a `host:port` address.
+fn port_of(addr: &str) -> &str {
+    addr.rsplit(':').next().unwrap()
+}
+
+/// What a role must be configured with to run deployed: a real broker, a real
+/// store, a plugin directory `plugin_dir_ok` accepts, health on `probe_port`,
+/// the listeners' control API (if any) on loopback and another port.
+fn assert_deployable(
+    what: &str,
+    args: &[String],
+    env: &BTreeMap<String, String>,
+    probe_port: Option<&str>,
+    plugin_dir_ok: &dyn Fn(&str) -> bool,
+) {
+    let config = effective_config(args, env);
+    let setting = |key: &str| config.get(key).map(String::as_str).unwrap_or("");
+    let role = args[0].as_str();
+    if matches!(role, "listen" | "process") {
+        let url = setting("queue-url");
+        assert!(
+            url.starts_with("amqp://") || url.starts_with("amqps://"),
+            "{what}: queue-url {url:?} is not a RabbitMQ URL"
+        );
+    }
+    if matches!(role, "process" | "scan" | "serve") {
+        let url = setting("store-url");
+        assert!(
+            url.starts_with("redis://") || url.starts_with("rediss://"),
+            "{what}: store-url {url:?} is not a Redis URL"
+        );
+    }
+    if matches!(role, "process" | "scan") {
+        let dir = setting("plugin-dir");
+        assert!(
+            plugin_dir_ok(dir),
+            "{what}: plugin-dir {dir:?} holds no plugins"
+        );
+    }
+    if role == "serve" {
+        assert_eq!(
+            setting("auth-enabled"),
+            "true",
+            "{what}: widget auth is off"
+        );
+        assert!(!setting("auth-api-key").is_empty(), "{what}: no widget key");
+    } else {
+        let health = setting("health-listen");
+        assert!(!health.is_empty(), "{what}: no health-listen");
+        if let Some(port) = probe_port {
+            assert_eq!(port_of(health), port, "{what}: probes hit another port");
+        }
+        let admin = setting("admin-listen");
+        if !admin.is_empty() {
+            assert!(
+                admin.starts_with("127.0.0.1:") && port_of(admin) != port_of(health),
+                "{what}: the control API {admin} is exposed or shares the health port {health}"
+            );
+        }
+    }
+}
+
+#[test]
+fn compose_roles_are_configured_for_real_backends_and_the_image_plugins() {
+    let image = image();
+    let services = compose_services("a-required-value");
+    assert!(services.len() >= ROLES.len());
+    for service in services {
+        let mut env = image.env.clone();
+        env.extend(service.env.clone());
+        assert_deployable(&service.name, &service.command, &env, None, &|dir| {
+            dir == image.plugin_dir
+        });
+    }
+}
+
+#[test]
+fn kubernetes_roles_are_configured_for_real_backends_and_the_image_plugins() {
+    let image = image();
+    let docs = yaml_docs("deploy/k8s/mdp.yaml");
+    let named = |kind: &str, name: &str| {
+        docs.iter()
+            .find(|d| {
+                d["kind"].as_str() == Some(kind) && d["metadata"]["name"].as_str() == Some(name)
+            })
+            .unwrap_or_else(|| panic!("the manifests define no {kind} {name}"))
+            .clone()
+    };
+    let mut checked = 0;
+    for doc in docs
+        .iter()
+        .filter(|d| d["kind"].as_str() == Some("Deployment"))
+    {
+        let name = doc["metadata"]["name"].as_str().unwrap();
+        let spec = &doc["spec"]["template"]["spec"];
+        let container = &spec["containers"][0];
+        // The container's environment, in Kubernetes' order: envFrom, then env.
+        let mut env = image.env.clone();
+        for from in container["envFrom"].as_sequence().into_iter().flatten() {
+            if let Some(map) = from["configMapRef"]["name"].as_str() {
+                env.extend(string_map(&named("ConfigMap", map)["data"]));
+            }
+            if let Some(secret) = from["secretRef"]["name"].as_str() {
+                env.extend(string_map(&named("Secret", secret)["stringData"]));
+            }
+        }
+        for var in container["env"].as_sequence().into_iter().flatten() {
+            let value = var["value"].as_str().unwrap_or_default().to_string();
+            env.insert(var["name"].as_str().unwrap().to_string(), value);
+        }
+        let probe = container["readinessProbe"]["httpGet"]["port"]
+            .as_str()
+            .unwrap();
+        let port = container["ports"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"].as_str() == Some(probe))
+            .map(|p| p["containerPort"].as_u64().unwrap().to_string())
+            .unwrap();
+        // A plugin directory is the image's, or a volume an init container
+        // seeds from the image's before the role starts.
+        let seeded = |dir: &str| {
+            let mounted = container["volumeMounts"]
+                .as_sequence()
+                .into_iter()
+                .flatten()
+                .find(|m| m["mountPath"].as_str() == Some(dir));
+            let Some(mount) = mounted else {
+                return dir == image.plugin_dir;
+            };
+            spec["initContainers"]
+                .as_sequence()
+                .into_iter()
+                .flatten()
+                .any(|init| {
+                    let script = strings(&init["command"]).join(" ");
+                    init["volumeMounts"]
+                        .as_sequence()
+                        .into_iter()
+                        .flatten()
+                        .any(|m| {
+                            m["name"] == mount["name"]
+                                && m["mountPath"].as_str().is_some_and(|p| script.contains(p))
+                        })
+                        && script.contains(&format!("{}/", image.plugin_dir))
+                })
+        };
+        let args = strings(&container["args"]);
+        assert_deployable(name, &args, &env, Some(&port), &seeded);
+        checked += 1;
+    }
+    assert!(checked >= ROLES.len());
 }

@@ -262,7 +262,7 @@ async fn poison_events_are_dead_lettered_and_the_rest_applied(b: Backends) {
     );
 }
 
-async fn two_processors_share_a_queue_exactly_once(b: Backends) {
+async fn two_processors_share_a_queue_each_event_once(b: Backends) {
     let q = format!("{}-shared", b.prefix);
     declare(&b, &q).await;
     let (s1, t1) = spawn(
@@ -354,12 +354,12 @@ async fn distributed_poison_events_are_dead_lettered() {
     poison_events_are_dead_lettered_and_the_rest_applied(distributed().await).await;
 }
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn embedded_two_processors_share_a_queue_exactly_once() {
-    two_processors_share_a_queue_exactly_once(embedded()).await;
+async fn embedded_two_processors_share_a_queue_each_event_once() {
+    two_processors_share_a_queue_each_event_once(embedded()).await;
 }
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn distributed_two_processors_share_a_queue_exactly_once() {
-    two_processors_share_a_queue_exactly_once(distributed().await).await;
+async fn distributed_two_processors_share_a_queue_each_event_once() {
+    two_processors_share_a_queue_each_event_once(distributed().await).await;
 }
 #[tokio::test]
 async fn embedded_shutdown_finishes_the_batch_in_flight() {

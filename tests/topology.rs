@@ -279,13 +279,15 @@ fn tail(log: &Path) -> String {
 }
 
 /// A widget client that reconnects and records when each message arrives.
-fn widget_client(port: u16, received: Arc<Mutex<Vec<Instant>>>) {
+fn widget_client(port: u16, key: &'static str, received: Arc<Mutex<Vec<Instant>>>) {
     tokio::spawn(async move {
         loop {
             if let Ok((mut ws, _)) =
                 tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/ws")).await
             {
-                for feed in ["scanners:top_volume", "quote:*", "daily_range:*"] {
+                let auth = serde_json::json!({"action": "auth", "api_key": key});
+                let _ = ws.send(Message::Text(auth.to_string().into())).await;
+                for feed in ["scanners:top_volume", "quote:*", "daily_range:*", "news:*"] {
                     let sub = serde_json::json!({"action": "subscribe", "feed": feed});
                     let _ = ws.send(Message::Text(sub.to_string().into())).await;
                 }
@@ -346,12 +348,15 @@ async fn the_distributed_topology_survives_faults_and_loses_nothing_it_confirmed
 
     let (sim_port, finlight_port) = (free_port(), free_port());
     let redis_base = redis.url();
-    // The environment of deploy/compose.yaml, pointed at the private servers.
-    let env: Vec<(String, String)> = [
-        ("RABBITMQ_URL", rabbit.url.clone()),
-        ("MDC_REDIS_URL", format!("{redis_base}0")),
-        ("WDC_REDIS_URL", format!("{redis_base}1")),
-        ("MDP_LOG_FORMAT", "json".into()),
+    let widget_key = "topology-widget-key";
+    // The compose file's hosts, here.
+    let rewrite = |key: &str, value: &str| match key {
+        "RABBITMQ_URL" => rabbit.url.clone(),
+        "MDC_REDIS_URL" | "WDC_REDIS_URL" => value.replace("redis://redis:6379/", &redis_base),
+        _ => value.to_string(),
+    };
+    // What the operator supplies or the image sets, for this machine.
+    let local: Vec<(&str, String)> = vec![
         ("MDP_PLUGIN_DIR", plugins.display().to_string()),
         (
             "MDP_PLUGIN_CACHE",
@@ -359,72 +364,78 @@ async fn the_distributed_topology_survives_faults_and_loses_nothing_it_confirmed
         ),
         ("MASSIVE_FEED_URL", format!("ws://127.0.0.1:{sim_port}")),
         ("MASSIVE_REST_URL", format!("http://127.0.0.1:{sim_port}")),
+        ("FINLIGHT_WS_URL", format!("ws://127.0.0.1:{finlight_port}")),
+        ("FINLIGHT_API_KEY", "simulated".into()),
         // Long enough that nothing expires during the test: every message
         // is accounted for by processing, not by the TTL.
         ("MARKET_DATA_MESSAGE_TTL", "600000".into()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
+    ];
 
+    // Every mdp service of deploy/compose.yaml, each replica its own process,
+    // with the service's command and environment; each address it binds
+    // moved to a free loopback port.
     let mut roles = Vec::new();
-    let mut add = |name: &str, args: &[&str], port_env: Option<&str>| {
-        let port = free_port();
-        let mut env = env.clone();
-        if let Some(var) = port_env {
-            env.push((var.to_string(), format!("127.0.0.1:{port}")));
+    let mut widget_port = None;
+    for service in support::deploy::compose_services(widget_key) {
+        for replica in 0..service.replicas {
+            let name = match service.replicas {
+                1 => service.name.clone(),
+                _ => format!("{}-{}", service.name, (b'a' + replica as u8) as char),
+            };
+            let port = free_port();
+            let addr = format!("127.0.0.1:{port}");
+            let mut env: BTreeMap<String, String> = service
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), rewrite(k, v)))
+                .collect();
+            env.extend(local.iter().map(|(k, v)| (k.to_string(), v.clone())));
+            if let Some(health) = env.get_mut("MDP_HEALTH_LISTEN") {
+                *health = addr.clone();
+            }
+            let serve = service.command[0] == "serve";
+            let args = service
+                .command
+                .iter()
+                .map(|a| {
+                    if serve && a.contains(":8080") {
+                        addr.clone()
+                    } else {
+                        a.clone()
+                    }
+                })
+                .collect();
+            if serve {
+                widget_port = Some(port);
+            }
+            roles.push(Role {
+                name,
+                args,
+                env: env.into_iter().collect(),
+                port,
+                ready_path: if serve { "/health" } else { "/ready" },
+                log: work.path().join(format!("{}-{replica}.log", service.name)),
+                child: None,
+                past: String::new(),
+            });
         }
-        roles.push(Role {
-            name: name.to_string(),
-            args: args.iter().map(|s| s.to_string()).collect(),
-            env,
-            port,
-            ready_path: if name == "serve" { "/health" } else { "/ready" },
-            log: work.path().join(format!("{name}.log")),
-            child: None,
-            past: String::new(),
-        });
-        port
-    };
-    let health = Some("MDP_HEALTH_LISTEN");
-    add(
-        "listen-massive",
-        &["listen", "massive"],
-        Some("MDP_LISTENER_ADMIN"),
-    );
-    for replica in ["a", "b"] {
-        add(
-            &format!("process-aggregate-{replica}"),
-            &["process", "--queue", "aggregate", "--plugin", "leaderboard"],
-            health,
-        );
-        add(
-            &format!("process-trades-{replica}"),
-            &["process", "--queue", "trades", "--plugin", "top-trades"],
-            health,
-        );
     }
-    add(
+    let names: Vec<&str> = roles.iter().map(|r| r.name.as_str()).collect();
+    for role in [
+        "listen-massive",
+        "listen-finlight",
+        "process-aggregate-a",
+        "process-aggregate-b",
+        "process-trades-a",
+        "process-trades-b",
         "process-quotes",
-        &[
-            "process",
-            "--queue",
-            "quotes",
-            "--plugin",
-            "massive-router",
-            "--queue",
-            "halts",
-            "--plugin",
-            "massive-router",
-        ],
-        health,
-    );
-    add(
+        "process-news",
         "scan-daily-range",
-        &["scan", "--subscribe", "quote:*", "--plugin", "daily-range"],
-        health,
-    );
-    let widget_port = add("serve", &["serve"], Some("MDP_LISTEN"));
+        "serve",
+    ] {
+        assert!(names.contains(&role), "compose runs no {role}: {names:?}");
+    }
+    let widget_port = widget_port.unwrap();
 
     // The market: a Monday morning, a moderate rate (2 cores run all of it).
     let mut sim = Command::new(env!("CARGO_BIN_EXE_mdp"))
@@ -464,7 +475,7 @@ async fn the_distributed_topology_survives_faults_and_loses_nothing_it_confirmed
         r.spawn();
     }
     top.all_ready(Duration::from_secs(120)).await;
-    widget_client(widget_port, received);
+    widget_client(widget_port, widget_key, received);
     let started = Instant::now();
     let first = top.recovery(started, Duration::from_secs(60)).await;
     eprintln!("pipeline flowing {first:?} after every role was ready");
@@ -496,11 +507,13 @@ async fn the_distributed_topology_survives_faults_and_loses_nothing_it_confirmed
 
     // 2. kill -9 RabbitMQ, restart it on the same port.
     let queue_roles = [
+        "listen-massive",
         "process-aggregate-a",
         "process-aggregate-b",
         "process-trades-a",
         "process-trades-b",
         "process-quotes",
+        "process-news",
     ];
     let ((), unready) = top
         .unready_during(&queue_roles, async {
@@ -528,7 +541,9 @@ async fn the_distributed_topology_survives_faults_and_loses_nothing_it_confirmed
         "process-aggregate-a",
         "process-aggregate-b",
         "process-trades-a",
+        "process-trades-b",
         "process-quotes",
+        "process-news",
         "scan-daily-range",
         "serve",
     ];
@@ -669,7 +684,7 @@ async fn the_distributed_topology_survives_faults_and_loses_nothing_it_confirmed
     }
     let queue = mdp::queue::open(&rabbit.url).await.unwrap();
     let mut depths = Vec::new();
-    for q in ["aggregate", "trades", "quotes", "halts"] {
+    for q in ["aggregate", "trades", "quotes", "halts", "news"] {
         depths.push((q, queue.depth(q).await.unwrap()));
     }
     let dead = top.total("process", "mdp_dead_lettered_total", &[]).await;

@@ -2,6 +2,8 @@
 //! built plugins are.
 #![allow(dead_code)]
 
+pub mod deploy;
+
 use std::path::PathBuf;
 use std::sync::OnceLock;
 

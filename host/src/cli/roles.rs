@@ -450,3 +450,76 @@ pub async fn scan(args: ScanArgs) -> anyhow::Result<ExitCode> {
     health.started();
     supervise(vec![task], &health, &shutdown).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn forever() -> tokio::task::JoinHandle<anyhow::Result<()>> {
+        tokio::spawn(async {
+            std::future::pending::<()>().await;
+            Ok(())
+        })
+    }
+
+    #[tokio::test]
+    async fn a_task_that_dies_makes_the_role_exit_non_zero_and_fail_liveness() {
+        let health = Health::new("test");
+        let (_stop, shutdown) = watch::channel(false);
+        let dies = tokio::spawn(async { Err(anyhow::anyhow!("consumer gone")) });
+        let tasks = vec![
+            ("process a".to_string(), forever()),
+            ("process b".into(), dies),
+        ];
+        let code = supervise(tasks, &health, &shutdown).await.unwrap();
+        assert_eq!(code, ExitCode::FAILURE);
+        let (alive, body) = health.liveness();
+        assert!(!alive, "{body}");
+        assert!(
+            body["ended"]["process b"]
+                .as_str()
+                .unwrap()
+                .contains("consumer gone")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_task_that_panics_is_reported_as_such() {
+        let health = Health::new("test");
+        let (_stop, shutdown) = watch::channel(false);
+        let panics = tokio::spawn(async { panic!("boom") });
+        let tasks = vec![("scan".to_string(), panics), ("serve".into(), forever())];
+        assert_eq!(
+            supervise(tasks, &health, &shutdown).await.unwrap(),
+            ExitCode::FAILURE
+        );
+        assert!(
+            health.liveness().1["ended"]["scan"]
+                .as_str()
+                .unwrap()
+                .contains("panicked")
+        );
+    }
+
+    #[tokio::test]
+    async fn tasks_that_end_at_shutdown_are_the_drain_not_a_failure() {
+        let health = Health::new("test");
+        let (stop, shutdown) = watch::channel(false);
+        let drains = |mut rx: watch::Receiver<bool>| {
+            tokio::spawn(async move {
+                let _ = rx.wait_for(|s| *s).await;
+                Ok(())
+            })
+        };
+        let tasks = vec![
+            ("a".to_string(), drains(shutdown.clone())),
+            ("b".to_string(), drains(shutdown.clone())),
+        ];
+        stop.send(true).unwrap();
+        assert_eq!(
+            supervise(tasks, &health, &shutdown).await.unwrap(),
+            ExitCode::SUCCESS
+        );
+        assert!(health.liveness().0);
+    }
+}

@@ -173,10 +173,13 @@ pub trait ListenerStatus: Send + Sync + 'static {
     fn status_json(&self) -> Value;
     /// Whether the upstream connection is up (`GET /ready`).
     fn connected(&self) -> bool;
+    /// Whether the broker took the last publish (`GET /ready`).
+    fn broker_connected(&self) -> bool;
 }
 
 /// The routes every listener shares: `/` and `/status` (the status
-/// document) and `/ready` (200 while connected, else 503).
+/// document) and `/ready` (200 while connected to the feed and the broker
+/// took the last publish, else 503 naming which is down).
 pub fn status_routes<T: ListenerStatus>() -> Router<std::sync::Arc<T>> {
     use axum::extract::State;
     use axum::routing::get;
@@ -187,10 +190,13 @@ pub fn status_routes<T: ListenerStatus>() -> Router<std::sync::Arc<T>> {
         .route(
             "/ready",
             get(|State(l): State<std::sync::Arc<T>>| async move {
-                if l.connected() {
-                    (StatusCode::OK, "connected")
-                } else {
-                    (StatusCode::SERVICE_UNAVAILABLE, "not connected")
+                match (l.connected(), l.broker_connected()) {
+                    (true, true) => (StatusCode::OK, "connected"),
+                    (false, _) => (StatusCode::SERVICE_UNAVAILABLE, "not connected to the feed"),
+                    (true, false) => (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "the broker did not take the last publish",
+                    ),
                 }
             }),
         )

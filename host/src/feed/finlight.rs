@@ -840,6 +840,9 @@ impl super::admin::ListenerStatus for FinlightListener {
     fn connected(&self) -> bool {
         self.stats.connected.load(Ordering::Relaxed)
     }
+    fn broker_connected(&self) -> bool {
+        self.queue.connected()
+    }
 }
 
 #[cfg(test)]

@@ -1052,6 +1052,9 @@ impl super::admin::ListenerStatus for MassiveListener {
     fn connected(&self) -> bool {
         self.stats.connected.load(Ordering::Relaxed)
     }
+    fn broker_connected(&self) -> bool {
+        self.queue.connected()
+    }
 }
 
 #[cfg(test)]

@@ -103,6 +103,11 @@ pub trait Queue: Send + Sync + 'static {
     async fn consume(&self, queue: &str, prefetch: u16) -> QueueResult<Box<dyn Consumer>>;
     /// Number of ready messages in `queue`.
     async fn depth(&self, queue: &str) -> QueueResult<u64>;
+    /// Whether the broker took the last publish (true before the first):
+    /// a publisher's readiness.
+    fn connected(&self) -> bool {
+        true
+    }
 }
 
 /// Open a broker by URL: `memory://` (or `embedded`) for the embedded broker,

@@ -41,6 +41,8 @@ const TAG_BITS: u32 = 40;
 /// A RabbitMQ broker connection.
 pub struct RabbitQueue {
     endpoint: RabbitHandle,
+    /// Whether the last publish was confirmed.
+    published: AtomicBool,
     state: Mutex<Option<Arc<Conn>>>,
     declared: std::sync::Mutex<HashMap<String, QueueSpec>>,
 }
@@ -93,6 +95,7 @@ impl RabbitQueue {
                 shown: redact(url),
                 tls: crate::tls::amqp_config().map_err(|e| QueueError::Other(e.to_string()))?,
             },
+            published: AtomicBool::new(true),
             state: Mutex::new(None),
             declared: std::sync::Mutex::new(HashMap::new()),
         };
@@ -114,6 +117,59 @@ impl RabbitQueue {
             }
         }
         unreachable!("the loop returns")
+    }
+
+    /// Publish and wait for every confirm.
+    async fn publish_confirmed(&self, queue: &str, bodies: &[Bytes]) -> QueueResult<()> {
+        let started = std::time::Instant::now();
+        let conn = self.conn().await?;
+        let channel = self.publisher(&conn, queue).await?;
+        let timestamp = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let mut confirms = Vec::with_capacity(bodies.len());
+        for body in bodies {
+            let properties = BasicProperties::default()
+                .with_delivery_mode(1)
+                .with_content_type("application/json".into())
+                .with_timestamp(timestamp);
+            match channel
+                .basic_publish(
+                    "".into(),
+                    queue.into(),
+                    BasicPublishOptions::default(),
+                    body,
+                    properties,
+                )
+                .await
+            {
+                Ok(c) => confirms.push(c),
+                Err(e) => {
+                    self.drop_conn().await;
+                    return Err(self.unavailable(e));
+                }
+            }
+        }
+        for confirm in confirms {
+            match confirm.await {
+                Ok(Confirmation::Ack(_)) | Ok(Confirmation::NotRequested) => {}
+                Ok(Confirmation::Nack(_)) => {
+                    return Err(QueueError::NotConfirmed {
+                        queue: queue.to_string(),
+                    });
+                }
+                Err(e) => {
+                    self.drop_conn().await;
+                    return Err(self.unavailable(e));
+                }
+            }
+        }
+        metrics::histogram!("mdp_queue_publish_seconds", "backend" => "rabbitmq", "queue" => queue.to_string())
+            .record(started.elapsed().as_secs_f64());
+        metrics::counter!("mdp_queue_published_total", "backend" => "rabbitmq", "queue" => queue.to_string())
+            .increment(bodies.len() as u64);
+        Ok(())
     }
 
     fn unavailable(&self, e: impl std::fmt::Display) -> QueueError {
@@ -219,55 +275,10 @@ impl Queue for RabbitQueue {
     }
 
     async fn publish(&self, queue: &str, bodies: &[Bytes]) -> QueueResult<()> {
-        let started = std::time::Instant::now();
-        let conn = self.conn().await?;
-        let channel = self.publisher(&conn, queue).await?;
-        let timestamp = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        let mut confirms = Vec::with_capacity(bodies.len());
-        for body in bodies {
-            let properties = BasicProperties::default()
-                .with_delivery_mode(1)
-                .with_content_type("application/json".into())
-                .with_timestamp(timestamp);
-            match channel
-                .basic_publish(
-                    "".into(),
-                    queue.into(),
-                    BasicPublishOptions::default(),
-                    body,
-                    properties,
-                )
-                .await
-            {
-                Ok(c) => confirms.push(c),
-                Err(e) => {
-                    self.drop_conn().await;
-                    return Err(self.unavailable(e));
-                }
-            }
-        }
-        for confirm in confirms {
-            match confirm.await {
-                Ok(Confirmation::Ack(_)) | Ok(Confirmation::NotRequested) => {}
-                Ok(Confirmation::Nack(_)) => {
-                    return Err(QueueError::NotConfirmed {
-                        queue: queue.to_string(),
-                    });
-                }
-                Err(e) => {
-                    self.drop_conn().await;
-                    return Err(self.unavailable(e));
-                }
-            }
-        }
-        metrics::histogram!("mdp_queue_publish_seconds", "backend" => "rabbitmq", "queue" => queue.to_string())
-            .record(started.elapsed().as_secs_f64());
-        metrics::counter!("mdp_queue_published_total", "backend" => "rabbitmq", "queue" => queue.to_string())
-            .increment(bodies.len() as u64);
-        Ok(())
+        let result = self.publish_confirmed(queue, bodies).await;
+        let reached = !matches!(result, Err(QueueError::Unavailable(_)));
+        self.published.store(reached, Ordering::Relaxed);
+        result
     }
 
     async fn consume(&self, queue: &str, prefetch: u16) -> QueueResult<Box<dyn Consumer>> {
@@ -285,6 +296,10 @@ impl Queue for RabbitQueue {
         };
         consumer.open().await?;
         Ok(Box::new(consumer))
+    }
+
+    fn connected(&self) -> bool {
+        self.published.load(Ordering::Relaxed)
     }
 
     async fn depth(&self, queue: &str) -> QueueResult<u64> {

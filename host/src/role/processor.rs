@@ -346,9 +346,20 @@ impl Processor {
             // readiness follows its link (the task ends with this consumer).
             let link = acker.clone();
             let _link = self.health.watch(&queue_check, move || {
-                link.connected()
-                    .then_some("consuming")
-                    .ok_or("reconnecting to the broker")
+                let up = link.connected();
+                async move {
+                    match up {
+                        true => Ok("consuming".into()),
+                        false => Err("reconnecting to the broker".into()),
+                    }
+                }
+            });
+            // The store is probed too: an idle processor learns it is gone
+            // before its next batch does.
+            let store = self.store.clone();
+            let _store = self.health.watch("store", move || {
+                let store = store.clone();
+                async move { crate::store::probe(store.as_ref()).await }
             });
             let settler = Settler {
                 queue_name: self.config.queue.clone(),

@@ -61,9 +61,6 @@ pub struct Scanner {
     health: crate::telemetry::Health,
 }
 
-/// How often the scanner reports whether its subscription's connection is up.
-const HEALTH_EVERY: Duration = Duration::from_secs(1);
-
 impl Scanner {
     /// A scanner of `config.topics` through `worker`, writing to `store`.
     pub fn new(config: ScannerConfig, store: Arc<dyn Store>, worker: LiveWorker) -> Self {
@@ -84,13 +81,6 @@ impl Scanner {
         self
     }
 
-    fn report_store(&self) {
-        match self.store.pubsub_status() {
-            Ok(()) => self.health.check("store pub/sub", true, "subscribed"),
-            Err(why) => self.health.check("store pub/sub", false, why),
-        }
-    }
-
     /// Counters so far.
     pub fn stats(&self) -> &ScannerStats {
         &self.stats
@@ -108,6 +98,18 @@ impl Scanner {
     ) -> anyhow::Result<ScannerStats> {
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
         let mut first_time = true;
+        // Readiness follows the pub/sub link and the store itself, watched
+        // apart from the loop (which may be waiting on a hung store).
+        let store = self.store.clone();
+        let _pubsub = self.health.watch("store pub/sub", move || {
+            let status = store.pubsub_status().map(|()| "subscribed".to_string());
+            async move { status }
+        });
+        let store = self.store.clone();
+        let _store = self.health.watch("store", move || {
+            let store = store.clone();
+            async move { crate::store::probe(store.as_ref()).await }
+        });
         loop {
             let mut sub = match self.store.subscribe(&self.config.topics).await {
                 Ok(s) => s,
@@ -128,14 +130,9 @@ impl Scanner {
             }
             first_time = false;
             tracing::info!(topics = ?self.config.topics, plugin = %self.worker.plugin().name, "scanner subscribed");
-            let mut report = tokio::time::interval(HEALTH_EVERY);
             loop {
                 let first = tokio::select! {
                     m = sub.messages.recv() => m,
-                    _ = report.tick() => {
-                        self.report_store();
-                        continue;
-                    }
                     _ = shutdown.changed() => return Ok(self.stats.clone()),
                 };
                 let Some(first) = first else {

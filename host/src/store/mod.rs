@@ -178,6 +178,19 @@ pub trait Store: Send + Sync + 'static {
     }
 }
 
+/// How long a readiness probe waits for the store.
+pub const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Whether `store` answers a read within [`PROBE_TIMEOUT`]: the readiness
+/// probe of the roles that write to it.
+pub async fn probe(store: &dyn Store) -> Result<String, String> {
+    match tokio::time::timeout(PROBE_TIMEOUT, store.get("mdp:probe")).await {
+        Ok(Ok(_)) => Ok("reachable".into()),
+        Ok(Err(e)) => Err(format!("unreachable: {e}")),
+        Err(_) => Err(format!("no answer within {PROBE_TIMEOUT:?}")),
+    }
+}
+
 /// Open a store by URL: `memory://` (or `embedded`) for the embedded store,
 /// optionally with a memory budget (`memory://?max_memory_mib=N`, `0` for
 /// none; default [`EMBEDDED_MAX_MEMORY_MIB`]); `redis://` for Redis, `rediss://` over TLS (the

@@ -77,19 +77,21 @@ impl Health {
         state.checks.insert(name.to_string(), (ok, detail));
     }
 
-    /// Evaluate `probe` every 500 ms as check `name` (its `Ok`/`Err` text is
-    /// the detail) until the returned guard is dropped.
-    pub fn watch(
-        &self,
-        name: &str,
-        probe: impl Fn() -> Result<&'static str, &'static str> + Send + 'static,
-    ) -> WatchGuard {
+    /// Evaluate `probe` every 500 ms (a probe that takes longer delays the
+    /// next) as check `name` (its `Ok`/`Err` text is the detail) until the
+    /// returned guard is dropped.
+    pub fn watch<P, F>(&self, name: &str, probe: P) -> WatchGuard
+    where
+        P: Fn() -> F + Send + 'static,
+        F: std::future::Future<Output = Result<String, String>> + Send,
+    {
         let (health, name) = (self.clone(), name.to_string());
         WatchGuard(tokio::spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                match probe() {
+                match probe().await {
                     Ok(detail) => health.check(&name, true, detail),
                     Err(detail) => health.check(&name, false, detail),
                 }
