@@ -34,6 +34,11 @@ async fn up_serves_live_boards_and_quotes_and_stops_cleanly() {
             // dashboard's data must keep flowing regardless.
             "--store-url",
             "memory://?max_memory_mib=1",
+            // Widget auth on, with the same flags as `mdp serve`.
+            "--auth-enabled",
+            "true",
+            "--auth-api-key",
+            "up-key",
         ])
         .arg("--plugin-dir")
         .arg(&plugins)
@@ -60,9 +65,26 @@ async fn up_serves_live_boards_and_quotes_and_stops_cleanly() {
     }
     let ready = started.elapsed();
 
+    // Without the key: refused (close 1008).
+    let (mut intruder, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/ws"))
+        .await
+        .expect("ws");
+    let sub = serde_json::json!({"action": "subscribe", "feed": "quote:AAA"}).to_string();
+    intruder.send(Message::Text(sub.into())).await.unwrap();
+    let refused = loop {
+        match tokio::time::timeout(Duration::from_secs(5), intruder.next()).await {
+            Ok(Some(Ok(Message::Close(frame)))) => break frame.map(|f| u16::from(f.code)),
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("an unauthenticated client is closed, got {other:?}"),
+        }
+    };
+    assert_eq!(refused, Some(1008), "unauthenticated client refused");
+
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/ws"))
         .await
         .expect("ws");
+    let auth = serde_json::json!({"action": "auth", "api_key": "up-key"}).to_string();
+    ws.send(Message::Text(auth.into())).await.unwrap();
     for feed in ["scanners:top_volume", "quote:AAA", "daily_range:AAA"] {
         let sub = serde_json::json!({"action": "subscribe", "feed": feed}).to_string();
         ws.send(Message::Text(sub.into())).await.unwrap();

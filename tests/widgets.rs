@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use mdp::store::{EmbeddedStore, Store, Write};
-use mdp::widgets::{ServeArgs, serve};
+use mdp::widgets::{ServeArgs, WidgetArgs, serve};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -175,9 +175,12 @@ async fn pattern_subscriptions_deliver() {
 #[tokio::test]
 async fn shared_key_auth() {
     let args = ServeArgs {
-        auth_enabled: true,
-        auth_api_key: Some("s3cret".into()),
-        auth_timeout_secs: 1,
+        widgets: WidgetArgs {
+            auth_enabled: true,
+            auth_api_key: Some("s3cret".into()),
+            auth_timeout_secs: 1,
+            ..WidgetArgs::default()
+        },
         ..ServeArgs::default()
     };
     let (url, _stop) = server(Arc::new(EmbeddedStore::new()), args).await;
@@ -210,9 +213,12 @@ async fn shared_key_auth() {
 #[tokio::test]
 async fn limits_close_abusive_clients_without_hurting_others() {
     let args = ServeArgs {
-        max_rate: 20,
-        max_subscriptions: 3,
-        max_frame: 1024,
+        widgets: WidgetArgs {
+            max_rate: 20,
+            max_subscriptions: 3,
+            max_frame: 1024,
+            ..WidgetArgs::default()
+        },
         ..ServeArgs::default()
     };
     let store: Arc<dyn Store> = Arc::new(EmbeddedStore::new());
@@ -283,7 +289,10 @@ async fn limits_close_abusive_clients_without_hurting_others() {
 #[tokio::test]
 async fn a_client_that_never_reads_is_cut_off_and_others_keep_receiving() {
     let args = ServeArgs {
-        client_queue: 256,
+        widgets: WidgetArgs {
+            client_queue: 256,
+            ..WidgetArgs::default()
+        },
         ..ServeArgs::default()
     };
     let store: Arc<dyn Store> = Arc::new(EmbeddedStore::new());
@@ -408,9 +417,12 @@ async fn auth_reply(url: &str, frame: Value) -> (Ws, Value) {
 #[tokio::test]
 async fn signed_tokens_grant_only_their_feeds() {
     let args = ServeArgs {
-        auth_enabled: true,
-        auth_api_key: Some("shared".into()),
-        jwt_secret: Some("jwt-secret".into()),
+        widgets: WidgetArgs {
+            auth_enabled: true,
+            auth_api_key: Some("shared".into()),
+            jwt_secret: Some("jwt-secret".into()),
+            ..WidgetArgs::default()
+        },
         ..ServeArgs::default()
     };
     let store: Arc<dyn Store> = Arc::new(EmbeddedStore::new());
@@ -542,7 +554,10 @@ async fn eddsa_tokens_and_expiry_during_a_session() {
     let public = dir.path().join("jwt.pub");
     std::fs::write(&public, PUBLIC).unwrap();
     let args = ServeArgs {
-        jwt_public_key: Some(public),
+        widgets: WidgetArgs {
+            jwt_public_key: Some(public),
+            ..WidgetArgs::default()
+        },
         ..ServeArgs::default()
     };
     let (url, _stop) = server(Arc::new(EmbeddedStore::new()), args).await;
@@ -607,7 +622,10 @@ async fn eddsa_tokens_and_expiry_during_a_session() {
 #[tokio::test]
 async fn origin_allow_list() {
     let args = ServeArgs {
-        allow_origins: vec!["https://dash.example".into()],
+        widgets: WidgetArgs {
+            allow_origins: vec!["https://dash.example".into()],
+            ..WidgetArgs::default()
+        },
         ..ServeArgs::default()
     };
     let (url, _stop) = server(Arc::new(EmbeddedStore::new()), args).await;
@@ -629,9 +647,12 @@ async fn origin_allow_list() {
 #[tokio::test]
 async fn no_secret_reaches_the_dashboard() {
     let args = ServeArgs {
-        auth_enabled: true,
-        auth_api_key: Some("shared-key-3f9a".into()),
-        jwt_secret: Some("jwt-secret-77c1".into()),
+        widgets: WidgetArgs {
+            auth_enabled: true,
+            auth_api_key: Some("shared-key-3f9a".into()),
+            jwt_secret: Some("jwt-secret-77c1".into()),
+            ..WidgetArgs::default()
+        },
         ..ServeArgs::default()
     };
     let (tx, rx) = tokio::sync::watch::channel(false);
@@ -668,8 +689,11 @@ async fn no_secret_reaches_the_dashboard() {
 #[tokio::test]
 async fn a_conflating_server_keeps_slow_clients_bounded_and_current() {
     let args = ServeArgs {
-        client_queue: 64,
-        slow_client: mdp::widgets::SlowClientPolicy::Conflate,
+        widgets: WidgetArgs {
+            client_queue: 64,
+            slow_client: mdp::widgets::SlowClientPolicy::Conflate,
+            ..WidgetArgs::default()
+        },
         ..ServeArgs::default()
     };
     let store: Arc<dyn Store> = Arc::new(EmbeddedStore::new());
@@ -760,7 +784,10 @@ fn rss_kib() -> usize {
 #[tokio::test]
 async fn a_client_that_never_reads_anything_is_dropped() {
     let args = ServeArgs {
-        client_queue: 64,
+        widgets: WidgetArgs {
+            client_queue: 64,
+            ..WidgetArgs::default()
+        },
         ..ServeArgs::default()
     };
     let store: Arc<dyn Store> = Arc::new(EmbeddedStore::new());
@@ -817,7 +844,10 @@ async fn mdp_widget_token_signs_tokens_the_server_accepts() {
     assert!(out.status.success(), "{out:?}");
     let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
     let args = ServeArgs {
-        jwt_secret: Some("cli-secret".into()),
+        widgets: WidgetArgs {
+            jwt_secret: Some("cli-secret".into()),
+            ..WidgetArgs::default()
+        },
         ..ServeArgs::default()
     };
     let (url, _stop) = server(Arc::new(EmbeddedStore::new()), args).await;
@@ -831,4 +861,117 @@ async fn mdp_widget_token_signs_tokens_the_server_accepts() {
     )
     .await;
     assert_eq!(recv(&mut ws).await["status"], "forbidden");
+}
+
+/// The HTTP status a refused WebSocket upgrade answered with.
+async fn refused_status(url: &str) -> u16 {
+    match tokio_tungstenite::connect_async(url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => response.status().as_u16(),
+        other => panic!("expected a refused upgrade, got {:?}", other.map(|_| ())),
+    }
+}
+
+#[tokio::test]
+async fn connections_are_capped_per_address_and_in_all() {
+    let per_ip = ServeArgs {
+        widgets: WidgetArgs {
+            max_clients_per_ip: 2,
+            ..WidgetArgs::default()
+        },
+        ..ServeArgs::default()
+    };
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::new());
+    let (url, _stop) = server(store.clone(), per_ip).await;
+    let a = connect(&url).await;
+    let _b = connect(&url).await;
+    assert_eq!(
+        refused_status(&url).await,
+        429,
+        "a third client from one address"
+    );
+    // A client that leaves gives its place back.
+    drop(a);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while tokio_tungstenite::connect_async(&url).await.is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the place was not given back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let total = ServeArgs {
+        widgets: WidgetArgs {
+            max_clients: 1,
+            ..WidgetArgs::default()
+        },
+        ..ServeArgs::default()
+    };
+    let (url, _stop) = server(store, total).await;
+    let _only = connect(&url).await;
+    assert_eq!(refused_status(&url).await, 503, "a client over the total");
+}
+
+#[tokio::test]
+async fn metrics_need_the_token_when_one_is_set() {
+    let args = ServeArgs {
+        widgets: WidgetArgs {
+            metrics_token: Some("m-tok".into()),
+            ..WidgetArgs::default()
+        },
+        ..ServeArgs::default()
+    };
+    let (url, _stop) = server(Arc::new(EmbeddedStore::new()), args).await;
+    let metrics = url.replace("ws://", "http://").replace("/ws", "/metrics");
+    let http = reqwest::Client::new();
+    let status = |r: reqwest::Response| r.status().as_u16();
+    assert_eq!(status(http.get(&metrics).send().await.unwrap()), 401);
+    let wrong = http.get(&metrics).bearer_auth("nope").send().await.unwrap();
+    assert_eq!(status(wrong), 401);
+    let right = http
+        .get(&metrics)
+        .bearer_auth("m-tok")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status(right), 200);
+    // Open without a token configured.
+    let (open, _stop) = server(Arc::new(EmbeddedStore::new()), ServeArgs::default()).await;
+    let open = open.replace("ws://", "http://").replace("/ws", "/metrics");
+    assert_eq!(status(http.get(&open).send().await.unwrap()), 200);
+}
+
+#[test]
+fn serving_beyond_loopback_without_auth_warns() {
+    use std::io::{BufRead, BufReader};
+    let run = |extra: &[&str]| {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mdp"))
+            .args(["serve", "--listen", "0.0.0.0:0", "--store-url", "memory://"])
+            .args(extra)
+            .args(["--log-format", "human"])
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = Vec::new();
+        for line in BufReader::new(child.stderr.take().unwrap()).lines() {
+            let line = line.unwrap();
+            let listening = line.contains("widget server listening");
+            lines.push(line);
+            if listening {
+                break;
+            }
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        lines.join("\n")
+    };
+    let open = run(&[]);
+    assert!(open.contains("without auth"), "no warning:\n{open}");
+    let closed = run(&["--auth-enabled", "true", "--auth-api-key", "k"]);
+    assert!(
+        !closed.contains("without auth"),
+        "warned with auth on:\n{closed}"
+    );
 }

@@ -16,7 +16,7 @@ use crate::role::processor::ProcessorConfig;
 use crate::role::scanner::ScannerConfig;
 use crate::sim::{Profile, SimulateArgs};
 use crate::telemetry::Health;
-use crate::widgets::ServeArgs;
+use crate::widgets::{ServeArgs, WidgetArgs};
 
 /// The seed's default wiring: queue → analyzers in order of preference.
 pub const DEFAULT_PROCESSORS: [(&str, &[&str]); 5] = [
@@ -36,6 +36,9 @@ pub struct UpArgs {
     /// Dashboard and widget WebSocket address.
     #[arg(long, env = "MDP_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: String,
+    /// Widget auth, origins and limits, as for `mdp serve`.
+    #[command(flatten)]
+    pub widgets: WidgetArgs,
     /// Simulated market load when no real feed is configured.
     #[arg(long, value_enum, default_value_t = Profile::Average)]
     pub profile: Profile,
@@ -168,7 +171,8 @@ pub async fn run(mut args: UpArgs) -> anyhow::Result<ExitCode> {
         store.clone(),
         ServeArgs {
             listen: args.listen.clone(),
-            ..ServeArgs::default()
+            store_url: String::new(),
+            widgets: args.widgets.clone(),
         },
         shutdown.clone(),
     )

@@ -40,6 +40,25 @@ pub struct ServeArgs {
     /// Widget store (WDC): `redis://…`, or `memory://` when given explicitly; required.
     #[arg(long, env = "WDC_REDIS_URL", default_value_t = String::new(), hide_default_value = true)]
     pub store_url: String,
+    /// Who may connect and what each client may do (shared with `mdp up`).
+    #[command(flatten)]
+    pub widgets: WidgetArgs,
+}
+
+impl Default for ServeArgs {
+    fn default() -> Self {
+        ServeArgs {
+            listen: "127.0.0.1:0".into(),
+            store_url: "memory://".into(),
+            widgets: WidgetArgs::default(),
+        }
+    }
+}
+
+/// Authentication, origins and limits of the widget endpoint: the same flags
+/// for `mdp serve` and `mdp up`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct WidgetArgs {
     /// Require the first frame to be `auth` with the shared key.
     #[arg(long, env = "AUTH_ENABLED", default_value_t = false, action = clap::ArgAction::Set)]
     pub auth_enabled: bool,
@@ -64,6 +83,16 @@ pub struct ServeArgs {
     /// Allowed `Origin` values (any when empty).
     #[arg(long = "allow-origin")]
     pub allow_origins: Vec<String>,
+    /// WebSocket clients connected at once, in all (more are refused with 503).
+    #[arg(long, env = "MDP_MAX_CLIENTS", default_value_t = 20_000)]
+    pub max_clients: usize,
+    /// WebSocket clients connected at once from one IP address (more are
+    /// refused with 429).
+    #[arg(long, env = "MDP_MAX_CLIENTS_PER_IP", default_value_t = 500)]
+    pub max_clients_per_ip: usize,
+    /// Bearer token `/metrics` requires (open when unset).
+    #[arg(long, env = "MDP_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
     /// Frames a client may have queued before the slow-client policy applies.
     #[arg(long, default_value_t = 4096)]
     pub client_queue: usize,
@@ -85,11 +114,9 @@ pub struct ServeArgs {
     pub max_frame: usize,
 }
 
-impl Default for ServeArgs {
+impl Default for WidgetArgs {
     fn default() -> Self {
-        ServeArgs {
-            listen: "127.0.0.1:0".into(),
-            store_url: "memory://".into(),
+        WidgetArgs {
             auth_enabled: false,
             auth_api_key: None,
             jwt_secret: None,
@@ -98,6 +125,9 @@ impl Default for ServeArgs {
             jwt_audience: None,
             auth_timeout_secs: 10,
             allow_origins: Vec::new(),
+            max_clients: 20_000,
+            max_clients_per_ip: 500,
+            metrics_token: None,
             client_queue: 4096,
             client_queue_bytes: 8 * 1024 * 1024,
             slow_client: SlowClientPolicy::Disconnect,
@@ -113,8 +143,10 @@ pub struct Server {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) hub: Arc<Hub>,
     pub(crate) auth: Option<auth::Authenticator>,
-    pub(crate) args: ServeArgs,
+    pub(crate) args: WidgetArgs,
     pub(crate) clients: AtomicU64,
+    /// Connected clients per IP address.
+    pub(crate) per_ip: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
     pub(crate) next_id: AtomicU64,
 }
 
@@ -132,23 +164,26 @@ pub async fn serve(
     args: ServeArgs,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<ServeHandle> {
+    // Install the metrics recorder before the first client is counted.
+    crate::telemetry::metrics_handle();
+    let w = &args.widgets;
     let auth = auth::Authenticator::new(
-        args.auth_enabled,
-        args.auth_api_key.as_deref(),
-        args.jwt_secret.as_deref(),
-        args.jwt_public_key.as_deref(),
+        w.auth_enabled,
+        w.auth_api_key.as_deref(),
+        w.jwt_secret.as_deref(),
+        w.jwt_public_key.as_deref(),
     )?
-    .map(|a| a.expecting(args.jwt_issuer.as_deref(), args.jwt_audience.as_deref()));
-    tracing::info!(auth = ?auth, policy = ?args.slow_client, "widget server settings");
+    .map(|a| a.expecting(w.jwt_issuer.as_deref(), w.jwt_audience.as_deref()));
+    tracing::info!(auth = ?auth, policy = ?w.slow_client, "widget server settings");
     let server = Arc::new(Server {
         hub: Hub::new(store.clone()),
         auth,
         store,
-        args: args.clone(),
+        args: w.clone(),
         clients: AtomicU64::new(0),
+        per_ip: Default::default(),
         next_id: AtomicU64::new(1),
     });
-    let metrics = crate::telemetry::metrics_handle();
     let app = Router::new()
         .route(
             "/",
@@ -179,8 +214,8 @@ pub async fn serve(
         )
         .route("/ws", get(ws))
         .route("/health", get(health))
-        .route("/metrics", get(move || async move { metrics.render() }))
-        .with_state(server);
+        .route("/metrics", get(metrics))
+        .with_state(server.clone());
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .map_err(|e| {
@@ -190,6 +225,9 @@ pub async fn serve(
             )
         })?;
     let addr = listener.local_addr()?;
+    if server.auth.is_none() && !addr.ip().is_loopback() {
+        tracing::warn!(%addr, "widget server reachable beyond this machine without auth: anyone who can connect reads every feed (set AUTH_API_KEY with --auth-enabled true, or a JWT key)");
+    }
     // Pushes are small and latency matters: no Nagle delay (it measurably
     // lowered PUBLISH→receipt latency with 10,000 clients).
     let listener = listener.tap_io(|tcp| {
@@ -198,6 +236,7 @@ pub async fn serve(
         }
     });
     let task = tokio::spawn(async move {
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         let result = axum::serve(listener, app)
             .with_graceful_shutdown(async move {
                 let _ = shutdown.wait_for(|s| *s).await;
@@ -240,8 +279,71 @@ async fn health(State(server): State<Arc<Server>>) -> Response {
     (code, axum::Json(body)).into_response()
 }
 
+/// `/metrics`, behind `--metrics-token` when one is set.
+async fn metrics(State(server): State<Arc<Server>>, headers: HeaderMap) -> Response {
+    if let Some(token) = &server.args.metrics_token {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !crate::secret::same_secret(given, token) {
+            return (StatusCode::UNAUTHORIZED, "metrics need the bearer token").into_response();
+        }
+    }
+    crate::telemetry::metrics_handle().render().into_response()
+}
+
+/// One connected client's place in the connection caps, given back on drop.
+pub(crate) struct Admission {
+    server: Arc<Server>,
+    ip: std::net::IpAddr,
+}
+
+impl Admission {
+    /// Admit a client from `ip`, or say which cap it hits.
+    fn new(
+        server: &Arc<Server>,
+        ip: std::net::IpAddr,
+    ) -> Result<Admission, (StatusCode, &'static str)> {
+        let mut per_ip = server.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        let total: usize = per_ip.values().sum();
+        if total >= server.args.max_clients {
+            metrics::counter!("mdp_wds_rejected_total", "reason" => "max_clients").increment(1);
+            return Err((StatusCode::SERVICE_UNAVAILABLE, "too many clients"));
+        }
+        let mine = per_ip.entry(ip).or_insert(0);
+        if *mine >= server.args.max_clients_per_ip {
+            metrics::counter!("mdp_wds_rejected_total", "reason" => "max_clients_per_ip")
+                .increment(1);
+            return Err((
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many clients from this address",
+            ));
+        }
+        *mine += 1;
+        Ok(Admission {
+            server: server.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        let mut per_ip = self.server.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = per_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
 async fn ws(
     State(server): State<Arc<Server>>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
@@ -255,13 +357,20 @@ async fn ws(
             return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
         }
     }
+    let admission = match Admission::new(&server, peer.ip()) {
+        Ok(a) => a,
+        Err(refusal) => return refusal.into_response(),
+    };
     let max = server.args.max_frame;
     upgrade
         .max_message_size(max)
         .max_frame_size(max)
         // Client frames are small: do not reserve the default 128 KiB each.
         .read_buffer_size(4096)
-        .on_upgrade(move |socket| session::run(server, socket))
+        .on_upgrade(move |socket| async move {
+            session::run(server, socket).await;
+            drop(admission);
+        })
 }
 
 /// Run `mdp serve` until ctrl-c.
