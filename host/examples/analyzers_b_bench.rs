@@ -72,7 +72,7 @@ async fn bench(
         }
         let per_event = started.elapsed().as_nanos() as f64 / (rounds * batch) as f64;
         println!(
-            "{name:>13} batch {batch:>3}: {per_event:>8.0} ns/event ({:>7.0} events/s), {:.1} writes/event",
+            "{name:>13} batch {batch:>3}: {per_event:>8.0} ns/event ({:>7.0} events/s), {:.3} writes/event",
             1e9 / per_event,
             writes as f64 / (rounds * batch) as f64
         );
