@@ -15,7 +15,9 @@
 //! status instead of hammering the feed; frames over 1 MB, garbage and
 //! truncated frames are counted, logged and skipped; a feed that stops
 //! sending data for `--stall-timeout-ms` is treated as stalled and
-//! reconnected. An admin API ([`admin_router`]) reports status and changes
+//! reconnected, unless REST market status says the market closed; an HTTP
+//! 404 or 401 at connect is a configuration error (one ERROR naming the
+//! flag, then the refused wait). An admin API ([`admin_router`]) reports status and changes
 //! feed, market and subscriptions at runtime.
 
 use std::collections::BTreeMap;
