@@ -5,14 +5,15 @@
 #[path = "support/mod.rs"]
 mod support;
 
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn up_serves_live_boards_and_quotes_and_stops_cleanly() {
+/// `mdp up` on a free port over the built plugins with `args` and `env`,
+/// once `/health` answers: the child, its port, and how long it took.
+async fn start_up(args: &[&str], env: &[(&str, &str)]) -> (Child, u16, Duration) {
     // Make sure the plugins exist (builds them once if missing).
     let plugins = support::plugin_wasm("leaderboard")
         .parent()
@@ -20,30 +21,15 @@ async fn up_serves_live_boards_and_quotes_and_stops_cleanly() {
         .to_path_buf();
     let port = support::free_port();
     let started = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mdp"))
-        .args([
-            "up",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--symbols",
-            "300",
-            // A Monday morning: the simulated market is open whenever the test runs.
-            "--sim-at",
-            "2026-03-09T10:00:00-04:00",
-            // A small memory budget: the store evicts within seconds, and the
-            // dashboard's data must keep flowing regardless.
-            "--store-url",
-            "memory://?max_memory_mib=1",
-            // Widget auth on, with the same flags as `mdp serve`.
-            "--auth-enabled",
-            "true",
-            "--auth-api-key",
-            "up-key",
-        ])
+    let child = Command::new(env!("CARGO_BIN_EXE_mdp"))
+        .args(["up", "--listen", &format!("127.0.0.1:{port}")])
+        .args(args)
         .arg("--plugin-dir")
         .arg(&plugins)
         .env_remove("MASSIVE_API_KEY")
         .env_remove("POLYGON_API_KEY")
+        .env_remove("MDP_SIM_AT")
+        .envs(env.iter().copied())
         .env("MDP_PLUGIN_CACHE", tempfile::tempdir().unwrap().keep())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -63,28 +49,20 @@ async fn up_serves_live_boards_and_quotes_and_stops_cleanly() {
         assert!(Instant::now() < deadline, "mdp up did not become ready");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let ready = started.elapsed();
+    (child, port, started.elapsed())
+}
 
-    // Without the key: refused (close 1008).
-    let (mut intruder, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/ws"))
-        .await
-        .expect("ws");
-    let sub = serde_json::json!({"action": "subscribe", "feed": "quote:AAA"}).to_string();
-    intruder.send(Message::Text(sub.into())).await.unwrap();
-    let refused = loop {
-        match tokio::time::timeout(Duration::from_secs(5), intruder.next()).await {
-            Ok(Some(Ok(Message::Close(frame)))) => break frame.map(|f| u16::from(f.code)),
-            Ok(Some(Ok(_))) => continue,
-            other => panic!("an unauthenticated client is closed, got {other:?}"),
-        }
-    };
-    assert_eq!(refused, Some(1008), "unauthenticated client refused");
-
+/// Subscribe (after authenticating with `key`, when given) to the
+/// top-volume board, `quote:AAA` and `daily_range:AAA`, and assert each sends
+/// an update of the seed's shape (within 20 s).
+async fn assert_live_boards(port: u16, key: Option<&str>) {
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/ws"))
         .await
         .expect("ws");
-    let auth = serde_json::json!({"action": "auth", "api_key": "up-key"}).to_string();
-    ws.send(Message::Text(auth.into())).await.unwrap();
+    if let Some(key) = key {
+        let auth = serde_json::json!({"action": "auth", "api_key": key}).to_string();
+        ws.send(Message::Text(auth.into())).await.unwrap();
+    }
     for feed in ["scanners:top_volume", "quote:AAA", "daily_range:AAA"] {
         let sub = serde_json::json!({"action": "subscribe", "feed": feed}).to_string();
         ws.send(Message::Text(sub.into())).await.unwrap();
@@ -115,27 +93,30 @@ async fn up_serves_live_boards_and_quotes_and_stops_cleanly() {
             quote = true;
         }
     }
-    let first_update = started.elapsed();
     assert!(board, "a top-volume board arrived");
     assert!(quote, "a quote:AAA update arrived");
     assert!(range, "a daily_range:AAA update arrived");
-    eprintln!("ready after {ready:?}, first board and quote after {first_update:?}");
+}
 
-    // The embedded store stayed within its budget by evicting.
-    let metrics = support::http_text(&format!("http://127.0.0.1:{port}/metrics")).await;
-    let value = |name: &str| {
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
-            .unwrap_or_else(|| panic!("{name} missing from /metrics"))
+/// A client without the key is closed with 1008 at its first frame.
+async fn assert_unauthenticated_refused(port: u16) {
+    let (mut intruder, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/ws"))
+        .await
+        .expect("ws");
+    let sub = serde_json::json!({"action": "subscribe", "feed": "quote:AAA"}).to_string();
+    intruder.send(Message::Text(sub.into())).await.unwrap();
+    let refused = loop {
+        match tokio::time::timeout(Duration::from_secs(5), intruder.next()).await {
+            Ok(Some(Ok(Message::Close(frame)))) => break frame.map(|f| u16::from(f.code)),
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("an unauthenticated client is closed, got {other:?}"),
+        }
     };
-    assert!(value("mdp_store_evicted_total") > 0.0, "evictions happened");
-    assert!(
-        value("mdp_store_embedded_bytes") <= f64::from(1u32 << 20),
-        "within the 1 MiB budget"
-    );
+    assert_eq!(refused, Some(1008), "unauthenticated client refused");
+}
 
-    // SIGTERM: drain and exit 0.
+/// SIGTERM `child`, assert it drains and exits 0, and return its stdout.
+async fn stop_cleanly(mut child: Child) -> String {
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -162,6 +143,74 @@ async fn up_serves_live_boards_and_quotes_and_stops_cleanly() {
         .read_to_string(&mut out)
         .unwrap();
     assert!(out.contains("stopped cleanly"), "{out}");
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_serves_live_boards_and_quotes_and_stops_cleanly() {
+    let (child, port, ready) = start_up(
+        &[
+            "--symbols",
+            "300",
+            // A Monday morning: the simulated market is open whenever the test runs.
+            "--sim-at",
+            "2026-03-09T10:00:00-04:00",
+            // A small memory budget: the store evicts within seconds, and the
+            // dashboard's data must keep flowing regardless.
+            "--store-url",
+            "memory://?max_memory_mib=1",
+            // Widget auth on, with the same flags as `mdp serve`.
+            "--auth-enabled",
+            "true",
+            "--auth-api-key",
+            "up-key",
+        ],
+        &[],
+    )
+    .await;
+    let started = Instant::now();
+    assert_unauthenticated_refused(port).await;
+    assert_live_boards(port, Some("up-key")).await;
+    eprintln!(
+        "ready after {ready:?}, first board and quote after {:?}",
+        ready + started.elapsed()
+    );
+
+    // The embedded store stayed within its budget by evicting.
+    let metrics = support::http_text(&format!("http://127.0.0.1:{port}/metrics")).await;
+    let value = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("{name} missing from /metrics"))
+    };
+    assert!(value("mdp_store_evicted_total") > 0.0, "evictions happened");
+    assert!(
+        value("mdp_store_embedded_bytes") <= f64::from(1u32 << 20),
+        "within the 1 MiB budget"
+    );
+    let out = stop_cleanly(child).await;
+    assert!(
+        !out.contains("market closed now"),
+        "a given time is simulated as given: {out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_on_a_saturday_simulates_the_last_session() {
+    // No time given, and the (injected) wall clock says Saturday noon in New York.
+    let (child, port, _) = start_up(
+        &["--symbols", "300"],
+        &[("MDP_UP_NOW", "2026-01-03T12:00:00-05:00")],
+    )
+    .await;
+    assert_live_boards(port, None).await;
+    let out = stop_cleanly(child).await;
+    assert!(
+        out.lines().any(|l| l
+            == "market closed now; simulating Friday 2026-01-02 12:00 New York — `--sim-at now` for the real clock"),
+        "the banner says which session is simulated: {out}"
+    );
 }
 
 #[tokio::test]

@@ -1,6 +1,8 @@
 //! Analyzers in Python (componentize-py) and JavaScript (componentize-js)
 //! against the same WIT: the router's twins pass the Rust router's golden
-//! file through the real runtime, and hot-reload into a live slot. Also
+//! file through the real runtime, and hot-reload into a live slot; the
+//! stateful daily-range's Python twin passes the Rust crate's golden files,
+//! restarts included. Also
 //! prints how long a load takes cold and with the compiled-artifact cache.
 
 #[path = "support/mod.rs"]
@@ -57,6 +59,36 @@ async fn python_and_javascript_twins_pass_the_rust_routers_golden_file() {
             std::fs::metadata(support::plugin_wasm(name)).unwrap().len() as f64 / 1048576.0,
             cached.took
         );
+    }
+}
+
+/// A stateful analyzer beyond Rust: daily-range's Python twin passes every
+/// golden file of the Rust crate through the real runtime — sessions, DST,
+/// rehydration, and restarts from a snapshot and cold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_daily_range_passes_the_rust_golden_files_with_restarts() {
+    let dir = support::repo_root().join("plugins/daily-range/golden");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    files.sort();
+    let restarts = std::fs::read_to_string(dir.join("restarts.json")).unwrap();
+    assert!(
+        restarts.contains("\"snapshot\"") && restarts.contains("\"cold\""),
+        "the golden files cover both restarts"
+    );
+    let runtime = Runtime::new(RuntimeConfig::default()).unwrap();
+    for name in ["daily-range", "daily-range-py"] {
+        let bytes = std::fs::read(support::plugin_wasm(name)).unwrap();
+        for file in &files {
+            let golden_file =
+                mdp_sdk::wire::Golden::parse(&std::fs::read_to_string(file).unwrap()).unwrap();
+            golden::run(&runtime, bytes.clone(), &golden_file, limits())
+                .await
+                .unwrap_or_else(|e| panic!("{name} on {}: {e}", file.display()));
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 //! Micro-benchmark (not a test): per-event cost of the daily-range scanner
-//! plugin (quote payloads over 500 symbols, regular session) and of the
+//! plugin and its Python twin (quote payloads over 500 symbols, regular
+//! session) and of the
 //! news-feed plugin and its Python and JavaScript twins (enhanced and raw
 //! articles) through the real runtime, batch sizes 1, 10 and 100: analyze
 //! call plus effect resolution into store writes.
@@ -71,7 +72,7 @@ async fn bench(
         }
         let per_event = started.elapsed().as_nanos() as f64 / (rounds * batch) as f64;
         println!(
-            "{name:>13} batch {batch:>3}: {per_event:>8.0} ns/event ({:>7.0} events/s), {:.1} writes/event",
+            "{name:>13} batch {batch:>3}: {per_event:>8.0} ns/event ({:>7.0} events/s), {:.3} writes/event",
             1e9 / per_event,
             writes as f64 / (rounds * batch) as f64
         );
@@ -94,7 +95,9 @@ async fn main() -> anyhow::Result<()> {
         );
         (format!("quote:{sym}"), payload)
     };
-    bench(&runtime, "daily-range", &quote).await?;
+    for name in ["daily-range", "daily-range-py"] {
+        bench(&runtime, name, &quote).await?;
+    }
     let article = |n: usize| {
         let payload = if n.is_multiple_of(2) {
             format!(

@@ -55,10 +55,16 @@ pub struct UpArgs {
     /// Message TTL of the market-data queues, ms.
     #[arg(long, env = "MARKET_DATA_MESSAGE_TTL", default_value_t = 5000)]
     pub message_ttl_ms: u64,
-    /// Start of the simulated market's clock (RFC 3339), when the simulator
-    /// runs; default: now (a closed market sends nothing).
+    /// Start of the simulated market's clock (RFC 3339, or `now` for the
+    /// real clock, where a closed market sends nothing), when the simulator
+    /// runs; default: now while the regular session is open, otherwise the
+    /// same time of day in the most recent session (10:00 New York when
+    /// outside the session's hours).
     #[arg(long, env = "MDP_SIM_AT")]
     pub sim_at: Option<String>,
+    /// The wall clock that default reads (RFC 3339; for tests).
+    #[arg(long, env = "MDP_UP_NOW", hide = true)]
+    pub now: Option<String>,
     /// Backends and plugins.
     #[command(flatten)]
     pub host: AnalyzerHostArgs,
@@ -67,17 +73,28 @@ pub struct UpArgs {
 /// Run everything until ctrl-c / SIGTERM.
 pub async fn run(mut args: UpArgs) -> anyhow::Result<ExitCode> {
     let shutdown = shutdown_signal();
+    // With the simulator, the listener asks it for the session (a closed
+    // simulated market is not a stalled feed).
+    let mut rest_url = None;
     // Simulated market unless real credentials are configured.
+    let mut closed_banner = None;
     let _sim = if args.host.api_key().is_none() {
+        let now_ms = match &args.now {
+            Some(now) => super::parse_at_ms(now).context("--now")?,
+            None => chrono::Utc::now().timestamp_millis() as u64,
+        };
+        let (at, banner) = sim_start(args.sim_at.as_deref(), now_ms)?;
+        closed_banner = banner;
         let sim = crate::sim::start(SimulateArgs {
             listen: "127.0.0.1:0".into(),
             symbols: args.symbols,
             profile: args.profile,
-            at: args.sim_at.clone(),
+            at: Some(at.to_string()),
             ..SimulateArgs::default()
         })
         .await
         .context("start the simulator")?;
+        rest_url = Some(sim.rest_url());
         args.feed_url = sim.ws_url();
         args.host.massive_rest_url = sim.rest_url();
         args.host.massive_api_key = Some("simulated".into());
@@ -114,6 +131,7 @@ pub async fn run(mut args: UpArgs) -> anyhow::Result<ExitCode> {
             queue_url: args.host.queue_url.clone(),
             message_ttl_ms: args.message_ttl_ms,
             batch_frames: true,
+            rest_url,
             ..MassiveArgs::default()
         },
         queue.clone(),
@@ -202,6 +220,9 @@ pub async fn run(mut args: UpArgs) -> anyhow::Result<ExitCode> {
         "mdp is up: dashboard at http://{}/  (ctrl-c to stop)",
         serve.addr
     );
+    if let Some(banner) = &closed_banner {
+        println!("{banner}");
+    }
     println!(
         "analyzers: {}",
         pairs
@@ -221,4 +242,46 @@ pub async fn run(mut args: UpArgs) -> anyhow::Result<ExitCode> {
     let _ = serve.task.await;
     println!("mdp stopped cleanly");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The simulator's start (Unix ms) for `--sim-at` (`now`, a time, or unset)
+/// at wall-clock `now_ms`, and the one-line banner when a closed market made
+/// it simulate the last session instead.
+pub fn sim_start(sim_at: Option<&str>, now_ms: u64) -> anyhow::Result<(u64, Option<String>)> {
+    match sim_at.map(str::trim) {
+        Some("now") => Ok((now_ms, None)),
+        Some(at) => Ok((super::parse_at_ms(at).context("--sim-at")?, None)),
+        None => Ok(match crate::sim::last_session_moment(now_ms) {
+            Some(at) => (
+                at,
+                Some(format!(
+                    "market closed now; simulating {} — `--sim-at now` for the real clock",
+                    crate::sim::new_york_label(at)
+                )),
+            ),
+            None => (now_ms, None),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_closed_market_simulates_the_last_session_unless_told_now() {
+        // Saturday 2026-12-05 12:00 New York.
+        let saturday = 1_796_490_000_000;
+        let (at, banner) = sim_start(None, saturday).unwrap();
+        assert_eq!(at, saturday - 86_400_000, "Friday, same time of day");
+        assert_eq!(
+            banner.as_deref(),
+            Some(
+                "market closed now; simulating Friday 2026-12-04 12:00 New York — `--sim-at now` for the real clock"
+            )
+        );
+        assert_eq!(sim_start(Some("now"), saturday).unwrap(), (saturday, None));
+        let given = sim_start(Some("2026-03-09T10:00:00-04:00"), saturday).unwrap();
+        assert_eq!(given, (1_773_064_800_000, None));
+    }
 }

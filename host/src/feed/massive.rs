@@ -15,7 +15,9 @@
 //! status instead of hammering the feed; frames over 1 MB, garbage and
 //! truncated frames are counted, logged and skipped; a feed that stops
 //! sending data for `--stall-timeout-ms` is treated as stalled and
-//! reconnected. An admin API ([`admin_router`]) reports status and changes
+//! reconnected, unless REST market status says the market closed; an HTTP
+//! 404 or 401 at connect is a configuration error (one ERROR naming the
+//! flag, then the refused wait). An admin API ([`admin_router`]) reports status and changes
 //! feed, market and subscriptions at runtime.
 
 use std::collections::BTreeMap;
@@ -91,7 +93,8 @@ pub const TOPICS: [&str; 6] = ["T", "Q", "A", "AM", "LULD", "NOI"];
 /// Settings of the Massive listener.
 #[derive(Debug, Clone, clap::Args)]
 pub struct MassiveArgs {
-    /// Feed base URL; the market path (`/stocks`) is appended.
+    /// Feed base URL; the market path (`/stocks`) is appended unless the
+    /// URL already ends in it.
     #[arg(
         long,
         env = "MASSIVE_FEED_URL",
@@ -202,6 +205,33 @@ pub fn validate_feed(url: &str) -> Result<String, String> {
     Ok(url.trim_end_matches('/').to_string())
 }
 
+/// The WebSocket URL of `market` on the feed at `feed_url`: the market path
+/// is appended unless the URL's path already ends in it (`mdp simulate`
+/// prints its feed as `ws://127.0.0.1:8090/stocks`).
+pub fn market_url(feed_url: &str, market: &str) -> String {
+    let base = feed_url.trim_end_matches('/');
+    let ends_in_market = url::Url::parse(base)
+        .ok()
+        .and_then(|u| u.path_segments()?.next_back().map(|s| s == market))
+        .unwrap_or(false);
+    if ends_in_market {
+        base.to_string()
+    } else {
+        format!("{base}/{market}")
+    }
+}
+
+/// The flag to fix when the feed answers the WebSocket upgrade with
+/// `status`: `--feed-url` for 404 (no such path), `--api-key` for 401/403;
+/// none for other statuses (worth retrying).
+fn misconfigured_flag(status: u16) -> Option<&'static str> {
+    match status {
+        404 => Some("--feed-url (MASSIVE_FEED_URL)"),
+        401 | 403 => Some("--api-key (MASSIVE_API_KEY)"),
+        _ => None,
+    }
+}
+
 /// The host of `url`, lower case (none when it does not parse or has none).
 fn host_of(url: &str) -> Option<String> {
     url::Url::parse(url)
@@ -283,6 +313,8 @@ pub struct ListenerStats {
     pub publish_errors: AtomicU64,
     /// `auth_failed` statuses.
     pub auth_failures: AtomicU64,
+    /// Connects refused as misconfigured (HTTP 404 or 401 at the upgrade).
+    pub config_errors: AtomicU64,
     /// `max_connections` evictions.
     pub max_connections: AtomicU64,
     /// `slow_consumer` disconnects.
@@ -403,6 +435,12 @@ enum Ended {
     Retry(String),
     /// Reconnect only after `--refused-wait-ms` (auth failure, connection cap).
     Refused(String),
+    /// The feed said the settings are wrong (HTTP 404 or 401 at the
+    /// upgrade): log once as an error, then wait as for [`Ended::Refused`].
+    Misconfigured(String),
+    /// The feed went quiet because the market closed (REST status says so):
+    /// poll the status until it opens, no backoff, not a stall.
+    MarketClosed,
     /// Settings changed: reconnect now.
     Restart,
     /// Shutdown requested.
@@ -497,6 +535,7 @@ impl MassiveListener {
             "too_large": load(&s.too_large),
             "publish_errors": load(&s.publish_errors),
             "auth_failures": load(&s.auth_failures),
+            "config_errors": load(&s.config_errors),
             "max_connections": load(&s.max_connections),
             "slow_consumers": load(&s.slow_consumers),
             "force_disconnects": load(&s.force_disconnects),
@@ -595,6 +634,7 @@ impl MassiveListener {
             self.stats.connected.store(false, Ordering::Relaxed);
             let wait = match ended {
                 Ended::Shutdown => break,
+                Ended::MarketClosed => continue,
                 Ended::Restart => {
                     tracing::info!(settings = ?self.settings(), "massive listener settings changed; reconnecting");
                     Duration::ZERO
@@ -611,6 +651,16 @@ impl MassiveListener {
                     tracing::error!(reason = %why, ?wait, "MASSIVE FEED REFUSED THIS LISTENER; waiting before retrying");
                     self.stats.set_error(&why);
                     self.stats.set_state("refused");
+                    wait
+                }
+                Ended::Misconfigured(why) => {
+                    let wait = Duration::from_millis(self.args.refused_wait_ms);
+                    tracing::error!(
+                        ?wait,
+                        "massive listener misconfigured: {why}; waiting before retrying"
+                    );
+                    self.stats.set_error(&why);
+                    self.stats.set_state("misconfigured");
                     wait
                 }
             };
@@ -659,6 +709,14 @@ impl MassiveListener {
         }
     }
 
+    /// Whether REST market status (when `--rest-url` is set) says the market is closed.
+    async fn market_closed(&self) -> bool {
+        match &self.args.rest_url {
+            Some(rest) => matches!(self.market_status(rest).await.as_deref(), Ok("closed")),
+            None => false,
+        }
+    }
+
     /// `market` of `GET /v1/marketstatus/now`; a body without a string `market` is an error.
     async fn market_status(&self, rest: &str) -> anyhow::Result<String> {
         let key = self.api_key();
@@ -688,7 +746,7 @@ impl MassiveListener {
         tx: &mpsc::Sender<Routed>,
     ) -> Ended {
         let mut current = settings_rx.borrow_and_update().clone();
-        let url = format!("{}/{}", current.feed_url, current.market);
+        let url = market_url(&current.feed_url, &current.market);
         self.stats.set_state("connecting");
         let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
             .max_message_size(Some(4 * MAX_FRAME_BYTES))
@@ -697,6 +755,15 @@ impl MassiveListener {
         let (mut ws, _) = match tokio::time::timeout(Duration::from_secs(10), connect).await {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => {
+                if let tokio_tungstenite::tungstenite::Error::Http(resp) = &e
+                    && let Some(flag) = misconfigured_flag(resp.status().as_u16())
+                {
+                    self.stats.config_errors.fetch_add(1, Ordering::Relaxed);
+                    return Ended::Misconfigured(format!(
+                        "connect {url}: HTTP {}; check {flag}",
+                        resp.status()
+                    ));
+                }
                 self.stats.dropped.fetch_add(1, Ordering::Relaxed);
                 return Ended::Retry(format!("connect {url}: {e}"));
             }
@@ -720,6 +787,10 @@ impl MassiveListener {
             let msg = tokio::select! {
                 m = ws.next() => m,
                 _ = tokio::time::sleep_until(last_frame + stall) => {
+                    if self.market_closed().await {
+                        let _ = ws.close(None).await;
+                        return Ended::MarketClosed;
+                    }
                     self.stats.stalls.fetch_add(1, Ordering::Relaxed);
                     metrics::counter!("mdp_listener_stalls_total", "feed" => "massive").increment(1);
                     let _ = ws.close(None).await;
@@ -1100,6 +1171,36 @@ mod tests {
             !read,
             "later sources (the key file) are not read once a key is found"
         );
+    }
+
+    #[test]
+    fn the_market_path_is_appended_once() {
+        let url = |feed| market_url(feed, "stocks");
+        assert_eq!(
+            url("wss://socket.massive.com"),
+            "wss://socket.massive.com/stocks"
+        );
+        assert_eq!(
+            url("ws://127.0.0.1:8090/stocks"),
+            "ws://127.0.0.1:8090/stocks"
+        );
+        assert_eq!(
+            url("ws://127.0.0.1:8090/stocks/"),
+            "ws://127.0.0.1:8090/stocks"
+        );
+        assert_eq!(
+            url("ws://stocks:80"),
+            "ws://stocks:80/stocks",
+            "a host named like the market"
+        );
+        assert_eq!(url("ws://h/v2/stocks"), "ws://h/v2/stocks");
+        assert_eq!(url("ws://h/stocksx"), "ws://h/stocksx/stocks");
+        assert_eq!(
+            misconfigured_flag(404),
+            Some("--feed-url (MASSIVE_FEED_URL)")
+        );
+        assert_eq!(misconfigured_flag(401), Some("--api-key (MASSIVE_API_KEY)"));
+        assert_eq!(misconfigured_flag(503), None, "server trouble is retried");
     }
 
     #[test]

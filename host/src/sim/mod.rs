@@ -264,10 +264,56 @@ pub fn session_at(ms: u64) -> (&'static str, bool, bool) {
     let minutes = ny.hour() * 60 + ny.minute();
     match minutes {
         240..570 => ("extended-hours", true, false),
-        570..960 => ("open", false, false),
+        m if REGULAR_MINUTES.contains(&m) => ("open", false, false),
         960..1200 => ("extended-hours", false, true),
         _ => ("closed", false, false),
     }
+}
+
+/// The regular session, minutes after midnight New York (09:30–16:00).
+const REGULAR_MINUTES: std::ops::Range<u32> = 570..960;
+
+/// Where a first run simulates the market when the regular session is not
+/// open at `now_ms`: the same time of day (to the minute) in the most recent
+/// regular session, or 10:00 New York of the last trading day when the time
+/// of day is outside the session. `None` while the session is open.
+pub fn last_session_moment(now_ms: u64) -> Option<u64> {
+    use chrono::{Days, NaiveTime, TimeZone, Timelike};
+    if session_at(now_ms).0 == "open" {
+        return None;
+    }
+    let ny = chrono::Utc
+        .timestamp_millis_opt(now_ms as i64)
+        .single()?
+        .with_timezone(&chrono_tz::America::New_York);
+    let minutes = ny.hour() * 60 + ny.minute();
+    let time = if REGULAR_MINUTES.contains(&minutes) {
+        NaiveTime::from_hms_opt(ny.hour(), ny.minute(), 0)?
+    } else {
+        NaiveTime::from_hms_opt(10, 0, 0)?
+    };
+    (0..14).find_map(|back| {
+        let day = ny.date_naive().checked_sub_days(Days::new(back))?;
+        let at = chrono_tz::America::New_York
+            .from_local_datetime(&day.and_time(time))
+            .earliest()?;
+        let ms = u64::try_from(at.timestamp_millis()).ok()?;
+        (ms <= now_ms && session_at(ms).0 == "open").then_some(ms)
+    })
+}
+
+/// `ms` as New York wall-clock time: `Friday 2026-12-04 10:00 New York`.
+pub fn new_york_label(ms: u64) -> String {
+    use chrono::TimeZone;
+    chrono::Utc
+        .timestamp_millis_opt(ms as i64)
+        .single()
+        .map(|t| {
+            t.with_timezone(&chrono_tz::America::New_York)
+                .format("%A %Y-%m-%d %H:%M New York")
+                .to_string()
+        })
+        .unwrap_or_else(|| format!("{ms} ms"))
 }
 
 /// Run `mdp simulate` until ctrl-c.
@@ -287,6 +333,45 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<std::process::ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Unix ms of an RFC 3339 time.
+    fn ms(rfc3339: &str) -> u64 {
+        chrono::DateTime::parse_from_rfc3339(rfc3339)
+            .unwrap()
+            .timestamp_millis() as u64
+    }
+
+    #[test]
+    fn a_closed_market_is_simulated_at_the_last_session() {
+        let label = |now: &str| last_session_moment(ms(now)).map(new_york_label);
+        // Saturday noon: Friday noon.
+        assert_eq!(
+            label("2026-12-05T12:00:30-05:00").as_deref(),
+            Some("Friday 2026-12-04 12:00 New York")
+        );
+        // Sunday 03:00 (outside the session): 10:00 of the last trading day.
+        assert_eq!(
+            label("2026-12-06T03:00:00-05:00").as_deref(),
+            Some("Friday 2026-12-04 10:00 New York")
+        );
+        // Monday pre-market: today's session has not begun, so Friday's.
+        assert_eq!(
+            label("2026-12-07T08:00:00-05:00").as_deref(),
+            Some("Friday 2026-12-04 10:00 New York")
+        );
+        // Tuesday evening: that day's 10:00.
+        assert_eq!(
+            label("2026-12-08T21:00:00-05:00").as_deref(),
+            Some("Tuesday 2026-12-08 10:00 New York")
+        );
+        // Across the March DST change: Monday 08:00 EDT → Friday 10:00 EST.
+        assert_eq!(
+            last_session_moment(ms("2026-03-09T08:00:00-04:00")),
+            Some(ms("2026-03-06T10:00:00-05:00"))
+        );
+        // The session is open: the real clock.
+        assert_eq!(last_session_moment(ms("2026-12-07T10:00:00-05:00")), None);
+    }
 
     #[test]
     fn sessions_follow_new_york_time_across_dst() {

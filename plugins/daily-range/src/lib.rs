@@ -1033,4 +1033,11 @@ mod golden {
     fn rehydration_golden_file() {
         check("rehydration.json");
     }
+
+    /// A snapshot restart keeps ranges the store cannot restore (a record
+    /// stamped before today's 04:00 anchor); a cold restart loses them.
+    #[test]
+    fn restarts_golden_file() {
+        check("restarts.json");
+    }
 }
