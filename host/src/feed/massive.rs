@@ -118,7 +118,9 @@ pub struct MassiveArgs {
     #[arg(long, env = "MARKET_DATA_MESSAGE_TTL", default_value_t = 5000)]
     pub message_ttl_ms: u64,
     /// Publish array messages (the frames waiting, per queue, up to 1,000
-    /// events each) instead of one message per event.
+    /// events each) instead of one message per event. Only mdp's processors
+    /// read arrays: the seed's (Python) processors expect one event per
+    /// message, so leave this off in a deployment that mixes them.
     #[arg(long)]
     pub batch_frames: bool,
     /// Market (path segment); only `stocks` is implemented.
