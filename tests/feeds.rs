@@ -1381,3 +1381,57 @@ fn frame_parser_survives_random_and_mutated_frames() {
         Err(FrameError::TooLarge(_))
     ));
 }
+
+#[tokio::test]
+async fn the_listener_is_started_stopped_and_restarted_through_the_control_api() {
+    let sim = sim(quiet()).await;
+    let args = MassiveArgs {
+        auto_start: false,
+        ..massive_args(&sim, &support::unique("lifecycle"))
+    };
+    let running = massive(args, Arc::new(EmbeddedQueue::new()));
+    let l = running.listener.clone();
+    let base = massive_admin(&l).await;
+    let connections = || sim.stats().connections.load(Ordering::Relaxed);
+    let connected = |l: &MassiveListener| l.stats.connected.load(Ordering::Relaxed);
+    // Auto-start off: it waits for /start and never dials the feed.
+    assert!(eventually(5, || l.status_json()["state"] == "stopped").await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        connections(),
+        0,
+        "a listener that is not started does not connect"
+    );
+    assert_eq!(l.status_json()["running"], false);
+    // A control change needs the token.
+    let (code, _, _) = post(&format!("{base}/start"), None, Value::Null).await;
+    assert_eq!(code, 401);
+    let (code, v, _) = post(&format!("{base}/start"), Some(TOKEN), Value::Null).await;
+    assert_eq!(
+        (code, &v["running"]),
+        (200, &serde_json::json!(true)),
+        "{v}"
+    );
+    assert!(eventually(20, || l.stats.events.load(Ordering::Relaxed) > 0).await);
+    assert_eq!(connections(), 1);
+    // Stop: the connection closes and stays closed.
+    let (code, v, _) = post(&format!("{base}/stop"), Some(TOKEN), Value::Null).await;
+    assert_eq!(
+        (code, &v["running"]),
+        (200, &serde_json::json!(false)),
+        "{v}"
+    );
+    assert!(
+        eventually(10, || !connected(&l)
+            && l.status_json()["state"] == "stopped")
+        .await
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(connections(), 1, "a stopped listener does not reconnect");
+    // Restart: a new connection, counted.
+    let (code, v, _) = post(&format!("{base}/restart"), Some(TOKEN), Value::Null).await;
+    assert_eq!((code, &v["restarts"]), (200, &serde_json::json!(1)), "{v}");
+    assert!(eventually(20, || connections() == 2 && connected(&l)).await);
+    assert_eq!(l.status_json()["restarts"], 1);
+    running.stop().await;
+}

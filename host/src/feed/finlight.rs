@@ -124,6 +124,9 @@ pub struct FinlightArgs {
     /// probes and scrapers; none when unset.
     #[arg(long, env = "MDP_HEALTH_LISTEN")]
     pub health_listen: Option<String>,
+    /// Connect when started (`false`: wait for `POST /start` on the control API).
+    #[arg(long, env = "FDL_AUTO_START_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
+    pub auto_start: bool,
     /// Who may change the filter through the admin API, and how often.
     #[command(flatten)]
     pub admin: super::admin::AdminAccess,
@@ -151,6 +154,7 @@ impl Default for FinlightArgs {
             queue_prefix: String::new(),
             admin_listen: None,
             health_listen: None,
+            auto_start: true,
             admin: Default::default(),
         }
     }
@@ -280,6 +284,8 @@ pub struct FinlightListener {
     recent: Mutex<VecDeque<String>>,
     /// Counters and state.
     pub stats: Arc<FinlightStats>,
+    /// Started, stopped, restarted through the control API.
+    lifecycle: super::lifecycle::Lifecycle,
 }
 
 /// A random UUIDv4 string (the filter's `clientNonce`).
@@ -311,6 +317,7 @@ impl FinlightListener {
         stats.set_state("starting");
         FinlightListener {
             queue_name: format!("{}{NEWS_QUEUE}", args.queue_prefix),
+            lifecycle: super::lifecycle::Lifecycle::new(args.auto_start),
             args,
             queue,
             filter: watch::channel(filter).0,
@@ -357,10 +364,13 @@ impl FinlightListener {
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let (state, last_error, lease) = s.state.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let last = load(&s.last_message_ms);
+        let run = self.lifecycle.state();
         json!({
             "feed": "finlight",
             "mode": if self.args.raw { "raw" } else { "enhanced" },
             "state": state,
+            "running": run.running,
+            "restarts": run.restarts,
             "connected": s.connected.load(Ordering::Relaxed),
             "lease_id": lease,
             "filter": self.filter(),
@@ -405,6 +415,13 @@ impl FinlightListener {
         );
         let mut filter_rx = self.filter.subscribe();
         let outcome = loop {
+            if !self.lifecycle.state().running {
+                self.stats.set_state("stopped");
+                tracing::info!("finlight listener stopped; POST /start (or /restart) connects it");
+            }
+            if !self.lifecycle.wait_running(&mut shutdown).await {
+                break Outcome::Shutdown;
+            }
             let ended = self
                 .session(&mut shutdown, &mut filter_rx, &mut backoff)
                 .await;
@@ -466,6 +483,11 @@ impl FinlightListener {
         backoff: &mut Backoff,
     ) -> Ended {
         filter_rx.borrow_and_update();
+        // Stopped or restarted through the control API: this session ends.
+        let mut run_rx = self.lifecycle.subscribe();
+        if !run_rx.borrow_and_update().running {
+            return Ended::Restart;
+        }
         self.stats.set_state("connecting");
         let url = self.url();
         let mut request = match url.as_str().into_client_request() {
@@ -551,6 +573,10 @@ impl FinlightListener {
                         return Ended::Restart;
                     }
                     continue;
+                }
+                _ = run_rx.changed() => {
+                    let _ = ws.close(Some(close(1000, "listener stopped or restarted"))).await;
+                    return Ended::Restart;
                 }
                 _ = filter_rx.changed() => {
                     tracing::info!(filter = ?self.filter(), "finlight filter changed; reconnecting");
@@ -798,6 +824,7 @@ pub fn admin_router(listener: Arc<FinlightListener>) -> Router {
         }
     }
     let router = super::admin::status_routes::<FinlightListener>()
+        .merge(super::lifecycle::routes::<FinlightListener>())
         .route(
             "/filter",
             get(|State(l): L| async move { Json(l.filter()) }).post(set),
@@ -830,6 +857,12 @@ pub async fn run(args: FinlightArgs) -> anyhow::Result<std::process::ExitCode> {
             eprintln!("mdp: finlight blocked this key: {reason}");
             Ok(std::process::ExitCode::from(3))
         }
+    }
+}
+
+impl super::lifecycle::Controlled for FinlightListener {
+    fn lifecycle(&self) -> &super::lifecycle::Lifecycle {
+        &self.lifecycle
     }
 }
 

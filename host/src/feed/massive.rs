@@ -153,6 +153,9 @@ pub struct MassiveArgs {
     /// probes and scrapers; none when unset.
     #[arg(long, env = "MDP_HEALTH_LISTEN")]
     pub health_listen: Option<String>,
+    /// Connect when started (`false`: wait for `POST /start` on the control API).
+    #[arg(long, env = "MDL_AUTO_START_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
+    pub auto_start: bool,
     /// Who may change settings through the admin API, and how often.
     #[command(flatten)]
     pub admin: super::admin::AdminAccess,
@@ -183,6 +186,7 @@ impl Default for MassiveArgs {
             queue_prefix: String::new(),
             admin_listen: None,
             health_listen: None,
+            auto_start: true,
             admin: Default::default(),
             feed_hosts: Vec::new(),
             record: None,
@@ -460,6 +464,8 @@ pub struct MassiveListener {
     http: reqwest::Client,
     /// Counters and state.
     pub stats: Arc<ListenerStats>,
+    /// Started, stopped, restarted through the control API.
+    lifecycle: super::lifecycle::Lifecycle,
 }
 
 impl MassiveListener {
@@ -477,6 +483,7 @@ impl MassiveListener {
         stats.set_state("starting");
         MassiveListener {
             feed_hosts: allowed_feed_hosts(&args.feed_hosts, &args.feed_url),
+            lifecycle: super::lifecycle::Lifecycle::new(args.auto_start),
             args,
             queue,
             queues,
@@ -519,9 +526,12 @@ impl MassiveListener {
             .enumerate()
             .map(|(i, q)| (q.to_string(), json!(load(&s.per_queue[i]))))
             .collect();
+        let run = self.lifecycle.state();
         json!({
             "feed": "massive",
             "state": state,
+            "running": run.running,
+            "restarts": run.restarts,
             "connected": s.connected.load(Ordering::Relaxed),
             "settings": self.settings(),
             "reconnects": load(&s.reconnects),
@@ -621,6 +631,13 @@ impl MassiveListener {
         );
         let mut settings_rx = self.settings.subscribe();
         loop {
+            if !self.lifecycle.state().running {
+                self.stats.set_state("stopped");
+                tracing::info!("massive listener stopped; POST /start (or /restart) connects it");
+            }
+            if !self.lifecycle.wait_running(&mut shutdown).await {
+                break;
+            }
             if !self.wait_while_closed(&mut shutdown).await {
                 break;
             }
@@ -748,6 +765,11 @@ impl MassiveListener {
         tx: &mpsc::Sender<Routed>,
     ) -> Ended {
         let mut current = settings_rx.borrow_and_update().clone();
+        // Stopped or restarted through the control API: this session ends.
+        let mut run_rx = self.lifecycle.subscribe();
+        if !run_rx.borrow_and_update().running {
+            return Ended::Restart;
+        }
         let url = market_url(&current.feed_url, &current.market);
         self.stats.set_state("connecting");
         let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
@@ -804,6 +826,10 @@ impl MassiveListener {
                         return Ended::Retry(format!("ping: {e}"));
                     }
                     continue;
+                }
+                _ = run_rx.changed() => {
+                    let _ = ws.close(None).await;
+                    return Ended::Restart;
                 }
                 changed = settings_rx.changed() => {
                     if changed.is_err() {
@@ -1070,6 +1096,7 @@ pub fn admin_router(listener: Arc<MassiveListener>) -> Router {
         Json(l.settings())
     }
     let router = super::admin::status_routes::<MassiveListener>()
+        .merge(super::lifecycle::routes::<MassiveListener>())
         .route(
             "/feed",
             get(settings).post(|State(l): L, Json(body): Json<Value>| async move {
@@ -1116,6 +1143,12 @@ pub async fn run(args: MassiveArgs) -> anyhow::Result<std::process::ExitCode> {
     }
     listener.run(crate::cli::roles::shutdown_signal()).await?;
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+impl super::lifecycle::Controlled for MassiveListener {
+    fn lifecycle(&self) -> &super::lifecycle::Lifecycle {
+        &self.lifecycle
+    }
 }
 
 impl super::admin::ListenerStatus for MassiveListener {

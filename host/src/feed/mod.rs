@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod finlight;
+pub mod lifecycle;
 pub mod massive;
 
 use std::path::Path;
