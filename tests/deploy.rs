@@ -13,7 +13,20 @@ use std::collections::BTreeMap;
 
 use clap::Parser;
 use mdp::cli::Cli;
+use serde_yaml_ng::Value;
 use support::deploy::{compose_services, image, string_map, strings, yaml_docs};
+
+/// Each Deployment of `docs`: the document, its name, its pod spec and its
+/// (first) container.
+fn deployments(docs: &[Value]) -> impl Iterator<Item = (&Value, &str, &Value, &Value)> {
+    docs.iter()
+        .filter(|d| d["kind"].as_str() == Some("Deployment"))
+        .map(|doc| {
+            let spec = &doc["spec"]["template"]["spec"];
+            let name = doc["metadata"]["name"].as_str().unwrap();
+            (doc, name, spec, &spec["containers"][0])
+        })
+}
 
 /// The command must parse as an `mdp` invocation.
 fn assert_mdp_accepts(args: &[String], what: &str) {
@@ -69,13 +82,7 @@ fn compose_file_runs_every_role_with_commands_mdp_accepts() {
 fn kubernetes_manifests_have_a_probed_deployment_per_role() {
     let docs = yaml_docs("deploy/k8s/mdp.yaml");
     let mut commands = Vec::new();
-    for doc in docs
-        .iter()
-        .filter(|d| d["kind"].as_str() == Some("Deployment"))
-    {
-        let name = doc["metadata"]["name"].as_str().unwrap();
-        let spec = &doc["spec"]["template"]["spec"];
-        let container = &spec["containers"][0];
+    for (doc, name, _, container) in deployments(&docs) {
         let args = strings(&container["args"]);
         assert_mdp_accepts(&args, name);
         for probe in ["readinessProbe", "livenessProbe"] {
@@ -240,13 +247,7 @@ fn kubernetes_roles_are_configured_for_real_backends_and_the_image_plugins() {
             .clone()
     };
     let mut checked = 0;
-    for doc in docs
-        .iter()
-        .filter(|d| d["kind"].as_str() == Some("Deployment"))
-    {
-        let name = doc["metadata"]["name"].as_str().unwrap();
-        let spec = &doc["spec"]["template"]["spec"];
-        let container = &spec["containers"][0];
+    for (_, name, spec, container) in deployments(&docs) {
         // The container's environment, in Kubernetes' order: envFrom, then env.
         let mut env = image.env.clone();
         for from in container["envFrom"].as_sequence().into_iter().flatten() {

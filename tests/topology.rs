@@ -258,6 +258,23 @@ impl Topology {
         (out, seen.into_inner().unwrap())
     }
 
+    /// After an outage healed at `healed`: every watched role must have
+    /// turned unready while `what`; wait until all are ready and data flows
+    /// again, and return how long that took.
+    async fn recovered(
+        &mut self,
+        unready: BTreeMap<String, bool>,
+        healed: Instant,
+        what: &str,
+    ) -> Duration {
+        assert!(
+            unready.values().all(|u| *u),
+            "every watched role's /ready failed while {what}: {unready:?}"
+        );
+        self.all_ready(Duration::from_secs(60)).await;
+        self.recovery(healed, Duration::from_secs(60)).await
+    }
+
     async fn generations(&self, prefix: &str) -> Vec<String> {
         let mut out = Vec::new();
         for r in self.roles.iter().filter(|r| r.name.starts_with(prefix)) {
@@ -301,6 +318,20 @@ fn widget_client(port: u16, key: &'static str, received: Arc<Mutex<Vec<Instant>>
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     });
+}
+
+/// Each fault's row of the result table, and the listener's lost-event
+/// count after each (the first entry: before any fault).
+struct Results {
+    losts: Vec<f64>,
+    table: Vec<(String, Duration, String)>,
+}
+
+impl Results {
+    async fn add(&mut self, top: &Topology, fault: &str, back: Duration, note: String) {
+        self.losts.push(top.lost().await);
+        self.table.push((fault.to_string(), back, note));
+    }
 }
 
 /// `bytes` with a custom section appended: a valid component with another
@@ -487,8 +518,10 @@ async fn the_distributed_topology_survives_faults_and_loses_nothing_it_confirmed
     eprintln!("pipeline flowing {first:?} after every role was ready");
 
     // Events the listener could not publish (after its retry), after each fault.
-    let mut losts = vec![top.lost().await];
-    let mut table: Vec<(String, Duration, String)> = Vec::new();
+    let mut results = Results {
+        losts: vec![top.lost().await],
+        table: Vec::new(),
+    };
 
     // 1. kill -9 one replica of each replicated processor; the other keeps serving.
     for name in ["process-aggregate-a", "process-trades-a"] {
@@ -504,12 +537,14 @@ async fn the_distributed_topology_survives_faults_and_loses_nothing_it_confirmed
     let healed = Instant::now();
     top.all_ready(Duration::from_secs(60)).await;
     let back = top.recovery(healed, Duration::from_secs(30)).await;
-    losts.push(top.lost().await);
-    table.push((
-        "kill -9 a processor replica".into(),
-        back,
-        format!("kept serving meanwhile (data after {during:?})"),
-    ));
+    results
+        .add(
+            &top,
+            "kill -9 a processor replica",
+            back,
+            format!("kept serving meanwhile (data after {during:?})"),
+        )
+        .await;
 
     // 2. kill -9 RabbitMQ, restart it on the same port.
     let queue_roles = [
@@ -528,19 +563,17 @@ async fn the_distributed_topology_survives_faults_and_loses_nothing_it_confirmed
         })
         .await;
     rabbit.restart();
-    let healed = Instant::now();
-    assert!(
-        unready.values().all(|u| *u),
-        "every consumer's /ready failed while RabbitMQ was down: {unready:?}"
-    );
-    top.all_ready(Duration::from_secs(60)).await;
-    let back = top.recovery(healed, Duration::from_secs(60)).await;
-    losts.push(top.lost().await);
-    table.push((
-        "kill -9 RabbitMQ, restart".into(),
-        back,
-        "consumers unready while down".into(),
-    ));
+    let back = top
+        .recovered(unready, Instant::now(), "RabbitMQ was down")
+        .await;
+    results
+        .add(
+            &top,
+            "kill -9 RabbitMQ, restart",
+            back,
+            "consumers unready while down".into(),
+        )
+        .await;
 
     // 3. kill -9 Redis, restart it.
     let store_roles = [
@@ -560,19 +593,17 @@ async fn the_distributed_topology_survives_faults_and_loses_nothing_it_confirmed
         })
         .await;
     redis.restart().await;
-    let healed = Instant::now();
-    assert!(
-        unready.values().all(|u| *u),
-        "every store user's /ready failed while Redis was down: {unready:?}"
-    );
-    top.all_ready(Duration::from_secs(60)).await;
-    let back = top.recovery(healed, Duration::from_secs(60)).await;
-    losts.push(top.lost().await);
-    table.push((
-        "kill -9 Redis, restart".into(),
-        back,
-        "store users unready while down".into(),
-    ));
+    let back = top
+        .recovered(unready, Instant::now(), "Redis was down")
+        .await;
+    results
+        .add(
+            &top,
+            "kill -9 Redis, restart",
+            back,
+            "store users unready while down".into(),
+        )
+        .await;
 
     // 4. SIGSTOP Redis longer than every timeout (a half-open server), SIGCONT.
     let pid = redis.pid().unwrap().to_string();
@@ -583,19 +614,15 @@ async fn the_distributed_topology_survives_faults_and_loses_nothing_it_confirmed
         })
         .await;
     Command::new("kill").args(["-CONT", &pid]).status().unwrap();
-    let healed = Instant::now();
-    assert!(
-        unready.values().all(|u| *u),
-        "every store user's /ready failed while Redis hung: {unready:?}"
-    );
-    top.all_ready(Duration::from_secs(60)).await;
-    let back = top.recovery(healed, Duration::from_secs(60)).await;
-    losts.push(top.lost().await);
-    table.push((
-        "SIGSTOP Redis 15 s, SIGCONT".into(),
-        back,
-        "store users unready while hung".into(),
-    ));
+    let back = top.recovered(unready, Instant::now(), "Redis hung").await;
+    results
+        .add(
+            &top,
+            "SIGSTOP Redis 15 s, SIGCONT",
+            back,
+            "store users unready while hung".into(),
+        )
+        .await;
 
     // 5. A new leaderboard version: every aggregate process loads it in place.
     let before = top.generations("process-aggregate").await;
@@ -628,12 +655,14 @@ async fn the_distributed_topology_survives_faults_and_loses_nothing_it_confirmed
         .map(|r| r.child.as_ref().unwrap().id())
         .collect();
     assert_eq!(pids, now_pids, "no process restarted for the new version");
-    losts.push(top.lost().await);
-    table.push((
-        "new leaderboard.wasm dropped in".into(),
-        back,
-        format!("loaded by both replicas in {loaded:?}"),
-    ));
+    results
+        .add(
+            &top,
+            "new leaderboard.wasm dropped in",
+            back,
+            format!("loaded by both replicas in {loaded:?}"),
+        )
+        .await;
 
     // 6. A corrupt leaderboard.wasm: refused, the loaded version keeps serving.
     drop_in(
@@ -658,12 +687,14 @@ async fn the_distributed_topology_survives_faults_and_loses_nothing_it_confirmed
                 .contains("leaderboard.wasm")
         });
     assert!(refused, "each aggregate process logged the refused file");
-    losts.push(top.lost().await);
-    table.push((
-        "corrupt leaderboard.wasm dropped in".into(),
-        back,
-        "refused; loaded version kept serving".into(),
-    ));
+    results
+        .add(
+            &top,
+            "corrupt leaderboard.wasm dropped in",
+            back,
+            "refused; loaded version kept serving".into(),
+        )
+        .await;
 
     // Drain: pause the market, wait until the counts stop moving.
     let paused = top
@@ -734,6 +765,7 @@ async fn the_distributed_topology_survives_faults_and_loses_nothing_it_confirmed
     let lost = top.lost().await;
     let (confirmed, processed) = last;
 
+    let Results { losts, table } = results;
     eprintln!(
         "\n| fault | recovery | events the listener could not publish | note |\n|---|---|---|---|"
     );
