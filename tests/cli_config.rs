@@ -19,6 +19,9 @@ fn show_config(text: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
         "MASSIVE_MARKET",
         "PREFETCH_COUNT",
         "MDP_CONFIG",
+        "DRA_CACHE_LIST_MAX",
+        "NEWS_FEED_LIST_MAX",
+        "NEWS_TICKER_CACHE_TTL",
     ] {
         c.env_remove(var);
     }
@@ -86,6 +89,55 @@ fn flags_beat_environment_beats_file() {
 }
 
 #[test]
+fn plugin_settings_take_the_seeds_environment_names_and_show_their_source() {
+    let plugins = tempfile::tempdir().unwrap();
+    for (dir, name) in [("daily-range", "daily-range"), ("news-feed", "news-feed")] {
+        let manifest = format!(
+            "{}/../plugins/{dir}/{name}.toml",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        std::fs::copy(manifest, plugins.path().join(format!("{name}.toml"))).unwrap();
+    }
+    let dir = plugins.path().to_str().unwrap();
+    let out = printed(show_config(
+        "",
+        &[
+            "scan",
+            "--subscribe",
+            "quote:*",
+            "--plugin",
+            "daily-range",
+            "--plugin-dir",
+            dir,
+        ],
+        &[
+            ("DRA_CACHE_LIST_MAX", "10000"),
+            ("NEWS_TICKER_CACHE_TTL", "86400"),
+        ],
+    ));
+    let section = |name: &str| {
+        let start = out
+            .find(&format!("[plugins.{name}.config]"))
+            .unwrap_or_else(|| panic!("{name} missing in {out}"));
+        out[start..].split("\n\n").next().unwrap().to_string()
+    };
+    let dra = section("daily-range");
+    assert_eq!(
+        line(&dra, "dra_cache_list_max"),
+        "dra_cache_list_max = \"10000\"  # environment DRA_CACHE_LIST_MAX"
+    );
+    let news = section("news-feed");
+    assert_eq!(
+        line(&news, "news_ticker_cache_ttl"),
+        "news_ticker_cache_ttl = \"86400\"  # environment NEWS_TICKER_CACHE_TTL"
+    );
+    assert_eq!(
+        line(&news, "news_feed_list_max"),
+        "news_feed_list_max = \"10000\"  # default (NEWS_FEED_LIST_MAX unset)"
+    );
+}
+
+#[test]
 fn unknown_keys_and_sections_are_errors() {
     refused(
         &["process"],
@@ -136,6 +188,9 @@ fn role_without_backends(args: &[&str], env: &[(&str, &str)]) -> (bool, String) 
         "MASSIVE_API_KEY",
         "POLYGON_API_KEY",
         "MASSIVE_FEED_URL",
+        "MASSIVE_FEED",
+        "MASSIVE_SECURE",
+        "MDQ_PUBLISHER_CONFIRMS",
         "FINLIGHT_API_KEY",
         "MDP_CONFIG",
     ] {
@@ -219,6 +274,22 @@ fn roles_without_a_backend_url_refuse_to_start_naming_the_variable() {
             vec!["listen", "massive"],
             vec![("RABBITMQ_URL", "memory://")],
             "MASSIVE_API_KEY",
+        ),
+        // The seed's MASSIVE_FEED names the host: a simulator's needs no key.
+        (
+            vec!["listen", "massive"],
+            vec![("MASSIVE_FEED", "127.0.0.1:9"), ("MASSIVE_SECURE", "false")],
+            "RABBITMQ_URL",
+        ),
+        // Publishing without confirms is a seed setting mdp does not honour.
+        (
+            vec!["listen", "finlight"],
+            vec![
+                ("FINLIGHT_API_KEY", "k"),
+                ("RABBITMQ_URL", "memory://"),
+                ("MDQ_PUBLISHER_CONFIRMS", "false"),
+            ],
+            "MDQ_PUBLISHER_CONFIRMS",
         ),
     ] {
         let (ok, err) = role_without_backends(&args, &env);

@@ -616,7 +616,7 @@ async fn a_market_that_closes_is_not_a_stalled_feed() {
 }
 
 #[tokio::test]
-async fn a_lying_market_status_is_counted_and_the_feed_tried_anyway() {
+async fn a_lying_market_status_is_counted_and_asked_again_not_taken_as_open() {
     let sim = sim(SimulateArgs {
         at: Some(SATURDAY.into()),
         fault: vec![Fault::RestLie],
@@ -633,9 +633,9 @@ async fn a_lying_market_status_is_counted_and_the_feed_tried_anyway() {
         Arc::new(EmbeddedQueue::new()),
     );
     let l = running.listener.clone();
-    // The lie is counted and the feed tried; it sends nothing (closed), and
-    // when it goes quiet the honest status ends the session — closed, not a
-    // stall — and sends the listener back to polling.
+    // The lie is counted and the status asked again after a backoff (not
+    // taken as open): the honest answer says closed, so the listener polls
+    // and never dials the feed.
     assert!(
         eventually(20, || l.stats.rest_errors.load(Ordering::Relaxed) == 1
             && l.stats.closed_polls.load(Ordering::Relaxed) >= 2)
@@ -649,7 +649,7 @@ async fn a_lying_market_status_is_counted_and_the_feed_tried_anyway() {
         "{}",
         l.status_json()
     );
-    assert_eq!(sim.stats().connections.load(Ordering::Relaxed), 1);
+    assert_eq!(sim.stats().connections.load(Ordering::Relaxed), 0);
     assert_eq!(l.stats.state(), "market_closed");
     running.stop().await;
 }

@@ -191,6 +191,48 @@ async fn router_writes_and_publishes_the_seed_keys(b: Backends) {
     assert_eq!(b.queue.depth(&q).await.unwrap(), 0);
 }
 
+/// The seed's listener in raw mode publishes frames as JSON strings on
+/// `unknown`; its processors cache them under `unknown:<ts>` (not a decoding
+/// error), and so does mdp.
+async fn raw_string_bodies_on_unknown_are_cached_not_rejected(b: Backends) {
+    let q = format!("{}-unknown", b.prefix);
+    declare(&b, &q).await;
+    let mut sub = b
+        .store
+        .subscribe(&[Topic::Channel("unknown".into())])
+        .await
+        .unwrap();
+    let raw = format!(r#""[{{\"ev\":\"XQ\",\"sym\":\"{}\"}}]""#, b.prefix);
+    b.queue
+        .publish(&q, &[Bytes::from(raw.clone())])
+        .await
+        .unwrap();
+    let (stop, task) = spawn(&b, &q, None, live("massive-router", &[], &b.store).await);
+    let message = loop {
+        let m = tokio::time::timeout(Duration::from_secs(20), sub.messages.recv())
+            .await
+            .expect("published on unknown")
+            .expect("subscription open");
+        if m.payload.contains(&b.prefix) {
+            break m;
+        }
+    };
+    assert_eq!(
+        &*message.payload,
+        raw.as_str(),
+        "the JSON string, byte for byte"
+    );
+    stop.send(true).unwrap();
+    let stats = task.await.unwrap();
+    assert_eq!((stats.processed, stats.decoding_error), (1, 0));
+    let cached = b.store.scan_prefix("unknown:").await.unwrap();
+    let mut found = false;
+    for key in cached {
+        found |= b.store.get(&key).await.unwrap().as_deref() == Some(raw.as_str());
+    }
+    assert!(found, "cached under unknown:<ts>");
+}
+
 async fn poison_events_are_dead_lettered_and_the_rest_applied(b: Backends) {
     let q = format!("{}-trades", b.prefix);
     let dlq = format!("{q}.dlq");
@@ -345,6 +387,15 @@ async fn embedded_router_writes_and_publishes_the_seed_keys() {
 async fn distributed_router_writes_and_publishes_the_seed_keys() {
     router_writes_and_publishes_the_seed_keys(distributed().await).await;
 }
+#[tokio::test]
+async fn embedded_raw_string_bodies_on_unknown_are_cached() {
+    raw_string_bodies_on_unknown_are_cached_not_rejected(embedded()).await;
+}
+#[tokio::test]
+async fn distributed_raw_string_bodies_on_unknown_are_cached() {
+    raw_string_bodies_on_unknown_are_cached_not_rejected(distributed().await).await;
+}
+
 #[tokio::test]
 async fn embedded_poison_events_are_dead_lettered() {
     poison_events_are_dead_lettered_and_the_rest_applied(embedded()).await;

@@ -6,18 +6,31 @@
 //! host imports are served by [`testing`]'s in-memory harness, so analyzers are
 //! unit-tested without Wasm.
 //!
-//! ```ignore
+//! ```
 //! use mdp_sdk::prelude::*;
 //!
+//! /// Publishes every event it gets on `echo`, byte for byte.
 //! struct Echo;
+//!
 //! impl Analyzer for Echo {
-//!     fn describe() -> Info { info("echo", "0.1.0", Kinds::OTHER) }
-//!     fn init(_: Config, _: Option<Vec<u8>>) -> Result<Self, AnalyzerError> { Ok(Echo) }
+//!     fn describe() -> Info {
+//!         mdp_sdk::info("echo", "0.1.0", Kinds::OTHER, 0)
+//!     }
+//!     fn init(_: Config, _: Option<Vec<u8>>) -> Result<Self, AnalyzerError> {
+//!         Ok(Echo)
+//!     }
 //!     fn analyze(&mut self, batch: &[Event]) -> Result<Vec<Effect>, AnalyzerError> {
 //!         Ok((0..batch.len() as u32).map(|i| publish("echo", Body::Input(i))).collect())
 //!     }
 //! }
 //! export_analyzer!(Echo);
+//!
+//! // Natively, the harness serves the host's imports: no Wasm needed to test.
+//! let mut harness = mdp_sdk::testing::Harness::<Echo>::new();
+//! harness.init(&[]).unwrap();
+//! let news = Event::Other(Raw { kind: "news".into(), json: r#"{"title":"hi"}"#.into() });
+//! let effects = harness.analyze(vec![news]).unwrap();
+//! assert_eq!(effects, vec![publish("echo", Body::Input(0))]);
 //! ```
 
 #[doc(hidden)]
@@ -32,6 +45,7 @@ pub mod bindings {
     });
 }
 
+pub mod calendar;
 mod config;
 pub mod effects;
 pub mod imports;

@@ -425,19 +425,7 @@ pub fn load_golden_state(golden: &Golden) {
 }
 
 /// The market status a golden file names: `open`, `closed`, `pre-market`, `after-hours`.
-pub fn market_status_named(name: &str) -> MarketStatus {
-    let (market, early_hours, after_hours) = match name {
-        "open" => (Market::Open, false, false),
-        "pre-market" => (Market::ExtendedHours, true, false),
-        "after-hours" => (Market::ExtendedHours, false, true),
-        _ => (Market::Closed, false, false),
-    };
-    MarketStatus {
-        market,
-        early_hours,
-        after_hours,
-    }
-}
+pub use crate::calendar::market_status_named;
 
 /// Replay a golden file natively, handing each step's actual effects to `check`.
 /// Each replica named by a step is its own instance of `A`; all share the

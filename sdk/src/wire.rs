@@ -131,9 +131,20 @@ fn typed(v: &Value, kind: &str) -> Option<Event> {
 }
 
 /// Decode an already-parsed queue message object (`json` is its exact text).
+///
+/// A JSON scalar (what the seed's listener publishes on `unknown` in its raw
+/// mode: the frame as a JSON string) is an [`Event::Other`] of no kind, as
+/// the seed's processors hand it to their analyzer; only an array (inside a
+/// frame-batch array) is refused.
 pub fn decode_value(value: &Value, json: &str) -> Result<Event, WireError> {
-    if !value.is_object() {
+    if value.is_array() {
         return Err(WireError::NotAnObject);
+    }
+    if !value.is_object() {
+        return Ok(Event::Other(Raw {
+            kind: String::new(),
+            json: json.to_string(),
+        }));
     }
     let kind = value
         .get("event_type")
@@ -299,6 +310,17 @@ mod tests {
             Err(WireError::NotJson(_))
         ));
         assert_eq!(decode_event("[1]"), Err(WireError::NotAnObject));
+    }
+
+    #[test]
+    fn a_json_string_body_is_an_event_of_no_kind_as_the_seed_passes_it_on() {
+        for body in [r#""{\"ev\":\"XQ\"} raw frame""#, "42", "null"] {
+            let e = decode_event(body).unwrap();
+            assert!(
+                matches!(e, Event::Other(Raw { ref kind, ref json }) if kind.is_empty() && json == body),
+                "{body}: {e:?}"
+            );
+        }
     }
 }
 

@@ -176,6 +176,33 @@ pub fn describe(
     out
 }
 
+/// The `[config]` of every plugin manifest in `dir`, as each plugin will see
+/// it, one `[plugins.<name>.config]` table per plugin with where each value
+/// came from (`manifest`, `environment NAME`, `default (NAME unset)`).
+pub fn plugin_configs(dir: &Path) -> String {
+    let mut manifests: Vec<_> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    manifests.sort();
+    let mut out = String::new();
+    for path in manifests {
+        match crate::plugin::manifest::Manifest::load(&path) {
+            Ok(m) => {
+                out.push_str(&format!("\n[plugins.{}.config]\n", m.name));
+                for (key, value, source) in m.config_sources() {
+                    out.push_str(&format!("{key} = {value:?}  # {source}\n"));
+                }
+            }
+            Err(e) => out.push_str(&format!("\n# {e}\n")),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

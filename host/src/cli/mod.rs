@@ -228,6 +228,14 @@ fn show_config(args: &[String], tail: &[String]) -> anyhow::Result<ExitCode> {
         "[{path}]\n{}",
         config::describe(sub_matches, sub_command, &values, &path)
     );
+    if let Some(dir) = sub_matches
+        .try_get_raw("plugin_dir")
+        .ok()
+        .flatten()
+        .and_then(|mut v| v.next())
+    {
+        print!("{}", config::plugin_configs(std::path::Path::new(dir)));
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -238,13 +246,7 @@ fn refuse_real_feed_without_key(args: &crate::feed::massive::MassiveArgs) -> any
     if crate::feed::massive::massive_api_key(args.api_key.as_deref()).is_some() {
         return Ok(());
     }
-    let host = reqwest::Url::parse(&args.feed_url)
-        .ok()
-        .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
-        .unwrap_or_default();
-    let real = ["massive.com", "polygon.io"]
-        .iter()
-        .any(|d| host == *d || host.ends_with(&format!(".{d}")));
+    let real = crate::feed::massive::is_massive_host(&args.feed_url);
     if real {
         anyhow::bail!(
             "no Massive API key: set MASSIVE_API_KEY (or POLYGON_API_KEY), or point MASSIVE_FEED_URL \
@@ -300,11 +302,14 @@ pub fn main() -> ExitCode {
             Command::Simulate(args) => crate::sim::run(args).await,
             Command::Serve(args) => crate::widgets::run(args).await,
             Command::Up(args) => up::run(args).await,
-            Command::Listen(ListenCommand::Massive(args)) => {
+            Command::Listen(ListenCommand::Massive(mut args)) => {
+                args.resolve_feed_host();
+                args.confirms.require()?;
                 refuse_real_feed_without_key(&args)?;
                 crate::feed::massive::run(args).await
             }
             Command::Listen(ListenCommand::Finlight(args)) => {
+                args.confirms.require()?;
                 crate::feed::finlight::run(args).await
             }
             Command::ShowConfig { .. } => Ok(ExitCode::SUCCESS),

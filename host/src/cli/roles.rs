@@ -95,6 +95,7 @@ impl AnalyzerHostArgs {
             Some(url) if url != &self.store_url => crate::store::open(url).await?,
             _ => store.clone(),
         };
+        let clock: Arc<dyn crate::plugin::Clock> = Arc::new(SystemClock);
         let reference: Arc<dyn crate::plugin::ReferenceData> = match self.api_key() {
             Some(api_key) => Arc::new(MassiveReference::new(
                 MassiveRestConfig {
@@ -106,14 +107,16 @@ impl AnalyzerHostArgs {
                 mdc,
             )?),
             None => {
-                tracing::info!("no Massive API key: reference data comes from the store only");
-                Arc::new(crate::plugin::StoreReference::new(mdc))
+                tracing::info!(
+                    "no Massive API key: reference data comes from the store only, the market status from mdc:market_status or else the New York schedule"
+                );
+                Arc::new(crate::plugin::StoreReference::scheduled(mdc, clock.clone()))
             }
         };
         let services = HostServices {
             store: store.clone(),
             reference,
-            clock: Arc::new(SystemClock),
+            clock,
         };
         if !self.plugin_dir.is_dir() {
             bail!(

@@ -46,14 +46,17 @@ pub enum BodyError {
 /// One event of a body: the parsed object and its exact JSON text.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BodyEvent {
-    /// The parsed object.
+    /// The parsed event (an object, or a scalar body).
     pub value: Value,
     /// Its JSON text (the whole body for a single object, re-serialized for
     /// an element of an array).
     pub text: String,
 }
 
-/// Split a body that is one event object or a JSON array of them.
+/// Split a body that is one event object or a JSON array of them. A body
+/// that is a JSON scalar (the seed listener's raw mode publishes frames as
+/// JSON strings on `unknown`) is one event too; inside an array only objects
+/// are events.
 pub fn split_body(body: &[u8], max_bytes: usize) -> Result<Vec<BodyEvent>, BodyError> {
     if body.len() > max_bytes {
         return Err(BodyError::TooLarge {
@@ -64,10 +67,12 @@ pub fn split_body(body: &[u8], max_bytes: usize) -> Result<Vec<BodyEvent>, BodyE
     let value: Value =
         serde_json::from_slice(body).map_err(|e| BodyError::NotJson(e.to_string()))?;
     match value {
-        Value::Object(_) => Ok(vec![BodyEvent {
-            text: String::from_utf8_lossy(body).into_owned(),
-            value,
-        }]),
+        Value::Object(_) | Value::String(_) | Value::Number(_) | Value::Bool(_) | Value::Null => {
+            Ok(vec![BodyEvent {
+                text: String::from_utf8_lossy(body).into_owned(),
+                value,
+            }])
+        }
         Value::Array(items) => items
             .into_iter()
             .map(|v| match v {
@@ -78,7 +83,6 @@ pub fn split_body(body: &[u8], max_bytes: usize) -> Result<Vec<BodyEvent>, BodyE
                 _ => Err(BodyError::WrongShape),
             })
             .collect(),
-        _ => Err(BodyError::WrongShape),
     }
 }
 
@@ -97,6 +101,9 @@ mod tests {
             [r#"{"a":1}"#, r#"{"b":2}"#]
         );
         assert_eq!(split_body(b"[1]", 1024), Err(BodyError::WrongShape));
+        let raw = split_body(br#""{\"ev\":\"XQ\"}""#, 1024).unwrap();
+        assert_eq!(raw.len(), 1);
+        assert_eq!(raw[0].text, r#""{\"ev\":\"XQ\"}""#);
         assert!(matches!(
             split_body(b"{nope", 1024),
             Err(BodyError::NotJson(_))

@@ -130,6 +130,9 @@ pub struct FinlightArgs {
     /// Who may change the filter through the admin API, and how often.
     #[command(flatten)]
     pub admin: super::admin::AdminAccess,
+    /// Publisher confirms (the seed's `MDQ_PUBLISHER_CONFIRMS`).
+    #[command(flatten)]
+    pub confirms: super::PublisherConfirms,
 }
 
 impl Default for FinlightArgs {
@@ -156,6 +159,7 @@ impl Default for FinlightArgs {
             health_listen: None,
             auto_start: true,
             admin: Default::default(),
+            confirms: Default::default(),
         }
     }
 }

@@ -95,12 +95,17 @@ pub const TOPICS: [&str; 6] = ["T", "Q", "A", "AM", "LULD", "NOI"];
 pub struct MassiveArgs {
     /// Feed base URL; the market path (`/stocks`) is appended unless the
     /// URL already ends in it.
-    #[arg(
-        long,
-        env = "MASSIVE_FEED_URL",
-        default_value = "wss://socket.massive.com"
-    )]
+    #[arg(long, env = "MASSIVE_FEED_URL", default_value = DEFAULT_FEED_URL)]
     pub feed_url: String,
+    /// Feed host, the seed's `MASSIVE_FEED` (`socket.massive.com`,
+    /// `delayed.massive.com`, or the SDK's names `RealTime` / `Delayed`): the
+    /// feed URL becomes `wss://<host>` (`ws://` when --feed-secure false)
+    /// unless --feed-url / MASSIVE_FEED_URL names another URL.
+    #[arg(long, env = "MASSIVE_FEED")]
+    pub feed_host: Option<String>,
+    /// With --feed-host: TLS or not (the seed's `MASSIVE_SECURE`).
+    #[arg(long, env = "MASSIVE_SECURE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub feed_secure: bool,
     /// API key (falls back to POLYGON_API_KEY).
     #[arg(long, env = "MASSIVE_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
@@ -127,9 +132,14 @@ pub struct MassiveArgs {
     #[arg(long, env = "MASSIVE_MARKET", default_value = "stocks")]
     pub market: String,
     /// Massive REST base URL, for market status while the market is closed
-    /// (no polling when unset: the listener always connects).
+    /// (default: Massive's API when a key is set and the feed is Massive's;
+    /// without either, the listener always connects).
     #[arg(long, env = "MASSIVE_REST_URL")]
     pub rest_url: Option<String>,
+    /// Poll market status while the market is closed instead of connecting,
+    /// whenever a REST endpoint is known.
+    #[arg(long, env = "MASSIVE_MARKET_AWARE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub market_aware: bool,
     /// No data for this long (ms) means the feed stalled: reconnect.
     #[arg(long, env = "MASSIVE_STALL_TIMEOUT_MS", default_value_t = 30_000)]
     pub stall_timeout_ms: u64,
@@ -159,6 +169,9 @@ pub struct MassiveArgs {
     /// Who may change settings through the admin API, and how often.
     #[command(flatten)]
     pub admin: super::admin::AdminAccess,
+    /// Publisher confirms (the seed's `MDQ_PUBLISHER_CONFIRMS`).
+    #[command(flatten)]
+    pub confirms: super::PublisherConfirms,
     /// Hosts the admin API may point the feed at (comma separated, any
     /// port); default: the host of `--feed-url`.
     #[arg(long, env = "MASSIVE_FEED_HOSTS", value_delimiter = ',')]
@@ -171,7 +184,9 @@ pub struct MassiveArgs {
 impl Default for MassiveArgs {
     fn default() -> Self {
         MassiveArgs {
-            feed_url: "wss://socket.massive.com".into(),
+            feed_url: DEFAULT_FEED_URL.into(),
+            feed_host: None,
+            feed_secure: true,
             api_key: None,
             subscriptions: "A.*,T.*,Q.*,LULD.*".into(),
             queue_url: "memory://".into(),
@@ -179,6 +194,7 @@ impl Default for MassiveArgs {
             batch_frames: false,
             market: "stocks".into(),
             rest_url: None,
+            market_aware: true,
             stall_timeout_ms: 30_000,
             max_backoff_ms: 30_000,
             refused_wait_ms: 60_000,
@@ -188,9 +204,62 @@ impl Default for MassiveArgs {
             health_listen: None,
             auto_start: true,
             admin: Default::default(),
+            confirms: Default::default(),
             feed_hosts: Vec::new(),
             record: None,
         }
+    }
+}
+
+/// Massive's real-time feed.
+pub const DEFAULT_FEED_URL: &str = "wss://socket.massive.com";
+
+/// Whether `url` points at Massive's own servers (`massive.com`, `polygon.io`).
+pub fn is_massive_host(url: &str) -> bool {
+    let host = reqwest::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
+        .unwrap_or_default();
+    ["massive.com", "polygon.io"]
+        .iter()
+        .any(|d| host == *d || host.ends_with(&format!(".{d}")))
+}
+
+/// Massive's REST API.
+pub const DEFAULT_REST_URL: &str = "https://api.massive.com";
+
+impl MassiveArgs {
+    /// Where the listener asks for market status: `--rest-url`, else
+    /// Massive's API when a key is set and the feed is Massive's own; `None`
+    /// when market-aware reconnect is off or no endpoint is known.
+    pub fn market_status_url(&self) -> Option<String> {
+        if !self.market_aware {
+            return None;
+        }
+        if let Some(url) = &self.rest_url {
+            return Some(url.clone());
+        }
+        let keyed = massive_api_key(self.api_key.as_deref()).is_some();
+        (keyed && is_massive_host(&self.feed_url)).then(|| DEFAULT_REST_URL.to_string())
+    }
+
+    /// The feed URL once the seed's `MASSIVE_FEED` host is applied: a host
+    /// given while the URL is the default replaces it (`RealTime` and
+    /// `Delayed`, the names the seed documents, stand for Massive's hosts).
+    pub fn resolve_feed_host(&mut self) {
+        let Some(host) = self.feed_host.as_deref().map(str::trim) else {
+            return;
+        };
+        if host.is_empty() || self.feed_url != DEFAULT_FEED_URL {
+            return;
+        }
+        let host = match host {
+            "RealTime" => "socket.massive.com",
+            "Delayed" => "delayed.massive.com",
+            other => other,
+        };
+        let scheme = if self.feed_secure { "wss" } else { "ws" };
+        self.feed_url = format!("{scheme}://{host}");
     }
 }
 
@@ -696,12 +765,16 @@ impl MassiveListener {
     }
 
     /// Poll REST market status while the market is closed; false on shutdown.
+    /// A status that cannot be had is retried with backoff (1 s doubling to
+    /// 60 s), not taken as open.
     async fn wait_while_closed(&self, shutdown: &mut watch::Receiver<bool>) -> bool {
-        let Some(rest) = &self.args.rest_url else {
+        let Some(rest) = self.args.market_status_url() else {
             return true;
         };
+        let mut retry = Backoff::jittered(Duration::from_secs(1), Duration::from_secs(60));
         loop {
-            match self.market_status(rest).await {
+            let mut wait = Duration::from_millis(self.args.closed_poll_ms);
+            match self.market_status(&rest).await {
                 Ok(market) if market == "closed" => {
                     self.stats.closed_polls.fetch_add(1, Ordering::Relaxed);
                     if self.stats.state() != "market_closed" {
@@ -717,21 +790,22 @@ impl MassiveListener {
                     self.stats.rest_errors.fetch_add(1, Ordering::Relaxed);
                     metrics::counter!("mdp_listener_rest_errors_total", "feed" => "massive")
                         .increment(1);
-                    tracing::warn!(error = %e, "market status unavailable; connecting anyway");
-                    return true;
+                    wait = retry.next_delay();
+                    tracing::warn!(error = %e, retry_in = ?wait, "market status unavailable; asking again before connecting");
+                    self.stats.set_state("market_status_unavailable");
                 }
             }
             tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(self.args.closed_poll_ms)) => {}
+                _ = tokio::time::sleep(wait) => {}
                 _ = shutdown.changed() => return false,
             }
         }
     }
 
-    /// Whether REST market status (when `--rest-url` is set) says the market is closed.
+    /// Whether REST market status (when an endpoint is known) says the market is closed.
     async fn market_closed(&self) -> bool {
-        match &self.args.rest_url {
-            Some(rest) => matches!(self.market_status(rest).await.as_deref(), Ok("closed")),
+        match self.args.market_status_url() {
+            Some(rest) => matches!(self.market_status(&rest).await.as_deref(), Ok("closed")),
             None => false,
         }
     }
@@ -1166,6 +1240,72 @@ impl super::admin::ListenerStatus for MassiveListener {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn market_aware_reconnect_is_on_whenever_a_rest_endpoint_is_known() {
+        let with = |key: Option<&str>, feed: &str, rest: Option<&str>, aware: bool| {
+            MassiveArgs {
+                api_key: key.map(String::from),
+                feed_url: feed.into(),
+                rest_url: rest.map(String::from),
+                market_aware: aware,
+                ..MassiveArgs::default()
+            }
+            .market_status_url()
+        };
+        // A key on Massive's feed: Massive's REST API, without a flag.
+        assert_eq!(
+            with(Some("k"), DEFAULT_FEED_URL, None, true).as_deref(),
+            Some(DEFAULT_REST_URL)
+        );
+        // A simulator's REST URL given (as `mdp up` does).
+        assert_eq!(
+            with(None, "ws://127.0.0.1:1", Some("http://127.0.0.1:1"), true).as_deref(),
+            Some("http://127.0.0.1:1")
+        );
+        // Another feed without a REST URL: nothing to ask. Off: never.
+        assert_eq!(with(Some("k"), "ws://127.0.0.1:1", None, true), None);
+        assert_eq!(with(Some("k"), DEFAULT_FEED_URL, None, false), None);
+        assert!(is_massive_host("wss://delayed.massive.com"));
+        assert!(is_massive_host("wss://socket.polygon.io/stocks"));
+        assert!(!is_massive_host("wss://massive.com.evil.example"));
+    }
+
+    #[test]
+    fn the_seeds_massive_feed_host_sets_the_feed_url() {
+        let resolved = |host: Option<&str>, secure: bool, url: &str| {
+            let mut args = MassiveArgs {
+                feed_host: host.map(String::from),
+                feed_secure: secure,
+                feed_url: url.into(),
+                ..MassiveArgs::default()
+            };
+            args.resolve_feed_host();
+            args.feed_url
+        };
+        assert_eq!(
+            resolved(Some("delayed.massive.com"), true, DEFAULT_FEED_URL),
+            "wss://delayed.massive.com"
+        );
+        assert_eq!(
+            resolved(Some("Delayed"), true, DEFAULT_FEED_URL),
+            "wss://delayed.massive.com"
+        );
+        assert_eq!(
+            resolved(Some("RealTime"), true, DEFAULT_FEED_URL),
+            "wss://socket.massive.com"
+        );
+        assert_eq!(
+            resolved(Some("127.0.0.1:9000"), false, DEFAULT_FEED_URL),
+            "ws://127.0.0.1:9000"
+        );
+        // MASSIVE_FEED_URL, when it names another URL, wins; no host, no change.
+        assert_eq!(
+            resolved(Some("delayed.massive.com"), true, "ws://sim:1/stocks"),
+            "ws://sim:1/stocks"
+        );
+        assert_eq!(resolved(None, true, DEFAULT_FEED_URL), DEFAULT_FEED_URL);
+    }
 
     #[test]
     fn api_key_sources_in_the_seeds_order_blank_values_fall_through() {

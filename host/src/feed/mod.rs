@@ -142,6 +142,42 @@ impl Recorder {
     }
 }
 
+/// The seed's `MDQ_PUBLISHER_CONFIRMS`. mdp's listeners always publish with
+/// confirms (their at-least-once delivery rests on them), so `true` is
+/// accepted and `false` refused rather than silently ignored.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PublisherConfirms {
+    /// Publisher confirms: always on; `false` is refused (seed `MDQ_PUBLISHER_CONFIRMS`).
+    #[arg(long, env = "MDQ_PUBLISHER_CONFIRMS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub publisher_confirms: bool,
+}
+
+impl Default for PublisherConfirms {
+    fn default() -> Self {
+        PublisherConfirms {
+            publisher_confirms: true,
+        }
+    }
+}
+
+/// A listener asked to publish without confirms.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "MDQ_PUBLISHER_CONFIRMS=false (--publisher-confirms false): mdp's listeners always wait for publisher confirms, which their delivery guarantee rests on; unset it or set it to true"
+)]
+pub struct ConfirmsRequired;
+
+impl PublisherConfirms {
+    /// Refuse a setting mdp does not honour.
+    pub fn require(&self) -> Result<(), ConfirmsRequired> {
+        if self.publisher_confirms {
+            Ok(())
+        } else {
+            Err(ConfirmsRequired)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};

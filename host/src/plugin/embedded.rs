@@ -26,7 +26,7 @@ pub const WIT: &[File] = files!("../../../wit/"; "analyzer.wit");
 
 /// The Rust SDK's sources, as files of its crate folder.
 pub const SDK_SOURCES: &[File] = files!("../../../sdk/";
-    "src/lib.rs", "src/config.rs", "src/effects.rs", "src/imports.rs", "src/testing.rs", "src/wire.rs",
+    "src/lib.rs", "src/calendar.rs", "src/config.rs", "src/effects.rs", "src/imports.rs", "src/testing.rs", "src/wire.rs",
 );
 
 const SDK_MANIFEST: &str = include_str!("../../../sdk/Cargo.toml");

@@ -7,6 +7,7 @@
 //! golden = "golden/basic.json"      # optional, relative to the manifest
 //! [config]                          # string key/values passed to init
 //! board_size = "500"
+//! list_max = "${DRA_CACHE_LIST_MAX:-1000}"  # from the environment, else 1000
 //! [limits]
 //! memory_mib = 64
 //! deadline_ms = 50                  # per call; scaled by batch length
@@ -105,6 +106,15 @@ impl Manifest {
     }
 
     fn validate(&self) -> Result<(), String> {
+        for (key, raw) in &self.config {
+            if let Some(inner) = env_reference(raw)
+                && env_name(inner).is_none()
+            {
+                return Err(format!(
+                    "config {key} = `{raw}`: write `${{NAME}}` or `${{NAME:-default}}` with NAME in A-Z, 0-9, _"
+                ));
+            }
+        }
         if self.name.is_empty()
             || !self
                 .name
@@ -158,11 +168,23 @@ impl Manifest {
         self.golden.as_ref().map(|g| self.dir.join(g))
     }
 
-    /// Config pairs for `init`.
+    /// Config pairs for `init`, `${NAME}` values read from the environment.
     pub fn config_pairs(&self) -> Vec<(String, String)> {
+        self.config_sources()
+            .into_iter()
+            .map(|(k, v, _)| (k, v))
+            .collect()
+    }
+
+    /// Config pairs for `init` with where each value came from: `manifest`,
+    /// `environment NAME`, or `default (NAME unset)`.
+    pub fn config_sources(&self) -> Vec<(String, String, String)> {
         self.config
             .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .map(|(k, raw)| {
+                let (value, source) = expand_env(raw, |name| std::env::var(name).ok());
+                (k.clone(), value, source)
+            })
             .collect()
     }
 
@@ -195,6 +217,40 @@ impl Manifest {
             },
             reference_prefetch: self.reference_prefetch.clone(),
         }
+    }
+}
+
+/// The inside of a `${…}` config value, if the value is one.
+fn env_reference(raw: &str) -> Option<&str> {
+    raw.strip_prefix("${")?.strip_suffix('}')
+}
+
+/// `NAME` and the optional default of `NAME` / `NAME:-default`, when NAME is
+/// an environment variable name (A-Z, 0-9, `_`, not starting with a digit).
+fn env_name(inner: &str) -> Option<(&str, Option<&str>)> {
+    let (name, default) = match inner.split_once(":-") {
+        Some((name, default)) => (name, Some(default)),
+        None => (inner, None),
+    };
+    let valid = name.chars().next().is_some_and(|c| !c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+    valid.then_some((name, default))
+}
+
+/// A manifest config value with `${NAME}` / `${NAME:-default}` expanded
+/// through `env` (the seed's settings such as `DRA_CACHE_LIST_MAX` reach a
+/// plugin this way), and where the value came from. Anything else is taken
+/// as written; an unset variable without a default is empty.
+pub fn expand_env(raw: &str, env: impl Fn(&str) -> Option<String>) -> (String, String) {
+    let Some((name, default)) = env_reference(raw).and_then(env_name) else {
+        return (raw.to_string(), "manifest".into());
+    };
+    match (env(name), default) {
+        (Some(value), _) => (value, format!("environment {name}")),
+        (None, Some(default)) => (default.to_string(), format!("default ({name} unset)")),
+        (None, None) => (String::new(), format!("empty ({name} unset)")),
     }
 }
 
@@ -232,6 +288,36 @@ channels = ["stocks:"]
         assert!(o.capabilities.check_key("quote:x").is_err());
         assert_eq!(m.config_pairs(), vec![("a".to_string(), "1".to_string())]);
         assert!(m.wasm_path().ends_with("p.wasm"));
+    }
+
+    #[test]
+    fn config_values_name_the_seeds_environment_variables() {
+        let env = |name: &str| (name == "DRA_CACHE_LIST_MAX").then(|| "10000".to_string());
+        let expand = |raw: &str| expand_env(raw, env);
+        assert_eq!(
+            expand("${DRA_CACHE_LIST_MAX:-1000}"),
+            ("10000".into(), "environment DRA_CACHE_LIST_MAX".into())
+        );
+        assert_eq!(
+            expand("${NEWS_TICKER_LIST_MAX:-100}"),
+            ("100".into(), "default (NEWS_TICKER_LIST_MAX unset)".into())
+        );
+        assert_eq!(
+            expand("${UNSET}"),
+            ("".into(), "empty (UNSET unset)".into())
+        );
+        assert_eq!(expand("plain"), ("plain".into(), "manifest".into()));
+        assert_eq!(expand("$DRA"), ("$DRA".into(), "manifest".into()));
+        let (_d, path) = write(
+            r#"name = "p"
+wit = "mdp:analyzer@1.0.0"
+consumes = ["quotes"]
+[config]
+a = "${lower-case}"
+"#,
+        );
+        let e = Manifest::load(&path).unwrap_err();
+        assert!(e.reason.contains("config a"), "{e}");
     }
 
     #[test]

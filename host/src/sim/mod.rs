@@ -11,6 +11,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use mdp_sdk::calendar::{self, Session};
+
 pub use server::{SimHandle, SimStats, start};
 
 /// Load profiles (protocols.md §4.2, events/s on one `T.*,Q.*,A.*,AM.*` connection).
@@ -251,27 +253,16 @@ impl SimClock {
 }
 
 /// The market session at `ms` in New York: `(market, early_hours, after_hours)`
-/// as `/v1/marketstatus/now` reports it (weekends closed).
+/// as `/v1/marketstatus/now` reports it (by the weekday schedule of
+/// [`mdp_sdk::calendar`]).
 pub fn session_at(ms: u64) -> (&'static str, bool, bool) {
-    use chrono::{Datelike, TimeZone, Timelike};
-    let Some(t) = chrono::Utc.timestamp_millis_opt(ms as i64).single() else {
-        return ("closed", false, false);
-    };
-    let ny = t.with_timezone(&chrono_tz::America::New_York);
-    if ny.weekday().number_from_monday() > 5 {
-        return ("closed", false, false);
-    }
-    let minutes = ny.hour() * 60 + ny.minute();
-    match minutes {
-        240..570 => ("extended-hours", true, false),
-        m if REGULAR_MINUTES.contains(&m) => ("open", false, false),
-        960..1200 => ("extended-hours", false, true),
-        _ => ("closed", false, false),
+    match calendar::scheduled_session(ms.saturating_mul(1000)) {
+        Some(Session::Regular) => ("open", false, false),
+        Some(Session::PreMarket) => ("extended-hours", true, false),
+        Some(Session::AfterHours) => ("extended-hours", false, true),
+        None => ("closed", false, false),
     }
 }
-
-/// The regular session, minutes after midnight New York (09:30–16:00).
-const REGULAR_MINUTES: std::ops::Range<u32> = 570..960;
 
 /// Where a first run simulates the market when the regular session is not
 /// open at `now_ms`: the same time of day (to the minute) in the most recent
@@ -287,7 +278,7 @@ pub fn last_session_moment(now_ms: u64) -> Option<u64> {
         .single()?
         .with_timezone(&chrono_tz::America::New_York);
     let minutes = ny.hour() * 60 + ny.minute();
-    let time = if REGULAR_MINUTES.contains(&minutes) {
+    let time = if Session::Regular.minutes().contains(&minutes) {
         NaiveTime::from_hms_opt(ny.hour(), ny.minute(), 0)?
     } else {
         NaiveTime::from_hms_opt(10, 0, 0)?

@@ -40,8 +40,7 @@
 
 use std::collections::HashMap;
 
-use chrono::{Datelike, TimeZone, Timelike, Weekday};
-use chrono_tz::America::New_York;
+use mdp_sdk::calendar::{Session, day_anchor, scheduled_session, session_of};
 use mdp_sdk::prelude::*;
 use serde::de::{MapAccess, Visitor};
 use serde::ser::SerializeMap;
@@ -59,86 +58,12 @@ pub const LOD_KEY: &str = "daily_range_lod_alert";
 /// The key recording the current trading day's 04:00 ET anchor (epoch seconds).
 pub const BOUNDARY_KEY: &str = "daily_range:day_boundary";
 
-/// A trading session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Session {
-    /// 04:00–09:30 ET.
-    PreMarket,
-    /// 09:30–16:00 ET.
-    Regular,
-    /// 16:00–20:00 ET.
-    AfterHours,
-}
-
-impl Session {
-    fn index(self) -> usize {
-        self as usize
-    }
-    /// The seed's name of the session.
-    pub fn name(self) -> &'static str {
-        match self {
-            Session::PreMarket => "pre_market",
-            Session::Regular => "regular",
-            Session::AfterHours => "after_hours",
-        }
-    }
-}
-
 /// Output field names per session: (high, low).
 const FIELDS: [(&str, &str); 3] = [
     ("pre_market_high", "pre_market_low"),
     ("regular_session_high", "regular_session_low"),
     ("after_hours_high", "after_hours_low"),
 ];
-
-/// 04:00 America/New_York of the trading day containing `now_us`, Unix seconds
-/// (before 04:00 ET the trading day is still the previous one).
-pub fn day_anchor(now_us: u64) -> i64 {
-    let secs = (now_us / 1_000_000) as i64;
-    let Some(ny) = New_York.timestamp_opt(secs, 0).single() else {
-        return secs - secs.rem_euclid(86_400);
-    };
-    let date = if ny.hour() < 4 {
-        ny.date_naive().pred_opt().unwrap_or(ny.date_naive())
-    } else {
-        ny.date_naive()
-    };
-    date.and_hms_opt(4, 0, 0)
-        .and_then(|t| New_York.from_local_datetime(&t).earliest())
-        .map(|t| t.timestamp())
-        .unwrap_or(secs)
-}
-
-/// The session by the regular US schedule at `now_us` (no holidays): the
-/// fallback when the market status is unavailable.
-pub fn scheduled_session(now_us: u64) -> Option<Session> {
-    let ny = New_York
-        .timestamp_opt((now_us / 1_000_000) as i64, 0)
-        .single()?;
-    if matches!(ny.weekday(), Weekday::Sat | Weekday::Sun) {
-        return None;
-    }
-    let minute = ny.hour() * 60 + ny.minute();
-    match minute {
-        240..570 => Some(Session::PreMarket),
-        570..960 => Some(Session::Regular),
-        960..1200 => Some(Session::AfterHours),
-        _ => None,
-    }
-}
-
-/// The session a market status stands for (seed `_get_session`).
-pub fn session_of(status: &MarketStatus) -> Option<Session> {
-    if status.market == Market::Open {
-        Some(Session::Regular)
-    } else if status.early_hours {
-        Some(Session::PreMarket)
-    } else if status.after_hours {
-        Some(Session::AfterHours)
-    } else {
-        None
-    }
-}
 
 /// A JSON object that keeps its keys in order (the seed's dicts do), so the
 /// payload's fields come out as they came in, the added fields after them.
@@ -239,7 +164,7 @@ struct Range {
     low: Option<f64>,
 }
 
-/// A symbol's extremes per session (indexed by [`Session::index`]).
+/// A symbol's extremes per session (indexed in the order of [`Session::ALL`]).
 type Ranges = [Range; 3];
 
 /// What `snapshot` hands to the next generation.
@@ -459,7 +384,7 @@ impl Analyzer for DailyRange {
             let low = positive(o.get("low")).or_else(|| positive(o.get("l")));
             if let (Some(s), Some(high), Some(low)) = (session, high, low) {
                 let before = *ranges;
-                let r = &mut ranges[s.index()];
+                let r = &mut ranges[s as usize];
                 match r.high {
                     None => r.high = Some(high),
                     Some(prev) if high > prev => {
@@ -584,30 +509,6 @@ mod tests {
         written(effects, &format!("daily_range:{sym}"))
             .pop()
             .expect("state written")
-    }
-
-    #[test]
-    fn day_anchor_is_4am_new_york_across_dst() {
-        // Monday after the spring change: 04:00 EDT = 08:00 UTC.
-        assert_eq!(day_anchor(mon(4, 0)), 1_773_043_200);
-        assert_eq!(day_anchor(mon(23, 59)), 1_773_043_200);
-        // 03:59 EDT is still Sunday's trading day (04:00 EDT on 03-08 = 08:00 UTC).
-        assert_eq!(day_anchor(mon(3, 59)), 1_772_956_800);
-        // Winter: Tuesday 2026-11-03 03:30 EST belongs to Monday (04:00 EST = 09:00 UTC).
-        assert_eq!(day_anchor(1_793_694_600_000_000), 1_793_610_000);
-        assert_eq!(day_anchor(1_793_698_200_000_000), 1_793_696_400);
-    }
-
-    #[test]
-    fn schedule_fallback_knows_sessions_and_weekends() {
-        assert_eq!(scheduled_session(mon(3, 59)), None);
-        assert_eq!(scheduled_session(mon(4, 0)), Some(Session::PreMarket));
-        assert_eq!(scheduled_session(mon(9, 30)), Some(Session::Regular));
-        assert_eq!(scheduled_session(mon(15, 59)), Some(Session::Regular));
-        assert_eq!(scheduled_session(mon(16, 0)), Some(Session::AfterHours));
-        assert_eq!(scheduled_session(mon(20, 0)), None);
-        // Saturday 2026-03-07 10:00 EST.
-        assert_eq!(scheduled_session(1_772_895_600_000_000), None);
     }
 
     #[test]

@@ -37,8 +37,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use chrono::{NaiveDate, TimeZone, Timelike};
-use chrono_tz::America::New_York;
+use mdp_sdk::calendar::{TradingDay, trading_day};
 use mdp_sdk::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -92,59 +91,6 @@ struct Reference {
     free_float: f64,
     /// Set when some of it was unavailable: ask again after this time (µs).
     retry_at_us: Option<u64>,
-}
-
-/// Where in the trading day a time falls.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Segment {
-    /// 04:00 America/New_York that started the trading day, Unix seconds.
-    pub anchor: i64,
-    /// The trading day's date in New York.
-    pub date: NaiveDate,
-    /// 09:30 New York of that date, Unix seconds.
-    pub open_at: i64,
-    /// The next day's 04:00 anchor, Unix seconds.
-    pub next_anchor: i64,
-    /// True at or after 09:30.
-    pub after_open: bool,
-}
-
-fn ny_time(date: NaiveDate, h: u32, m: u32) -> Option<i64> {
-    let t = date.and_hms_opt(h, m, 0)?;
-    New_York
-        .from_local_datetime(&t)
-        .earliest()
-        .map(|t| t.timestamp())
-}
-
-/// The trading-day segment containing `now_us` (Unix µs): the day runs from
-/// 04:00 America/New_York to the next 04:00, DST-correct.
-pub fn segment(now_us: u64) -> Segment {
-    let secs = (now_us / 1_000_000) as i64;
-    let ny = New_York.timestamp_opt(secs, 0).single();
-    let date = match ny {
-        Some(ny) if ny.hour() < 4 => ny.date_naive().pred_opt().unwrap_or(ny.date_naive()),
-        Some(ny) => ny.date_naive(),
-        None => NaiveDate::default(),
-    };
-    let anchor = ny_time(date, 4, 0).unwrap_or(secs - secs.rem_euclid(86_400));
-    let open_at = ny_time(date, 9, 30).unwrap_or(anchor + 5 * 3600 + 1800);
-    let next_anchor = date
-        .succ_opt()
-        .and_then(|d| ny_time(d, 4, 0))
-        .unwrap_or(anchor + 86_400);
-    Segment {
-        anchor,
-        date,
-        open_at,
-        next_anchor,
-        after_open: secs >= open_at,
-    }
-}
-
-/// 04:00 America/New_York of the trading day containing `now_us`, Unix seconds.
-pub fn day_anchor(now_us: u64) -> i64 {
-    segment(now_us).anchor
 }
 
 /// A float as Python's `str()`/`repr()` writes it (what the seed's Redis
@@ -439,7 +385,7 @@ impl Leaderboard {
 
     /// Day boundary and 09:30 resets: every replica clears its own state
     /// (derived from the clock); the shared sorted sets are cleared once.
-    fn resets(&mut self, seg: &Segment, now_us: u64) -> Vec<Effect> {
+    fn resets(&mut self, seg: &TradingDay, now_us: u64) -> Vec<Effect> {
         let mut effects = Vec::new();
         let now_s = (now_us / 1_000_000) as i64;
         // Until the next day boundary (plus an hour of slack), in ms.
@@ -487,7 +433,7 @@ impl Leaderboard {
 
     /// Open baselines for the batch's symbols: memory, else the store (one
     /// `get-many`), else the event's open (or close), which is then stored.
-    fn open_prices(&mut self, batch: &[Event], seg: &Segment, now_us: u64) -> Vec<Effect> {
+    fn open_prices(&mut self, batch: &[Event], seg: &TradingDay, now_us: u64) -> Vec<Effect> {
         let mut missing: Vec<&str> = batch
             .iter()
             .filter_map(|e| match e {
@@ -653,7 +599,7 @@ impl Analyzer for Leaderboard {
 
     fn analyze(&mut self, batch: &[Event]) -> Result<Vec<Effect>, AnalyzerError> {
         let now_us = host::now_us();
-        let seg = segment(now_us);
+        let seg = trading_day(now_us);
         let mut effects = self.resets(&seg, now_us);
         let cleared: Vec<String> = effects
             .iter()

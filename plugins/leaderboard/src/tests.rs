@@ -60,24 +60,6 @@ fn dels(effects: &[Effect]) -> Vec<Vec<String>> {
 }
 
 #[test]
-fn day_anchor_is_4am_new_york_across_dst() {
-    // 10:00 EDT → anchor 04:00 EDT = 08:00 UTC.
-    assert_eq!(day_anchor(MORNING), 1_773_043_200);
-    // 03:59 EDT still belongs to the previous day (04:00 EDT on 03-08, already
-    // after the 02:00 change, = 08:00 UTC).
-    assert_eq!(day_anchor(1_773_043_140_000_000), 1_772_956_800);
-    // The seed reset at midnight; 00:30 is still yesterday's session here.
-    assert_eq!(day_anchor(1_773_030_600_000_000), 1_772_956_800);
-    // Winter: 2026-01-05 10:00 EST → 04:00 EST = 09:00 UTC.
-    assert_eq!(day_anchor(1_767_625_200_000_000), 1_767_603_600);
-    // Autumn change: 2026-11-01 (EDT→EST at 02:00). 04:00 EST = 09:00 UTC.
-    assert_eq!(day_anchor(1_793_530_800_000_000), 1_793_523_600);
-    // The 09:30 open in EDT is 13:30 UTC.
-    assert_eq!(segment(MORNING).open_at, 1_773_063_000);
-    assert!(segment(MORNING).after_open);
-}
-
-#[test]
 fn python_float_text_matches_the_seed() {
     for (v, text) in [
         (11.0, "11.0"),
@@ -473,7 +455,7 @@ fn a_snapshot_carries_the_state_to_the_next_generation() {
     h.analyze(vec![agg("AAA", 11.0, 2000)]).unwrap();
     let next = Leaderboard::init(Config::default(), Some(h.snapshot())).unwrap();
     assert_eq!(next.state.open_price.get("AAA"), Some(&11.0));
-    assert_eq!(next.state.anchor, day_anchor(MORNING));
+    assert_eq!(next.state.anchor, mdp_sdk::calendar::day_anchor(MORNING));
 }
 
 #[test]

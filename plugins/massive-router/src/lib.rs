@@ -11,6 +11,13 @@
 //! | `Q` | `stocks:quotes:{SYM}` | 3600 |
 //! | other / no symbol | `unknown:{epoch µs}` (channel `unknown`) | 86400 |
 //!
+//! A trade (or any event) without a symbol goes to `unknown:*` too. The seed
+//! routed a `T` without `sym` to `stocks:trades:None` (Python's `None` in an
+//! f-string): a key no reader subscribes to and that every such trade
+//! overwrites; `unknown:*` keeps each one for a day where an operator looks
+//! for malformed input. A JSON-string body (the seed listener's raw mode)
+//! arrives as an untyped event of no kind and is routed the same way.
+//!
 //! The seed names unknown keys after `time.time()` with the dot removed; here
 //! the host clock in microseconds (16 digits, the same shape), plus the
 //! event's position in the batch so two unknown events of one batch never
