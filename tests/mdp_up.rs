@@ -242,7 +242,9 @@ async fn process_role_exposes_health_readiness_and_metrics() {
         .spawn()
         .unwrap();
     let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
+    // Generous: it compiles every plugin of the directory first, and shares
+    // two cores with the other tests' `mdp up` processes.
+    let deadline = Instant::now() + Duration::from_secs(90);
     let ready = loop {
         if let Ok(r) = client
             .get(format!("http://127.0.0.1:{port}/ready"))

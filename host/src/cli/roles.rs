@@ -61,6 +61,10 @@ pub struct AnalyzerHost {
     pub store: Arc<dyn Store>,
     /// Services handed to plugins.
     pub services: HostServices,
+    /// The market-data cache (MDC): reference data and, where a manifest
+    /// places them, analyzer state; the result store itself when no
+    /// separate `MDC_REDIS_URL` is given.
+    pub mdc: Arc<dyn Store>,
     /// The plugin registry.
     pub registry: Arc<Registry>,
     _watch: crate::plugin::WatchHandle,
@@ -104,13 +108,16 @@ impl AnalyzerHostArgs {
                     timeout: Duration::from_secs(10),
                     attempts: 3,
                 },
-                mdc,
+                mdc.clone(),
             )?),
             None => {
                 tracing::info!(
                     "no Massive API key: reference data comes from the store only, the market status from mdc:market_status or else the New York schedule"
                 );
-                Arc::new(crate::plugin::StoreReference::scheduled(mdc, clock.clone()))
+                Arc::new(crate::plugin::StoreReference::scheduled(
+                    mdc.clone(),
+                    clock.clone(),
+                ))
             }
         };
         let services = HostServices {
@@ -140,6 +147,7 @@ impl AnalyzerHostArgs {
             queue,
             store,
             services,
+            mdc,
             registry,
             _watch: watch,
         })
@@ -147,8 +155,10 @@ impl AnalyzerHostArgs {
 }
 
 impl AnalyzerHost {
-    /// A live worker for plugin `name`, or a clear error naming what is loaded.
-    pub fn worker(&self, name: &str) -> anyhow::Result<LiveWorker> {
+    /// A live worker for plugin `name` and the store its role applies to
+    /// (keys placed in the MDC or the WDC as its manifest says, read when the
+    /// role starts), or a clear error naming what is loaded.
+    pub fn worker(&self, name: &str) -> anyhow::Result<(LiveWorker, Arc<dyn Store>)> {
         let slot = self
             .registry
             .slot(name)
@@ -159,7 +169,17 @@ impl AnalyzerHost {
                     self.registry.names().join(", ")
                 )
             })?;
-        Ok(LiveWorker::new(slot, self.services.clone())?)
+        let cache_keys = slot
+            .current()
+            .map(|g| g.manifest.placement.cache_keys.clone())
+            .unwrap_or_default();
+        let store =
+            crate::store::PlacedStore::wrap(self.store.clone(), self.mdc.clone(), &cache_keys);
+        let services = HostServices {
+            store: store.clone(),
+            ..self.services.clone()
+        };
+        Ok((LiveWorker::new(slot, services)?, store))
     }
 }
 
@@ -280,7 +300,7 @@ pub async fn spawn_processors(
                 })
                 .await?;
         }
-        let mut worker = host.worker(plugin)?;
+        let (mut worker, store) = host.worker(plugin)?;
         worker
             .start()
             .await
@@ -289,8 +309,8 @@ pub async fn spawn_processors(
             queue: queue.clone(),
             ..config.clone()
         };
-        let mut processor = Processor::new(config, broker.clone(), host.store.clone(), worker)
-            .with_health(health.clone());
+        let mut processor =
+            Processor::new(config, broker.clone(), store, worker).with_health(health.clone());
         let shutdown = shutdown.clone();
         let task = tokio::spawn(async move {
             let stats = processor.run(shutdown).await?;
@@ -311,7 +331,7 @@ pub async fn spawn_scanner(
     shutdown: &watch::Receiver<bool>,
     health: &Health,
 ) -> anyhow::Result<RoleTask> {
-    let mut worker = host.worker(plugin)?;
+    let (mut worker, store) = host.worker(plugin)?;
     worker
         .start()
         .await
@@ -320,7 +340,7 @@ pub async fn spawn_scanner(
         topics: topics.iter().map(|t| Topic::parse(t)).collect(),
         ..config
     };
-    let mut scanner = Scanner::new(config, host.store.clone(), worker).with_health(health.clone());
+    let mut scanner = Scanner::new(config, store, worker).with_health(health.clone());
     let shutdown = shutdown.clone();
     let task = tokio::spawn(async move {
         let stats = scanner.run(shutdown).await?;

@@ -15,6 +15,8 @@
 //! [capabilities]
 //! key_prefixes = ["quote:", "scanners:"]
 //! channels = ["quote:", "scanners:"]
+//! [placement]                        # keys kept in the MDC (analyzer state);
+//! cache_keys = ["leaderboard:*"]     # the rest, and channels, in the WDC
 //! ```
 
 use std::collections::BTreeMap;
@@ -60,6 +62,17 @@ pub struct ManifestCapabilities {
     pub channels: Vec<String>,
 }
 
+/// Where a plugin's keys live (see [`crate::store::PlacedStore`]).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManifestPlacement {
+    /// Redis globs of the keys kept in the market-data cache (MDC): the
+    /// analyzer's own state. Every other key, and every channel, is the
+    /// widget cache's (WDC).
+    #[serde(default)]
+    pub cache_keys: Vec<String>,
+}
+
 /// A plugin manifest.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -85,6 +98,9 @@ pub struct Manifest {
     /// `free-float`.
     #[serde(default)]
     pub reference_prefetch: Vec<super::ReferenceKind>,
+    /// Which keys live in the MDC rather than the WDC.
+    #[serde(default)]
+    pub placement: ManifestPlacement,
     /// The manifest's directory (not in the file).
     #[serde(skip)]
     pub dir: PathBuf,

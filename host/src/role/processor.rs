@@ -95,8 +95,11 @@ impl Default for ProcessorConfig {
 pub struct ProcessorStats {
     /// Events analyzed.
     pub processed: u64,
-    /// Writes applied (the seed's `published`).
+    /// Results applied, counted as the seed's `published` counts them
+    /// ([`crate::store::results`]: one per routed event).
     pub published: u64,
+    /// Store writes applied (every SET, LPUSH, ZADD, HSET, DEL, PUBLISH).
+    pub store_writes: u64,
     /// Events rejected by the analyzer or isolated as poison.
     pub processing_error: u64,
     /// Messages that were not JSON events.
@@ -701,8 +704,12 @@ impl Settler {
         self.counters
             .add("mdp_processed_total", n, |s| &mut s.processed);
         self.counters
-            .add("mdp_published_total", writes.len() as u64, |s| {
+            .add("mdp_published_total", crate::store::results(&writes), |s| {
                 &mut s.published
+            });
+        self.counters
+            .add("mdp_store_writes_total", writes.len() as u64, |s| {
+                &mut s.store_writes
             });
 
         // Settle rejected events per message.

@@ -39,8 +39,11 @@ impl Default for ScannerConfig {
 pub struct ScannerStats {
     /// Messages analyzed.
     pub processed: u64,
-    /// Writes applied.
+    /// Results applied, counted as the seed's `published_results`
+    /// ([`crate::store::results`]).
     pub published_results: u64,
+    /// Store writes applied.
+    pub store_writes: u64,
     /// Batches that produced no effects.
     pub empty_results: u64,
     /// Messages rejected by the analyzer.
@@ -195,13 +198,16 @@ impl Scanner {
                 continue;
             }
             self.stats.processed += messages.len() as u64;
-            self.stats.published_results += resolved.writes.len() as u64;
+            let results = crate::store::results(&resolved.writes);
+            self.stats.published_results += results;
+            self.stats.store_writes += resolved.writes.len() as u64;
             self.stats.rejected += resolved.rejects.len() as u64;
             if resolved.writes.is_empty() {
                 self.stats.empty_results += 1;
             }
             self.count("mdp_processed_total", messages.len() as u64);
-            self.count("mdp_published_total", resolved.writes.len() as u64);
+            self.count("mdp_published_total", results);
+            self.count("mdp_store_writes_total", resolved.writes.len() as u64);
             return Ok(());
         }
         self.stats.errors += 1;

@@ -6,10 +6,12 @@ use std::time::Duration;
 
 mod embedded;
 pub(crate) mod glob;
+mod placed;
 mod redis;
 
 pub use embedded::EmbeddedStore;
 pub use glob::matches as glob_matches;
+pub use placed::PlacedStore;
 pub use redis::RedisStore;
 
 use std::sync::Arc;
@@ -105,6 +107,32 @@ pub enum Write {
         /// Message (JSON text).
         message: String,
     },
+}
+
+/// How many results `writes` hold as the seed's processors count them
+/// (their `published`): each value cached for clients (`SET`, `LPUSH`), and
+/// each message published on a channel that none of those keys shares (a
+/// result the seed published without caching). Analyzer state (`ZADD`,
+/// `HSET`, `DEL`) is not a result.
+pub fn results(writes: &[Write]) -> u64 {
+    let cached: std::collections::HashSet<&str> = writes
+        .iter()
+        .filter_map(|w| match w {
+            Write::Set { key, .. } | Write::Push { key, .. } => Some(key.as_str()),
+            _ => None,
+        })
+        .collect();
+    let publish_only = writes
+        .iter()
+        .filter(
+            |w| matches!(w, Write::Publish { channel, .. } if !cached.contains(channel.as_str())),
+        )
+        .count();
+    let cached_values = writes
+        .iter()
+        .filter(|w| matches!(w, Write::Set { .. } | Write::Push { .. }))
+        .count();
+    (cached_values + publish_only) as u64
 }
 
 /// What to subscribe to on the store's pub/sub.
@@ -268,6 +296,32 @@ pub use crate::secret::redact_url as redact;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn results_count_cached_values_and_publish_only_messages_not_state() {
+        let set = |key: &str| Write::Set {
+            key: key.into(),
+            value: "1".into(),
+            ttl: None,
+        };
+        let publish = |channel: &str| Write::Publish {
+            channel: channel.into(),
+            message: "1".into(),
+        };
+        // The router: SET + PUBLISH of one key is one result, as in the seed.
+        assert_eq!(
+            results(&[set("stocks:quotes:A"), publish("stocks:quotes:A")]),
+            1
+        );
+        // A publish-only result, and state that is no result.
+        let state = Write::HSet {
+            key: "symbol:A:data".into(),
+            fields: vec![("close".into(), "1".into())],
+            ttl: None,
+        };
+        assert_eq!(results(&[publish("alerts"), state, set("quote:A")]), 2);
+        assert_eq!(results(&[]), 0);
+    }
 
     #[tokio::test]
     async fn a_password_with_at_signs_is_hidden_whole() {

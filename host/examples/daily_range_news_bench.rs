@@ -5,7 +5,7 @@
 //! articles) through the real runtime, batch sizes 1, 10 and 100: analyze
 //! call plus effect resolution into store writes.
 //!
-//! `scripts/build-plugins && cargo run --release -p mdp --example analyzers_b_bench`
+//! `scripts/build-plugins && cargo run --release -p mdp --example daily_range_news_bench`
 
 use std::sync::Arc;
 use std::time::Instant;
