@@ -227,9 +227,10 @@ impl Runtime {
     }
 }
 
-/// The wasmtime version this host was built with.
+/// The wasmtime version this host was built with (from `Cargo.lock`, by the
+/// build script).
 pub fn wasmtime_version() -> &'static str {
-    "48"
+    env!("MDP_WASMTIME_VERSION")
 }
 
 fn write_artifact(component: &Component, path: &Path) -> std::io::Result<()> {
@@ -264,4 +265,22 @@ pub struct Compiled {
     pub from_cache: bool,
     /// How long compiling (or loading) took.
     pub took: Duration,
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_wasmtime_version_is_the_locked_crates() {
+        let version = super::wasmtime_version();
+        let parts: Vec<u32> = version
+            .split('.')
+            .map(|p| p.parse().expect("numeric"))
+            .collect();
+        assert_eq!(parts.len(), 3, "{version}");
+        let lock = include_str!("../../../Cargo.lock");
+        assert!(
+            lock.contains(&format!("name = \"wasmtime\"\nversion = \"{version}\"")),
+            "{version}"
+        );
+    }
 }
