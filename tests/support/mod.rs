@@ -35,8 +35,10 @@ pub fn amqp_url() -> String {
 }
 
 /// Path of a built plugin component (`target/plugins/<name>.wasm`, or
-/// `target/test-plugins/<name>.wasm` for test fixtures), building all plugins
-/// once per test binary if it is missing.
+/// `target/test-plugins/<name>.wasm` for test fixtures). Runs
+/// `scripts/build-plugins` (incremental) once per test binary when the file
+/// is missing or older than any plugin, fixture, SDK or WIT source, so a test
+/// never runs a stale component.
 pub fn plugin_wasm(name: &str) -> PathBuf {
     static BUILT: OnceLock<()> = OnceLock::new();
     let file = format!("{name}.wasm");
@@ -50,7 +52,9 @@ pub fn plugin_wasm(name: &str) -> PathBuf {
         .map(|d| repo_root().join(d).join(&file))
         .find(|p| p.exists())
     };
-    if find().is_none() {
+    let built_at = find().and_then(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
+    let stale = built_at.is_none_or(|at| newest_plugin_source().is_some_and(|src| src > at));
+    if stale {
         BUILT.get_or_init(|| {
             let status = std::process::Command::new(repo_root().join("scripts/build-plugins"))
                 .status()
@@ -59,6 +63,37 @@ pub fn plugin_wasm(name: &str) -> PathBuf {
         });
     }
     find().unwrap_or_else(|| panic!("plugin {name} was not built (scripts/build-plugins)"))
+}
+
+/// When a plugin's sources last changed: the newest file under `wit/`,
+/// `sdk/`, `plugins/` and `tests/fixtures/plugins/` (build outputs and
+/// installed packages skipped).
+fn newest_plugin_source() -> Option<std::time::SystemTime> {
+    fn walk(dir: &std::path::Path, newest: &mut Option<std::time::SystemTime>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let skip = path.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                matches!(n, "target" | "node_modules" | "__pycache__" | ".venv")
+                    || n.starts_with('.')
+            });
+            if skip {
+                continue;
+            }
+            if path.is_dir() {
+                walk(&path, newest);
+            } else if let Ok(modified) = entry.metadata().and_then(|m| m.modified()) {
+                *newest = (*newest).max(Some(modified));
+            }
+        }
+    }
+    let mut newest = None;
+    for dir in ["wit", "sdk", "plugins", "tests/fixtures/plugins"] {
+        walk(&repo_root().join(dir), &mut newest);
+    }
+    newest
 }
 
 /// A unique name for test isolation (queue names, key prefixes).
