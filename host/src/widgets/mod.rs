@@ -12,6 +12,7 @@
 pub mod auth;
 pub mod hub;
 pub mod outbox;
+pub mod protocol;
 mod session;
 
 use std::net::SocketAddr;
