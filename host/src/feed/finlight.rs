@@ -199,7 +199,7 @@ pub struct FinlightArgs {
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub takeover: bool,
     /// Queue broker URL (`amqp://…`; `memory://` only when given explicitly); required.
-    #[arg(long, env = "RABBITMQ_URL", default_value_t = String::new(), hide_default_value = true)]
+    #[arg(long, env = "RABBITMQ_URL", default_value_t = String::new(), hide_default_value = true, hide_env_values = true)]
     pub queue_url: String,
     /// Message TTL of the `news` queue, ms.
     #[arg(long, env = "NEWS_MESSAGE_TTL", default_value_t = 900_000)]
