@@ -2,8 +2,8 @@
 //! RabbitMQ), every event counted by type; each scripted fault and the
 //! documented client reaction; market-closed polling; the admin API and
 //! its guard (token, feed host allow-list, change rate limit);
-//! Finlight end to end; record and replay; a seeded fuzz run of the
-//! Massive frame parser.
+//! Finlight end to end; record and replay. (The seeded fuzz run of the
+//! Massive frame parser is in tests/fuzz.rs.)
 
 mod support;
 
@@ -14,10 +14,9 @@ use std::time::Duration;
 
 use mdp::feed::admin::AdminAccess;
 use mdp::feed::finlight::{FinlightArgs, FinlightListener, Outcome};
-use mdp::feed::massive::{FrameError, MassiveArgs, MassiveListener, parse_frame};
+use mdp::feed::massive::{MassiveArgs, MassiveListener, parse_frame};
 use mdp::queue::{EmbeddedQueue, Queue};
 use mdp::sim::{Fault, Profile, SimHandle, SimulateArgs};
-use rand::{Rng, SeedableRng};
 use serde_json::Value;
 use tokio::sync::watch;
 
@@ -1308,78 +1307,6 @@ async fn finlight_connection_lifetime_limit_is_survived() {
     let fl = sim.finlight();
     fl.publish_article();
     assert!(eventually(20, || l.stats.articles.load(Ordering::Relaxed) >= 1).await);
-}
-
-/// A short, seeded fuzz run of the Massive frame parser (the cargo-fuzz
-/// target in host/fuzz runs the same property for longer).
-#[test]
-fn frame_parser_survives_random_and_mutated_frames() {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(0x5EED);
-    let seeds = [
-        r#"[{"ev":"status","status":"connected","message":"Connected Successfully"}]"#,
-        r#"[{"ev":"T","sym":"MSFT","x":4,"i":"12345","z":3,"p":114.125,"s":100,"c":[0,12],"t":1536036818784,"q":3681328}]"#,
-        r#"[{"ev":"Q","sym":"MSFT","bx":4,"bp":114.125,"bs":100,"ax":7,"ap":114.128,"as":160,"c":0,"i":[604],"t":1536036818784,"q":50385480,"z":3}]"#,
-        r#"[{"ev":"A","sym":"FCX","v":4989,"av":4332125,"op":75.98,"vw":78.0894,"o":78.1,"c":78.08,"h":78.125,"l":78.07,"a":76.8404,"z":62,"s":1788877043000,"e":1788877044000,"dv":"4989.0"},{"ev":"LULD","h":3.63,"l":2.97,"i":[15],"z":3,"T":"ATHR","t":1788877046310003385,"q":3209681},{"ev":"NOI","T":"NTEST.Q","t":1601318039223013600,"at":930,"a":"M","i":44,"x":10,"o":480,"p":440,"b":25.03}]"#,
-    ];
-    let alphabet = b"[]{}\",:.-0123456789eEtruefalsnl evTQAMsympxLULDNOI\\u";
-    let (mut ok, mut err) = (0, 0);
-    for i in 0..5000 {
-        let mut bytes: Vec<u8> = if i % 5 == 0 {
-            (0..rng.random_range(0..200))
-                .map(|_| alphabet[rng.random_range(0..alphabet.len())])
-                .collect()
-        } else {
-            seeds[rng.random_range(0..seeds.len())].as_bytes().to_vec()
-        };
-        for _ in 0..rng.random_range(0..6) {
-            if bytes.is_empty() {
-                break;
-            }
-            let at = rng.random_range(0..bytes.len());
-            match rng.random_range(0..5) {
-                0 => bytes[at] = alphabet[rng.random_range(0..alphabet.len())],
-                1 => {
-                    bytes.remove(at);
-                }
-                2 => bytes.insert(at, alphabet[rng.random_range(0..alphabet.len())]),
-                3 => bytes.truncate(at),
-                _ => {
-                    let chunk: Vec<u8> = bytes[at..].to_vec();
-                    bytes.extend_from_slice(&chunk);
-                }
-            }
-        }
-        let text = String::from_utf8_lossy(&bytes);
-        match parse_frame(&text) {
-            Ok(f) => {
-                ok += 1;
-                let items = match serde_json::from_str::<Value>(&text).unwrap() {
-                    Value::Array(a) => a.len(),
-                    _ => 1,
-                };
-                let routed: usize = f.routed.values().map(Vec::len).sum();
-                assert!(routed + f.statuses.len() <= items, "{text}");
-                for (queue, events) in &f.routed {
-                    assert!(mdp::event::MARKET_QUEUES.contains(queue));
-                    assert!(events.iter().all(Value::is_object));
-                }
-            }
-            Err(FrameError::NotJson(m)) => {
-                err += 1;
-                assert!(!m.is_empty());
-            }
-            Err(FrameError::WrongShape) => err += 1,
-            Err(e @ FrameError::TooLarge(_)) => panic!("{e} for {} bytes", text.len()),
-        }
-    }
-    assert!(
-        ok > 100 && err > 100,
-        "both paths exercised: ok {ok}, err {err}"
-    );
-    assert!(matches!(
-        parse_frame(&format!("[{}]", "1,".repeat(600_000) + "1")),
-        Err(FrameError::TooLarge(_))
-    ));
 }
 
 #[tokio::test]

@@ -9,6 +9,8 @@ pub mod backoff;
 pub mod cli;
 pub mod event;
 pub mod feed;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod plugin;
 pub mod queue;
 pub mod refdata;

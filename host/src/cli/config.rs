@@ -28,7 +28,8 @@ use clap::{ArgMatches, Command};
 
 use crate::secret::redact_url;
 
-/// Arguments whose values are secrets.
+/// Arguments whose values are secrets (by name; an argument whose
+/// environment value clap hides is one too).
 fn is_secret(id: &str) -> bool {
     let id = id.to_ascii_lowercase();
     ["key", "secret", "password", "token"]
@@ -123,7 +124,15 @@ fn set_default(command: Command, path: &[&str], key: &str, value: &'static str) 
             .find(|a| a.get_long() == Some(key))
             .map(|a| a.get_id().to_string());
         return match id {
-            Some(id) => command.mut_arg(id, |a| a.default_value(value).required(false)),
+            // A secret from the file must not show as `[default: …]` in `--help`.
+            Some(id) => command.mut_arg(id, |a| {
+                let hide = a.is_hide_env_values_set()
+                    || a.is_hide_default_value_set()
+                    || is_secret(a.get_id().as_str());
+                a.default_value(value)
+                    .required(false)
+                    .hide_default_value(hide)
+            }),
             None => command,
         };
     };
@@ -215,5 +224,75 @@ mod tests {
         );
         assert!(is_secret("massive_api_key"));
         assert!(!is_secret("queue_url"));
+    }
+
+    /// Whether an environment variable holds a secret or a URL that may
+    /// carry a password.
+    fn secret_env(name: &str) -> bool {
+        let url = name == "RABBITMQ_URL" || name.ends_with("_REDIS_URL");
+        let secret = ["KEY", "TOKEN", "SECRET", "PASSWORD"]
+            .iter()
+            .any(|s| name.contains(s));
+        url || (secret && !name.ends_with("PUBLIC_KEY"))
+    }
+
+    #[test]
+    fn help_never_shows_a_secret_from_the_environment() {
+        fn walk(cmd: &Command, path: &str, bare: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                if let Some(env) = arg.get_env().and_then(|e| e.to_str())
+                    && secret_env(env)
+                    && !arg.is_hide_env_values_set()
+                {
+                    bare.push(format!("{path} --{}: {env}", arg.get_id()));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), bare);
+            }
+        }
+        let mut bare = Vec::new();
+        walk(
+            &<crate::cli::Cli as clap::CommandFactory>::command(),
+            "mdp",
+            &mut bare,
+        );
+        assert!(bare.is_empty(), "need hide_env_values: {bare:?}");
+    }
+
+    #[test]
+    fn help_never_shows_a_secret_from_the_file() {
+        let values: FileValues = [
+            (
+                ("serve".to_string(), "jwt-secret".to_string()),
+                "from-file-secret".to_string(),
+            ),
+            (
+                ("process".to_string(), "mdc-url".to_string()),
+                "redis://u:pw@h/2".to_string(),
+            ),
+            (
+                ("process".to_string(), "prefetch".to_string()),
+                "7".to_string(),
+            ),
+        ]
+        .into_iter()
+        .collect();
+        let mut command = apply_file(
+            <crate::cli::Cli as clap::CommandFactory>::command(),
+            &values,
+        );
+        let help = |command: &mut Command, sub: &str| {
+            command
+                .find_subcommand_mut(sub)
+                .unwrap()
+                .render_long_help()
+                .to_string()
+        };
+        let serve = help(&mut command, "serve");
+        let process = help(&mut command, "process");
+        assert!(!serve.contains("from-file-secret"), "{serve}");
+        assert!(!process.contains("u:pw@"), "{process}");
+        assert!(process.contains("[default: 7]"), "{process}");
     }
 }

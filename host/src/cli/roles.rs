@@ -22,14 +22,14 @@ use crate::telemetry::Health;
 pub struct AnalyzerHostArgs {
     /// Queue broker: `amqp://…` (RabbitMQ), or `memory://` (embedded) when
     /// given explicitly; required by `mdp process`.
-    #[arg(long, env = "RABBITMQ_URL", default_value_t = String::new(), hide_default_value = true)]
+    #[arg(long, env = "RABBITMQ_URL", default_value_t = String::new(), hide_default_value = true, hide_env_values = true)]
     pub queue_url: String,
     /// Result store (WDC) effects are written to and plugins read:
     /// `redis://…`, or `memory://` when given explicitly; required.
-    #[arg(long, env = "WDC_REDIS_URL", default_value_t = String::new(), hide_default_value = true)]
+    #[arg(long, env = "WDC_REDIS_URL", default_value_t = String::new(), hide_default_value = true, hide_env_values = true)]
     pub store_url: String,
     /// Internal store (MDC) for reference data; defaults to the result store.
-    #[arg(long, env = "MDC_REDIS_URL")]
+    #[arg(long, env = "MDC_REDIS_URL", hide_env_values = true)]
     pub mdc_url: Option<String>,
     /// Directory of `<name>.wasm` + `<name>.toml` plugins (watched for changes).
     #[arg(long, env = "MDP_PLUGIN_DIR", default_value = "target/plugins")]

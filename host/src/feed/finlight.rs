@@ -62,6 +62,112 @@ pub fn kick_wait(retry_after: Option<u64>) -> Duration {
     asked
 }
 
+/// One server frame of the Finlight stream, parsed (protocols.md §3.3).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ServerMessage {
+    /// `admit`: the session is admitted under `lease_id`.
+    Admit {
+        /// The lease id (empty when the server sent none).
+        lease_id: String,
+        /// The echoed `clientNonce`, if any.
+        client_nonce: Option<String>,
+    },
+    /// `sendArticle`: one article (a JSON object), published unchanged.
+    Article(serde_json::Map<String, Value>),
+    /// `pong`: the answer to our application ping.
+    Pong,
+    /// `preempted`: another session of the key took over (terminal).
+    Preempted {
+        /// The server's reason (`preempted` when it gave none).
+        reason: String,
+    },
+    /// `admin_kick`: reconnect only after `retry_after_ms` (see [`kick_wait`]).
+    AdminKick {
+        /// The server's `retryAfter`, ms.
+        retry_after_ms: Option<u64>,
+    },
+    /// `error`: the server's error text (`data` or `error`).
+    Error {
+        /// The text (a non-string value as its JSON).
+        text: String,
+    },
+    /// Any other `action` (empty when the frame had none): logged, ignored.
+    Unknown {
+        /// The action named.
+        action: String,
+    },
+}
+
+/// Why a Finlight server frame was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ServerFrameError {
+    /// Not a JSON object.
+    #[error("not a JSON object")]
+    NotAnObject,
+    /// A `sendArticle` whose `data` is not an object.
+    #[error("sendArticle without an object `data`")]
+    ArticleWithoutData,
+}
+
+/// Parse one text frame of the Finlight stream.
+pub fn parse_frame(text: &str) -> Result<ServerMessage, ServerFrameError> {
+    let Ok(Value::Object(mut msg)) = serde_json::from_str::<Value>(text) else {
+        return Err(ServerFrameError::NotAnObject);
+    };
+    let string = |v: Option<&Value>| v.and_then(Value::as_str).map(String::from);
+    let action = string(msg.get("action")).unwrap_or_default();
+    Ok(match action.as_str() {
+        "admit" => ServerMessage::Admit {
+            lease_id: string(msg.get("leaseId")).unwrap_or_default(),
+            client_nonce: string(msg.get("clientNonce")),
+        },
+        "sendArticle" => match msg.remove("data") {
+            Some(Value::Object(data)) => ServerMessage::Article(data),
+            _ => return Err(ServerFrameError::ArticleWithoutData),
+        },
+        "pong" => ServerMessage::Pong,
+        "preempted" => ServerMessage::Preempted {
+            reason: string(msg.get("reason")).unwrap_or_else(|| "preempted".into()),
+        },
+        "admin_kick" => ServerMessage::AdminKick {
+            retry_after_ms: msg.get("retryAfter").and_then(Value::as_u64),
+        },
+        "error" => ServerMessage::Error {
+            text: msg
+                .get("data")
+                .or_else(|| msg.get("error"))
+                .map(|v| {
+                    v.as_str()
+                        .map(String::from)
+                        .unwrap_or_else(|| v.to_string())
+                })
+                .unwrap_or_default(),
+        },
+        _ => ServerMessage::Unknown { action },
+    })
+}
+
+impl ServerMessage {
+    /// The frame a server sends for this message: [`parse_frame`] of it
+    /// gives this message back.
+    pub fn to_frame(&self) -> Value {
+        match self {
+            ServerMessage::Admit {
+                lease_id,
+                client_nonce,
+            } => json!({"action": "admit", "leaseId": lease_id, "clientNonce": client_nonce}),
+            ServerMessage::Article(data) => json!({"action": "sendArticle", "data": data}),
+            ServerMessage::Pong => json!({"action": "pong"}),
+            ServerMessage::Preempted { reason } => json!({"action": "preempted", "reason": reason}),
+            ServerMessage::AdminKick { retry_after_ms } => {
+                json!({"action": "admin_kick", "retryAfter": retry_after_ms})
+            }
+            ServerMessage::Error { text } => json!({"action": "error", "data": text}),
+            ServerMessage::Unknown { action } => json!({"action": action}),
+        }
+    }
+}
+
 /// Settings of the Finlight listener.
 #[derive(Debug, Clone, clap::Args)]
 pub struct FinlightArgs {
@@ -93,7 +199,7 @@ pub struct FinlightArgs {
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub takeover: bool,
     /// Queue broker URL (`amqp://…`; `memory://` only when given explicitly); required.
-    #[arg(long, env = "RABBITMQ_URL", default_value_t = String::new(), hide_default_value = true)]
+    #[arg(long, env = "RABBITMQ_URL", default_value_t = String::new(), hide_default_value = true, hide_env_values = true)]
     pub queue_url: String,
     /// Message TTL of the `news` queue, ms.
     #[arg(long, env = "NEWS_MESSAGE_TTL", default_value_t = 900_000)]
@@ -603,63 +709,51 @@ impl FinlightListener {
                 }
                 Some(Ok(_)) => continue,
             };
-            let Ok(Value::Object(msg)) = serde_json::from_str::<Value>(&text) else {
-                self.bad_frame("not a JSON object");
-                continue;
+            let msg = match parse_frame(&text) {
+                Ok(msg) => msg,
+                Err(e) => {
+                    self.bad_frame(&e.to_string());
+                    continue;
+                }
             };
-            match msg.get("action").and_then(Value::as_str).unwrap_or("") {
-                "admit" => {
-                    let lease = msg.get("leaseId").and_then(Value::as_str).unwrap_or("");
-                    if msg.get("clientNonce").and_then(Value::as_str) != Some(nonce.as_str()) {
+            match msg {
+                ServerMessage::Admit {
+                    lease_id,
+                    client_nonce,
+                } => {
+                    if client_nonce.as_deref() != Some(nonce.as_str()) {
                         tracing::warn!("finlight admit carries another clientNonce");
                     }
-                    tracing::info!(lease, "finlight session admitted");
+                    tracing::info!(lease = %lease_id, "finlight session admitted");
                     self.stats.admits.fetch_add(1, Ordering::Relaxed);
                     self.stats.connected.store(true, Ordering::Relaxed);
                     {
                         let mut st = self.stats.state.lock().unwrap_or_else(|p| p.into_inner());
                         st.0 = "admitted".into();
-                        st.2 = lease.to_string();
+                        st.2 = lease_id;
                     }
                     backoff.reset();
                 }
-                "sendArticle" => match msg.get("data") {
-                    Some(data @ Value::Object(_)) => self.article(data).await,
-                    _ => self.bad_frame("sendArticle without an object `data`"),
-                },
-                "pong" => {
+                ServerMessage::Article(data) => self.article(&Value::Object(data)).await,
+                ServerMessage::Pong => {
                     last_pong = tokio::time::Instant::now();
                     self.stats.pongs.fetch_add(1, Ordering::Relaxed);
                 }
-                "preempted" => {
-                    let reason = msg
-                        .get("reason")
-                        .and_then(Value::as_str)
-                        .unwrap_or("preempted")
-                        .to_string();
+                ServerMessage::Preempted { reason } => {
                     let _ = ws.close(Some(close(1000, "Preempted by server"))).await;
                     return Ended::Stop(Outcome::Preempted(reason));
                 }
-                "admin_kick" => {
+                ServerMessage::AdminKick { retry_after_ms } => {
                     self.stats.kicks.fetch_add(1, Ordering::Relaxed);
-                    let wait = kick_wait(msg.get("retryAfter").and_then(Value::as_u64));
+                    let wait = kick_wait(retry_after_ms);
                     let _ = ws.close(Some(close(4003, "admin kick"))).await;
                     return Ended::Wait(
                         wait,
                         format!("admin_kick (retry after {} ms)", wait.as_millis()),
                     );
                 }
-                "error" => {
+                ServerMessage::Error { text } => {
                     self.stats.errors.fetch_add(1, Ordering::Relaxed);
-                    let text = msg
-                        .get("data")
-                        .or_else(|| msg.get("error"))
-                        .map(|v| {
-                            v.as_str()
-                                .map(String::from)
-                                .unwrap_or_else(|| v.to_string())
-                        })
-                        .unwrap_or_default();
                     let lower = text.to_lowercase();
                     if lower.contains("limit") {
                         self.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
@@ -679,9 +773,9 @@ impl FinlightListener {
                     }
                     tracing::warn!(%text, "finlight error");
                 }
-                other => {
+                ServerMessage::Unknown { action } => {
                     self.stats.unknown_actions.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(action = other, "unknown finlight message action; ignored");
+                    tracing::warn!(%action, "unknown finlight message action; ignored");
                 }
             }
         }

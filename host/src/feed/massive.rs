@@ -117,7 +117,7 @@ pub struct MassiveArgs {
     )]
     pub subscriptions: String,
     /// Queue broker URL (`amqp://…`; `memory://` only when given explicitly); required.
-    #[arg(long, env = "RABBITMQ_URL", default_value_t = String::new(), hide_default_value = true)]
+    #[arg(long, env = "RABBITMQ_URL", default_value_t = String::new(), hide_default_value = true, hide_env_values = true)]
     pub queue_url: String,
     /// Message TTL of the market-data queues, ms.
     #[arg(long, env = "MARKET_DATA_MESSAGE_TTL", default_value_t = 5000)]

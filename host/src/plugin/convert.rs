@@ -3,6 +3,8 @@
 
 use mdp_sdk::wire::{self, WireError};
 
+use crate::event::{BodyError, split_body};
+
 use super::bindings::{AggWindow, Aggregate, Event, Luld, Quote, Raw, Trade};
 
 /// Decode one queue message object (seed queue JSON) for a plugin.
@@ -13,6 +15,20 @@ pub fn decode(json: &str) -> Result<Event, WireError> {
 /// Decode an already-parsed object whose exact text is `json`.
 pub fn decode_value(value: &serde_json::Value, json: &str) -> Result<Event, WireError> {
     wire::decode_value(value, json).map(from_sdk)
+}
+
+/// Decode a queue message body (one event object, or a JSON array of them;
+/// at most `max_bytes`) into the events a plugin receives, each with its
+/// JSON text. An empty array decodes to no events.
+pub fn decode_body(body: &[u8], max_bytes: usize) -> Result<Vec<(Event, String)>, BodyError> {
+    split_body(body, max_bytes)?
+        .into_iter()
+        .map(|p| {
+            decode_value(&p.value, &p.text)
+                .map(|e| (e, p.text))
+                .map_err(|_| BodyError::WrongShape)
+        })
+        .collect()
 }
 
 /// A pub/sub payload as a plugin event: `other` with the channel as kind.

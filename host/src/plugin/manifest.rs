@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{Capabilities, Limits, LoadOptions, WIT_VERSION};
 
@@ -37,8 +37,19 @@ pub struct ManifestError {
     pub reason: String,
 }
 
+/// Why manifest text was refused (the file aside).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ManifestParseError {
+    /// Not TOML, or not the manifest's shape (unknown or missing fields, wrong types).
+    #[error("{0}")]
+    Toml(String),
+    /// Well-formed, but a value is refused (name, WIT version, limits...).
+    #[error("{0}")]
+    Invalid(String),
+}
+
 /// Resource limits in a manifest.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ManifestLimits {
     /// Linear memory cap, MiB.
@@ -53,7 +64,7 @@ pub struct ManifestLimits {
 }
 
 /// Capabilities in a manifest.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ManifestCapabilities {
     /// Key prefixes the plugin may write.
@@ -74,7 +85,7 @@ pub struct ManifestPlacement {
 }
 
 /// A plugin manifest.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
     /// Plugin name (also the `.wasm` file stem).
@@ -114,11 +125,23 @@ impl Manifest {
             reason,
         };
         let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-        let mut manifest: Manifest =
-            toml::from_str(&text).map_err(|e| err(e.message().to_string()))?;
+        let mut manifest = Manifest::parse(&text).map_err(|e| err(e.to_string()))?;
         manifest.dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
-        manifest.validate().map_err(err)?;
         Ok(manifest)
+    }
+
+    /// Parse and validate manifest text (`dir` left empty).
+    pub fn parse(text: &str) -> Result<Manifest, ManifestParseError> {
+        let manifest: Manifest =
+            toml::from_str(text).map_err(|e| ManifestParseError::Toml(e.message().to_string()))?;
+        manifest.validate().map_err(ManifestParseError::Invalid)?;
+        Ok(manifest)
+    }
+
+    /// The manifest as TOML text; [`Manifest::parse`] of it gives this
+    /// manifest back (`dir` aside).
+    pub fn to_toml(&self) -> Result<String, toml::ser::Error> {
+        toml::to_string(self)
     }
 
     fn validate(&self) -> Result<(), String> {

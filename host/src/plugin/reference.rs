@@ -24,7 +24,7 @@ pub enum ReferenceFault {
 }
 
 /// A kind of per-symbol reference data, as named in manifests.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ReferenceKind {
     /// `reference.ticker-snapshot`.

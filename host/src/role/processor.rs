@@ -47,7 +47,6 @@ use tokio::sync::{oneshot, watch};
 use tracing::Instrument;
 
 use super::{Backoff, EventBatch};
-use crate::event::split_body;
 use crate::plugin::{Capabilities, LiveError, LiveWorker, convert, effects};
 use crate::queue::{Acker, Consumer, Delivery, Queue};
 use crate::store::{Store, Write};
@@ -488,16 +487,7 @@ impl Processor {
             }
             return;
         }
-        let parts = split_body(&delivery.body, self.config.max_body_bytes).and_then(|parts| {
-            parts
-                .into_iter()
-                .map(|p| {
-                    convert::decode_value(&p.value, &p.text)
-                        .map(|e| (e, p.text))
-                        .map_err(|_| crate::event::BodyError::WrongShape)
-                })
-                .collect::<Result<Vec<_>, _>>()
-        });
+        let parts = convert::decode_body(&delivery.body, self.config.max_body_bytes);
         match parts {
             Ok(parts) if !parts.is_empty() => {
                 let index = pending.deliveries.len();

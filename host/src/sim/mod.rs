@@ -100,7 +100,7 @@ pub struct SimulateArgs {
     #[arg(long)]
     pub quote_rate: Option<u64>,
     /// API key clients must present (any key is accepted when unset).
-    #[arg(long, env = "MDP_SIM_API_KEY")]
+    #[arg(long, env = "MDP_SIM_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
     /// Simulated clock start (RFC 3339 or Unix ms); default: now.
     #[arg(long)]

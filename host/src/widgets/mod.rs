@@ -12,6 +12,7 @@
 pub mod auth;
 pub mod hub;
 pub mod outbox;
+pub mod protocol;
 mod session;
 
 use std::net::SocketAddr;
@@ -38,7 +39,7 @@ pub struct ServeArgs {
     #[arg(long, env = "MDP_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: String,
     /// Widget store (WDC): `redis://…`, or `memory://` when given explicitly; required.
-    #[arg(long, env = "WDC_REDIS_URL", default_value_t = String::new(), hide_default_value = true)]
+    #[arg(long, env = "WDC_REDIS_URL", default_value_t = String::new(), hide_default_value = true, hide_env_values = true)]
     pub store_url: String,
     /// Who may connect and what each client may do (shared with `mdp up`).
     #[command(flatten)]

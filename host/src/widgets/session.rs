@@ -23,6 +23,7 @@ use serde_json::{Value, json};
 use super::Server;
 use super::auth::{AuthError, Grant};
 use super::outbox::{Outbox, Outgoing, TOO_SLOW};
+use super::protocol::{Request, parse_request};
 
 /// Frames the writer sends before flushing.
 const WRITE_BATCH: usize = 64;
@@ -195,7 +196,7 @@ pub async fn run(server: Arc<Server>, socket: WebSocket) {
             refuse("rate limited", 1008, "rate limit exceeded");
             break;
         }
-        let Ok(req) = serde_json::from_str::<Value>(&raw) else {
+        let Ok(req) = parse_request(&raw) else {
             count("bad_json");
             if grant.is_none() {
                 count("unauthorized");
@@ -205,24 +206,25 @@ pub async fn run(server: Arc<Server>, socket: WebSocket) {
             reply(json!({"status": "invalid json"}));
             continue;
         };
-        let action = req.get("action").and_then(Value::as_str).unwrap_or("");
         let Some(granted) = &grant else {
             let Some(auth) = server.auth.as_ref() else {
                 break; // unreachable: without auth every client has a grant
             };
-            if !first || action != "auth" {
+            let Request::Auth { token, api_key } = req else {
+                count("unauthorized");
+                refuse("unauthorized", 1008, "unauthorized");
+                break;
+            };
+            if !first {
                 count("unauthorized");
                 refuse("unauthorized", 1008, "unauthorized");
                 break;
             }
             first = false;
-            let result = match (
-                req.get("token").and_then(Value::as_str),
-                req.get("api_key").and_then(Value::as_str),
-            ) {
-                (Some(token), _) if auth.accepts_tokens() => auth.check_token(token),
+            let result = match (token, api_key) {
+                (Some(token), _) if auth.accepts_tokens() => auth.check_token(&token),
                 (Some(_), _) => Err(AuthError::InvalidToken("tokens are not enabled".into())),
-                (None, Some(key)) => auth.check_key(key),
+                (None, Some(key)) => auth.check_key(&key),
                 (None, None) => Err(AuthError::InvalidKey),
             };
             match result {
@@ -253,48 +255,38 @@ pub async fn run(server: Arc<Server>, socket: WebSocket) {
             }
         };
         first = false;
-        let answer = match action {
-            "subscribe" => {
-                let feed = req.get("feed").and_then(Value::as_str).unwrap_or("");
-                if feed.is_empty() {
-                    None
-                } else if !granted.allows(feed) {
+        let answer = match req {
+            Request::Subscribe { feed } if feed.is_empty() => None,
+            Request::Subscribe { feed } => {
+                if !granted.allows(&feed) {
                     count("forbidden");
                     Some(json!({"status": "forbidden", "feed": feed}))
-                } else if feeds.len() >= server.args.max_subscriptions && !feeds.contains(feed) {
+                } else if feeds.len() >= server.args.max_subscriptions && !feeds.contains(&feed) {
                     count("subscriptions");
                     Some(json!({"status": "too many subscriptions", "feed": feed}))
                 } else {
-                    if feeds.insert(feed.to_string()) {
-                        server.hub.subscribe(feed, id, outbox.clone());
+                    if feeds.insert(feed.clone()) {
+                        server.hub.subscribe(&feed, id, outbox.clone());
                     }
                     Some(json!({"status": "subscribed", "feed": feed}))
                 }
             }
-            "unsubscribe" => {
-                let feed = req.get("feed").and_then(Value::as_str).unwrap_or("");
-                if feeds.remove(feed) {
-                    server.hub.unsubscribe(feed, id);
+            Request::Unsubscribe { feed } => {
+                if feeds.remove(&feed) {
+                    server.hub.unsubscribe(&feed, id);
                     Some(json!({"status": "unsubscribed", "feed": feed}))
                 } else {
                     None
                 }
             }
-            "get" => match req.get("cache").and_then(Value::as_str) {
-                Some(key) if !key.is_empty() && !granted.allows(key) => {
-                    count("forbidden");
-                    Some(json!({"status": "forbidden", "cache": key}))
-                }
-                Some(key) if !key.is_empty() => {
-                    let limit = req.get("limit").and_then(Value::as_i64).unwrap_or(0);
-                    Some(json!({"cache": key, "data": snapshot(&server, key, limit).await}))
-                }
-                _ => {
-                    count("invalid_action");
-                    Some(json!({"status": "invalid action"}))
-                }
-            },
-            _ => {
+            Request::Get { cache, .. } if !granted.allows(&cache) => {
+                count("forbidden");
+                Some(json!({"status": "forbidden", "cache": cache}))
+            }
+            Request::Get { cache, limit } => {
+                Some(json!({"cache": cache, "data": snapshot(&server, &cache, limit).await}))
+            }
+            Request::Auth { .. } | Request::Invalid { .. } => {
                 count("invalid_action");
                 Some(json!({"status": "invalid action"}))
             }

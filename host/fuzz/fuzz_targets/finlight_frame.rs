@@ -1,0 +1,9 @@
+//! Fuzz the Finlight frame parser: the properties are
+//! `mdp::fuzz::finlight_frame`'s (also run, seeded, by tests/fuzz.rs).
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    mdp::fuzz::finlight_frame(data);
+});
