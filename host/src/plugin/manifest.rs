@@ -74,7 +74,7 @@ pub struct ManifestCapabilities {
 }
 
 /// Where a plugin's keys live (see [`crate::store::PlacedStore`]).
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ManifestPlacement {
     /// Redis globs of the keys kept in the market-data cache (MDC): the
