@@ -75,6 +75,7 @@ async fn replacing_the_plugin_under_load_loses_and_duplicates_nothing() {
         .try_init();
     let base = std::fs::read(support::plugin_wasm("tagger")).unwrap();
     let dir = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
     deploy(dir.path(), &variant(&base, "1"), &manifest(1, false));
 
     let store: Arc<dyn Store> = Arc::new(EmbeddedStore::new());
@@ -92,7 +93,7 @@ async fn replacing_the_plugin_under_load_loses_and_duplicates_nothing() {
         clock: Arc::new(FixedClock::new(0)),
     };
     let runtime = Runtime::new(RuntimeConfig {
-        cache_dir: Some(dir.path().join(".cache")),
+        cache_dir: Some(cache.path().to_path_buf()),
         ..RuntimeConfig::default()
     })
     .unwrap();

@@ -9,6 +9,7 @@
 //! - [`Worker`]: batches with retry and poison-event isolation.
 //! - [`effects`]: effects → store writes, capabilities enforced.
 
+pub mod artifact_cache;
 pub mod bindings;
 mod capability;
 mod clock;
@@ -26,6 +27,7 @@ pub mod registry;
 pub mod scaffold;
 mod worker;
 
+pub use artifact_cache::{ArtifactCache, ArtifactCacheError, CacheKey};
 pub use capability::{Capabilities, Denied};
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use engine::{Compiled, Runtime, RuntimeConfig, wasmtime_version};
@@ -64,6 +66,9 @@ pub enum PluginError {
     /// `describe` trapped.
     #[error("`describe` failed: {0}")]
     Describe(String),
+    /// The compiled-artifact cache could not be set up as configured.
+    #[error("{0}")]
+    ArtifactCache(String),
     /// The engine could not be set up.
     #[error("wasm engine: {0}")]
     Engine(String),
