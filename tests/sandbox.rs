@@ -8,8 +8,10 @@ mod support;
 
 use std::sync::Arc;
 
+use mdp::plugin::bindings::{Effect, Event};
 use mdp::plugin::{
-    CacheKey, FixedClock, HostServices, Registry, Runtime, RuntimeConfig, StoreReference,
+    BatchOutput, CacheKey, Capabilities, FixedClock, HostServices, Limits, LoadOptions, Plugin,
+    Registry, Runtime, RuntimeConfig, StoreReference, Worker, convert,
 };
 use mdp::store::{EmbeddedStore, Store};
 
@@ -23,6 +25,80 @@ fn services_over(store: Arc<dyn Store>) -> HostServices {
 
 fn services() -> HostServices {
     services_over(Arc::new(EmbeddedStore::new()))
+}
+
+fn runtime() -> Runtime {
+    Runtime::new(RuntimeConfig::default()).expect("runtime")
+}
+
+async fn load_on(rt: &Runtime, name: &str, limits: Limits) -> Arc<Plugin> {
+    let bytes = std::fs::read(support::plugin_wasm(name)).expect("read plugin");
+    let options = LoadOptions {
+        limits,
+        capabilities: Capabilities::unrestricted(),
+        ..LoadOptions::default()
+    };
+    Plugin::load(rt, bytes, options, &services())
+        .await
+        .expect("load")
+}
+
+/// A `hostile` worker in `mode` (extra config pairs after it).
+async fn hostile(rt: &Runtime, mode: &str, config: &[(&str, &str)], limits: Limits) -> Worker {
+    let plugin = load_on(rt, "hostile", limits).await;
+    let mut pairs = vec![("mode".to_string(), mode.to_string())];
+    pairs.extend(config.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    Worker::new(plugin, services(), pairs)
+}
+
+fn trade(symbol: &str) -> String {
+    format!(r#"{{"event_type":"T","symbol":"{symbol}","price":1.5,"size":10,"timestamp":1}}"#)
+}
+
+fn events(texts: &[String]) -> Vec<Event> {
+    texts
+        .iter()
+        .map(|t| convert::decode(t).expect("decodes"))
+        .collect()
+}
+
+fn sizes(texts: &[String]) -> Vec<usize> {
+    texts.iter().map(String::len).collect()
+}
+
+/// Keys put by the effects (`echo:{SYM}` for the events a plugin served).
+fn puts(out: &BatchOutput) -> Vec<String> {
+    out.effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Put(p) => Some(p.key.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// (index, reason) of the rejected events.
+fn rejects(out: &BatchOutput) -> Vec<(u32, String)> {
+    out.effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Reject(r) => Some((r.index, r.reason.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Another plugin on the same runtime still serves.
+async fn others_keep_serving(rt: &Runtime) {
+    let router = load_on(rt, "massive-router", Limits::default()).await;
+    let mut worker = Worker::new(router, services(), vec![]);
+    let texts = [trade("OK")];
+    let out = worker
+        .analyze(&events(&texts))
+        .await
+        .expect("router serves");
+    assert!(out.faults.is_empty(), "{:?}", out.faults);
+    assert!(!out.effects.is_empty());
 }
 
 fn cached_runtime(dir: &std::path::Path, key: &[u8]) -> Runtime {
@@ -90,5 +166,65 @@ async fn an_artifact_cache_inside_the_plugin_dir_is_refused() {
     assert!(
         err.to_string().contains("inside the plugin directory"),
         "{err}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// 2. Output caps
+
+/// A plugin returning 200,000 effects for one event: that event is rejected
+/// naming the cap, the others are served, and so are other plugins.
+#[tokio::test]
+async fn an_effect_flood_is_a_fault_of_the_flooding_event() {
+    let rt = runtime();
+    // Time enough to build them on a loaded machine: the cap is the point.
+    let limits = Limits {
+        deadline_base: std::time::Duration::from_secs(2),
+        ..Limits::default()
+    };
+    let mut worker = hostile(&rt, "effect-flood", &[], limits).await;
+    let texts = [trade("A"), trade("FLOOD"), trade("B")];
+    let out = worker
+        .analyze_sized(&events(&texts), &sizes(&texts))
+        .await
+        .expect("the batch survives");
+    assert_eq!(puts(&out), vec!["echo:A", "echo:B"]);
+    let rejects = rejects(&out);
+    assert_eq!(rejects.len(), 1, "{rejects:?}");
+    assert_eq!(rejects[0].0, 1);
+    assert!(
+        rejects[0].1.contains("output cap") && rejects[0].1.contains("max_effects = 100000"),
+        "{}",
+        rejects[0].1
+    );
+    others_keep_serving(&rt).await;
+}
+
+/// Few effects, each repeating a large input: the resolved bytes are what
+/// `max_output_mib` caps.
+#[tokio::test]
+async fn input_bodies_count_towards_the_output_cap_at_their_size() {
+    let rt = runtime();
+    let limits = Limits {
+        max_output_bytes: 1 << 20,
+        ..Limits::default()
+    };
+    let mut worker = hostile(&rt, "effect-flood", &[("count", "500")], limits).await;
+    let pad = "x".repeat(4096);
+    let big = format!(
+        r#"{{"event_type":"T","symbol":"FLOOD","price":1.5,"size":10,"timestamp":1,"pad":"{pad}"}}"#
+    );
+    let texts = [trade("A"), big];
+    let out = worker
+        .analyze_sized(&events(&texts), &sizes(&texts))
+        .await
+        .expect("the batch survives");
+    assert_eq!(puts(&out), vec!["echo:A"]);
+    let rejects = rejects(&out);
+    assert_eq!(rejects.len(), 1, "{rejects:?}");
+    assert!(
+        rejects[0].1.contains("max_output_mib = 1"),
+        "{}",
+        rejects[0].1
     );
 }

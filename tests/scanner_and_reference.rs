@@ -55,7 +55,7 @@ async fn scanner_handles_pattern_messages_without_idle_delay(store: Arc<dyn Stor
     tokio::time::sleep(Duration::from_millis(300)).await;
     let publish = |i: usize| Write::Publish {
         channel: format!("{prefix}quote:S{}", i % 3),
-        message: format!("{{\"id\":{i}}}"),
+        message: format!("{{\"id\":{i}}}").into(),
     };
     store
         .apply(&(0..50).map(publish).collect::<Vec<_>>(), false)

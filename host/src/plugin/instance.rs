@@ -31,6 +31,12 @@ pub struct Limits {
     /// applied, so the plugin must not need to read its own latest writes
     /// back through the cache imports (it keeps its state in memory).
     pub batches_in_flight: usize,
+    /// Most effects one call may return; more is a fault of the plugin.
+    pub max_effects: usize,
+    /// Most bytes one call's effects may resolve to (keys, channels, bodies
+    /// with `input` bodies counted at their input's length, members, fields);
+    /// more is a fault of the plugin.
+    pub max_output_bytes: usize,
 }
 
 impl Default for Limits {
@@ -42,14 +48,59 @@ impl Default for Limits {
             init_deadline: Duration::from_secs(5),
             max_batch: 10_000,
             batches_in_flight: 1,
+            max_effects: DEFAULT_MAX_EFFECTS,
+            max_output_bytes: DEFAULT_MAX_OUTPUT_MIB << 20,
         }
     }
 }
+
+/// Default of [`Limits::max_effects`].
+pub const DEFAULT_MAX_EFFECTS: usize = 100_000;
+/// Default of [`Limits::max_output_bytes`], MiB.
+pub const DEFAULT_MAX_OUTPUT_MIB: usize = 32;
 
 impl Limits {
     /// Guest time allowed for a batch of `len` events.
     pub fn deadline_for(&self, len: usize) -> Duration {
         self.deadline_base + self.deadline_per_event * len as u32
+    }
+
+    /// wasmtime's hostcall fuel: the bytes one guest-to-host transfer (an
+    /// import's arguments, or `analyze`'s returned effects as lifted into
+    /// host values) may allocate. Sized to what the output caps allow, so a
+    /// flood is cut while it is being copied rather than after.
+    pub fn hostcall_fuel(&self) -> usize {
+        let effects = self
+            .max_effects
+            .saturating_mul(std::mem::size_of::<Effect>());
+        self.max_output_bytes
+            .saturating_mul(2)
+            .saturating_add(effects)
+            .saturating_add(1 << 20)
+    }
+
+    /// Check one call's `effects` against the output caps; `input_bytes[i]`
+    /// is the length of input `i` (empty when unknown).
+    pub fn check_output(&self, effects: &[Effect], input_bytes: &[usize]) -> Result<(), CallFault> {
+        if effects.len() > self.max_effects {
+            return Err(CallFault::OutputLimit(format!(
+                "{} effects, over max_effects = {}",
+                effects.len(),
+                self.max_effects
+            )));
+        }
+        let mut bytes = 0usize;
+        for effect in effects {
+            bytes = bytes.saturating_add(super::effects::output_bytes(effect, input_bytes));
+            if bytes > self.max_output_bytes {
+                return Err(CallFault::OutputLimit(format!(
+                    "effects resolve to over {} MiB, over max_output_mib = {}",
+                    self.max_output_bytes >> 20,
+                    self.max_output_bytes >> 20
+                )));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -207,6 +258,9 @@ pub enum CallFault {
     /// The guest tried to grow memory past its limit.
     #[error("plugin exceeded its memory limit of {0} MiB")]
     MemoryLimit(usize),
+    /// The call's output was over the plugin's caps.
+    #[error("plugin exceeded its output cap: {0}")]
+    OutputLimit(String),
     /// The analyzer returned an error.
     #[error("analyzer error: {0}")]
     Analyzer(String),
@@ -226,6 +280,7 @@ impl CallFault {
             CallFault::Trap(_)
                 | CallFault::Timeout(_)
                 | CallFault::MemoryLimit(_)
+                | CallFault::OutputLimit(_)
                 | CallFault::Analyzer(_)
         )
     }
@@ -263,6 +318,7 @@ impl Instance {
         );
         let mut store = Store::new(plugin.runtime.engine(), state);
         store.limiter(|s| &mut s.limits);
+        store.set_hostcall_fuel(plugin.limits.hostcall_fuel());
         let call_started = Arc::new(std::sync::Mutex::new((
             Instant::now(),
             Duration::from_secs(3600),
@@ -314,6 +370,12 @@ impl Instance {
         let text = format!("{error:#}");
         if text.contains("forcing trap when growing memory") {
             return CallFault::MemoryLimit(self.limits.memory_bytes >> 20);
+        }
+        if text.contains("fuel allocated for hostcalls has been exhausted") {
+            return CallFault::OutputLimit(format!(
+                "copied more than {} MiB from the guest in one transfer (hostcall fuel, from max_effects and max_output_mib)",
+                self.limits.hostcall_fuel() >> 20
+            ));
         }
         let trap = error
             .downcast_ref::<wasmtime::Trap>()

@@ -201,6 +201,16 @@ impl LiveWorker {
     /// failing batch marks the new generation bad (rolling the slot back) and
     /// is run again on the previous generation.
     pub async fn analyze(&mut self, batch: &[Event]) -> Result<BatchOutput, LiveError> {
+        self.analyze_sized(batch, &[]).await
+    }
+
+    /// [`LiveWorker::analyze`], knowing the length of each event's input
+    /// text (see [`Worker::analyze_sized`]).
+    pub async fn analyze_sized(
+        &mut self,
+        batch: &[Event],
+        input_bytes: &[usize],
+    ) -> Result<BatchOutput, LiveError> {
         if let Some(wait) = self.breaker.check() {
             return Err(LiveError::CircuitOpen {
                 plugin: self.slot.name().to_string(),
@@ -208,9 +218,9 @@ impl LiveWorker {
             });
         }
         let result = if self.probation > 0 {
-            self.worker.analyze_strict(batch).await
+            self.worker.analyze_strict(batch, input_bytes).await
         } else {
-            self.worker.analyze(batch).await
+            self.worker.analyze_sized(batch, input_bytes).await
         };
         let crashed = match &result {
             Ok(out) => out.faults.iter().filter(|f| f.is_crash()).count(),
@@ -238,7 +248,11 @@ impl LiveWorker {
                 self.worker = worker;
                 self.probation = 0;
                 self.switches += 1;
-                return self.worker.analyze(batch).await.map_err(LiveError::from);
+                return self
+                    .worker
+                    .analyze_sized(batch, input_bytes)
+                    .await
+                    .map_err(LiveError::from);
             }
         }
         if crashed > 0 {

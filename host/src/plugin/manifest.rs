@@ -11,6 +11,8 @@
 //! memory_mib = 64
 //! deadline_ms = 50                  # per call; scaled by batch length
 //! batches_in_flight = 2              # analyze the next batch while this one is applied
+//! max_effects = 100000              # per call (default)
+//! max_output_mib = 32               # resolved output per call (default)
 //! [capabilities]
 //! key_prefixes = ["quote:", "scanners:"]
 //! channels = ["quote:", "scanners:"]
@@ -47,6 +49,11 @@ pub struct ManifestLimits {
     /// Batches in flight between analysis and acknowledgement (default 1):
     /// see [`Limits::batches_in_flight`].
     pub batches_in_flight: Option<usize>,
+    /// Most effects per call (default [`super::DEFAULT_MAX_EFFECTS`]).
+    pub max_effects: Option<usize>,
+    /// Most resolved output per call, MiB (default
+    /// [`super::DEFAULT_MAX_OUTPUT_MIB`]).
+    pub max_output_mib: Option<u32>,
 }
 
 /// Capabilities in a manifest.
@@ -141,7 +148,9 @@ impl Manifest {
             && (l.memory_mib == Some(0)
                 || l.deadline_ms == Some(0)
                 || l.max_batch == Some(0)
-                || l.batches_in_flight == Some(0))
+                || l.batches_in_flight == Some(0)
+                || l.max_effects == Some(0)
+                || l.max_output_mib == Some(0))
         {
             return Err("limits must be positive".into());
         }
@@ -181,6 +190,12 @@ impl Manifest {
             }
             if let Some(n) = l.batches_in_flight {
                 limits.batches_in_flight = n;
+            }
+            if let Some(n) = l.max_effects {
+                limits.max_effects = n;
+            }
+            if let Some(m) = l.max_output_mib {
+                limits.max_output_bytes = (m as usize) << 20;
             }
         }
         LoadOptions {

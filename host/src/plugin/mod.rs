@@ -32,7 +32,10 @@ pub use capability::{Capabilities, Denied};
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use engine::{Compiled, Runtime, RuntimeConfig, wasmtime_version};
 pub use host_state::{HostFault, HostServices, HostState};
-pub use instance::{CallFault, Instance, Limits, LoadOptions, Plugin, PluginInfo};
+pub use instance::{
+    CallFault, DEFAULT_MAX_EFFECTS, DEFAULT_MAX_OUTPUT_MIB, Instance, Limits, LoadOptions, Plugin,
+    PluginInfo,
+};
 pub use live::{LiveError, LiveWorker};
 pub use reference::{
     ReferenceData, ReferenceFault, ReferenceKind, StoreReference, market_status_named,

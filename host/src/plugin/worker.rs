@@ -114,7 +114,14 @@ impl Worker {
         metrics::counter!(name, &self.plugin.metric_labels()).increment(n);
     }
 
-    async fn call(&mut self, batch: &[Event]) -> Result<Vec<Effect>, CallFault> {
+    /// One call into the plugin; `input_bytes` are the lengths of the
+    /// batch's input texts (empty when unknown), for the output caps.
+    async fn call(
+        &mut self,
+        batch: &[Event],
+        input_bytes: &[usize],
+    ) -> Result<Vec<Effect>, CallFault> {
+        let plugin = self.plugin.clone();
         let instance = match self.instance().await {
             Ok(i) => i,
             Err(BatchError::Host(h)) => return Err(CallFault::Host(h)),
@@ -122,7 +129,11 @@ impl Worker {
             Err(e) => return Err(CallFault::Trap(e.to_string())),
         };
         let started = Instant::now();
-        let result = instance.analyze(batch).await;
+        let limits = &plugin.limits;
+        let result = instance
+            .analyze(batch)
+            .await
+            .and_then(|effects| limits.check_output(&effects, input_bytes).map(|()| effects));
         metrics::histogram!("mdp_plugin_call_seconds", &self.plugin.metric_labels())
             .record(started.elapsed().as_secs_f64());
         self.count("mdp_plugin_calls_total", 1);
@@ -131,6 +142,7 @@ impl Worker {
             self.instance = None;
             match fault {
                 CallFault::Timeout(_) => self.count("mdp_plugin_timeouts_total", 1),
+                CallFault::OutputLimit(_) => self.count("mdp_plugin_output_cap_total", 1),
                 f if f.is_crash() => self.count("mdp_plugin_traps_total", 1),
                 _ => {}
             }
@@ -140,26 +152,48 @@ impl Worker {
 
     /// Analyze a batch with crash isolation.
     pub async fn analyze(&mut self, batch: &[Event]) -> Result<BatchOutput, BatchError> {
-        self.run(batch, true).await
+        self.run(batch, &[], true).await
+    }
+
+    /// Analyze a batch with crash isolation, knowing the length of each
+    /// event's input text (`input_bytes[i]` for `batch[i]`), so that
+    /// `input` bodies count towards the output cap at their real size.
+    pub async fn analyze_sized(
+        &mut self,
+        batch: &[Event],
+        input_bytes: &[usize],
+    ) -> Result<BatchOutput, BatchError> {
+        self.run(batch, input_bytes, true).await
     }
 
     /// Analyze a batch without retry or isolation: the first fault is
-    /// reported in `faults` with no effects (used for generations on probation).
-    pub async fn analyze_strict(&mut self, batch: &[Event]) -> Result<BatchOutput, BatchError> {
-        self.run(batch, false).await
+    /// reported in `faults` with no effects (used for generations on
+    /// probation). `input_bytes` as for [`Worker::analyze_sized`].
+    pub async fn analyze_strict(
+        &mut self,
+        batch: &[Event],
+        input_bytes: &[usize],
+    ) -> Result<BatchOutput, BatchError> {
+        self.run(batch, input_bytes, false).await
     }
 
     /// Run `batch`, cut into calls of at most the plugin's `max_batch`
     /// events (one message may carry more), with each call's input indexes
     /// shifted back to the whole batch.
-    async fn run(&mut self, batch: &[Event], isolate: bool) -> Result<BatchOutput, BatchError> {
+    async fn run(
+        &mut self,
+        batch: &[Event],
+        input_bytes: &[usize],
+        isolate: bool,
+    ) -> Result<BatchOutput, BatchError> {
         let max = self.plugin.limits.max_batch.max(1);
         if batch.len() <= max {
-            return self.run_call(batch, isolate).await;
+            return self.run_call(batch, input_bytes, isolate).await;
         }
         let mut out = BatchOutput::default();
         for (n, part) in batch.chunks(max).enumerate() {
-            let mut part_out = self.run_call(part, isolate).await?;
+            let sizes = sub(input_bytes, n * max, part.len());
+            let mut part_out = self.run_call(part, sizes, isolate).await?;
             self.shift(&mut part_out.effects, n * max, part.len());
             out.effects.append(&mut part_out.effects);
             out.faults.append(&mut part_out.faults);
@@ -175,6 +209,7 @@ impl Worker {
     async fn run_call(
         &mut self,
         batch: &[Event],
+        input_bytes: &[usize],
         isolate: bool,
     ) -> Result<BatchOutput, BatchError> {
         let span = tracing::info_span!(
@@ -185,7 +220,7 @@ impl Worker {
             faults = tracing::field::Empty,
         );
         let result = self
-            .run_batch(batch, isolate)
+            .run_batch(batch, input_bytes, isolate)
             .instrument(span.clone())
             .await;
         if let Ok(out) = &result {
@@ -198,11 +233,12 @@ impl Worker {
     async fn run_batch(
         &mut self,
         batch: &[Event],
+        input_bytes: &[usize],
         isolate: bool,
     ) -> Result<BatchOutput, BatchError> {
         self.count("mdp_plugin_events_total", batch.len() as u64);
         let mut out = BatchOutput::default();
-        match self.call(batch).await {
+        match self.call(batch, input_bytes).await {
             Ok(effects) => out.effects = effects,
             Err(fault) => {
                 fatal(&fault)?;
@@ -211,12 +247,12 @@ impl Worker {
                     return Ok(out);
                 }
                 tracing::warn!(plugin = %self.plugin.name, %fault, events = batch.len(), "batch failed; retrying once on a fresh instance");
-                match self.call(batch).await {
+                match self.call(batch, input_bytes).await {
                     Ok(effects) => out.effects = effects,
                     Err(fault) => {
                         fatal(&fault)?;
                         out.faults.push(fault.clone());
-                        self.isolate(batch, 0, fault, &mut out).await?;
+                        self.isolate(batch, input_bytes, 0, fault, &mut out).await?;
                     }
                 }
             }
@@ -255,6 +291,7 @@ impl Worker {
     async fn isolate(
         &mut self,
         batch: &[Event],
+        input_bytes: &[usize],
         offset: usize,
         fault: CallFault,
         out: &mut BatchOutput,
@@ -271,20 +308,27 @@ impl Worker {
             return Ok(());
         }
         let mid = batch.len() / 2;
-        for (part, start) in [(&batch[..mid], offset), (&batch[mid..], offset + mid)] {
-            match self.call(part).await {
+        for (part, from) in [(&batch[..mid], 0), (&batch[mid..], mid)] {
+            let sizes = sub(input_bytes, from, part.len());
+            let start = offset + from;
+            match self.call(part, sizes).await {
                 Ok(mut effects) => {
                     self.shift(&mut effects, start, part.len());
                     out.effects.extend(effects);
                 }
                 Err(f) => {
                     fatal(&f)?;
-                    Box::pin(self.isolate(part, start, f, out)).await?;
+                    Box::pin(self.isolate(part, sizes, start, f, out)).await?;
                 }
             }
         }
         Ok(())
     }
+}
+
+/// The input lengths of the `len` events from `start` (empty when unknown).
+fn sub(input_bytes: &[usize], start: usize, len: usize) -> &[usize] {
+    input_bytes.get(start..start + len).unwrap_or(&[])
 }
 
 /// Faults that are not the batch's fault end the attempt: the caller retries later.

@@ -587,11 +587,20 @@ impl Processor {
     /// batch comes back to be requeued.
     async fn analyze(&mut self, pending: Pending) -> Result<Analyzed, (Pending, LiveError)> {
         self.warm_reference(&pending.batch.events).await;
-        let output = match self.worker.analyze(&pending.batch.events).await {
+        let sizes = pending.batch.input_bytes();
+        let output = match self
+            .worker
+            .analyze_sized(&pending.batch.events, &sizes)
+            .await
+        {
             Ok(o) => o,
             Err(e) => return Err((pending, e)),
         };
-        let resolved = effects::resolve(&output.effects, &pending.batch.texts, &self.capabilities);
+        let resolved = effects::resolve(
+            &output.effects,
+            &pending.batch.shared_texts(),
+            &self.capabilities,
+        );
         for denied in &resolved.denied {
             self.counters
                 .add("mdp_capability_denied_total", 1, |s| &mut s.denied);
