@@ -192,7 +192,8 @@ fn create_private_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     file.sync_all()
 }
 
-/// Read the hex key in `path`, creating it with 32 random bytes when missing.
+/// Read the key in `path` (hex text, or raw bytes), creating it with 32
+/// random bytes (as hex) when missing.
 fn key_from_file(path: &Path) -> Result<Vec<u8>, ArtifactCacheError> {
     let err = |what: &str, e: &dyn std::fmt::Display| {
         ArtifactCacheError::Key(format!("{what} {}: {e}", path.display()))
@@ -219,7 +220,7 @@ fn key_from_file(path: &Path) -> Result<Vec<u8>, ArtifactCacheError> {
             Err(e) => return Err(err("cannot create", &e)),
         }
     }
-    let text = std::fs::read_to_string(path).map_err(|e| err("cannot read", &e))?;
+    let raw = std::fs::read(path).map_err(|e| err("cannot read", &e))?;
     #[cfg(unix)]
     if let Ok(meta) = std::fs::metadata(path) {
         use std::os::unix::fs::PermissionsExt;
@@ -227,7 +228,11 @@ fn key_from_file(path: &Path) -> Result<Vec<u8>, ArtifactCacheError> {
             tracing::warn!(file = %path.display(), "the artifact cache key is readable by other users; chmod 600 it");
         }
     }
-    let key = hex::decode(text.trim()).map_err(|e| err("not hex in", &e))?;
+    // Hex text (as generated here), else the file's bytes as they are.
+    let key = std::str::from_utf8(&raw)
+        .ok()
+        .and_then(|t| hex::decode(t.trim()).ok())
+        .unwrap_or(raw);
     check_key_len(key)
 }
 
