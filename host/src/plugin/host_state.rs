@@ -13,7 +13,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use super::bindings::mdp::analyzer::{cache, host, reference, types};
 use super::bindings::{MarketStatus, ReferenceError};
 use super::capability::Capabilities;
-use super::clock::Clock;
+use super::clock::{Clock, WasiClocks};
 use super::reference::{ReferenceData, ReferenceFault};
 use crate::store::Store;
 
@@ -51,6 +51,7 @@ const LOG_LINE_MAX: usize = 1024;
 pub struct HostState {
     pub(crate) wasi: WasiCtx,
     pub(crate) stderr: MemoryOutputPipe,
+    clocks: WasiClocks,
     pub(crate) table: ResourceTable,
     pub(crate) limits: StoreLimits,
     pub(crate) plugin: Arc<str>,
@@ -78,12 +79,16 @@ impl HostState {
         // is its imports. stdout is discarded; stderr is kept (bounded) so a
         // trap can be reported with the guest's panic message.
         let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
+        let clocks = WasiClocks::new(services.clock.clone());
         let wasi = wasmtime_wasi::WasiCtxBuilder::new()
             .stderr(stderr.clone())
+            .wall_clock(clocks.clone())
+            .monotonic_clock(clocks.clone())
             .build();
         HostState {
             wasi,
             stderr,
+            clocks,
             table: ResourceTable::new(),
             limits,
             plugin,
@@ -275,5 +280,46 @@ impl host::Host for HostState {
 
     async fn now_us(&mut self) -> wasmtime::Result<u64> {
         Ok(self.services.clock.now_us())
+    }
+}
+
+/// A WASI sleep's pollable: ready at once (plugin time is the host's
+/// virtual clock, and a call's wall-clock budget bounds it anyway).
+struct NoWait;
+
+#[wasmtime_wasi::async_trait]
+impl wasmtime_wasi::p2::Pollable for NoWait {
+    async fn ready(&mut self) {
+        tokio::task::yield_now().await
+    }
+}
+
+use wasmtime_wasi::p2::bindings::clocks::monotonic_clock;
+
+/// `wasi:clocks/monotonic-clock` over the host clock, replacing WASI's own
+/// (whose subscriptions sleep in real time).
+impl monotonic_clock::Host for HostState {
+    fn now(&mut self) -> wasmtime::Result<monotonic_clock::Instant> {
+        Ok(self.clocks.monotonic_ns())
+    }
+
+    fn resolution(&mut self) -> wasmtime::Result<monotonic_clock::Duration> {
+        Ok(1000)
+    }
+
+    fn subscribe_instant(
+        &mut self,
+        _when: monotonic_clock::Instant,
+    ) -> wasmtime::Result<wasmtime::component::Resource<wasmtime_wasi::p2::DynPollable>> {
+        let ready = self.table.push(NoWait)?;
+        wasmtime_wasi::p2::subscribe(&mut self.table, ready)
+    }
+
+    fn subscribe_duration(
+        &mut self,
+        _duration: monotonic_clock::Duration,
+    ) -> wasmtime::Result<wasmtime::component::Resource<wasmtime_wasi::p2::DynPollable>> {
+        let ready = self.table.push(NoWait)?;
+        wasmtime_wasi::p2::subscribe(&mut self.table, ready)
     }
 }

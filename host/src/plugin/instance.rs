@@ -31,6 +31,11 @@ pub struct Limits {
     /// applied, so the plugin must not need to read its own latest writes
     /// back through the cache imports (it keeps its state in memory).
     pub batches_in_flight: usize,
+    /// Wall-clock time one call may take, time in host imports (cache,
+    /// reference data) included; past it the call is abandoned, its
+    /// instance dropped, and the batch handled as a timeout. Never less
+    /// than the call's guest-time deadline.
+    pub wall_budget: Duration,
     /// Most effects one call may return; more is a fault of the plugin.
     pub max_effects: usize,
     /// Most bytes one call's effects may resolve to (keys, channels, bodies
@@ -48,12 +53,15 @@ impl Default for Limits {
             init_deadline: Duration::from_secs(5),
             max_batch: 10_000,
             batches_in_flight: 1,
+            wall_budget: DEFAULT_WALL_BUDGET,
             max_effects: DEFAULT_MAX_EFFECTS,
             max_output_bytes: DEFAULT_MAX_OUTPUT_MIB << 20,
         }
     }
 }
 
+/// Default of [`Limits::wall_budget`].
+pub const DEFAULT_WALL_BUDGET: Duration = Duration::from_secs(5);
 /// Default of [`Limits::max_effects`].
 pub const DEFAULT_MAX_EFFECTS: usize = 100_000;
 /// Default of [`Limits::max_output_bytes`], MiB.
@@ -255,6 +263,9 @@ pub enum CallFault {
     /// The guest ran past its deadline and was interrupted.
     #[error("plugin exceeded its deadline of {0:?}")]
     Timeout(Duration),
+    /// The call (host imports included) ran past its wall-clock budget.
+    #[error("plugin exceeded its wall-clock budget of {0:?} (time in host imports included)")]
+    WallClock(Duration),
     /// The guest tried to grow memory past its limit.
     #[error("plugin exceeded its memory limit of {0} MiB")]
     MemoryLimit(usize),
@@ -279,6 +290,7 @@ impl CallFault {
             self,
             CallFault::Trap(_)
                 | CallFault::Timeout(_)
+                | CallFault::WallClock(_)
                 | CallFault::MemoryLimit(_)
                 | CallFault::OutputLimit(_)
                 | CallFault::Analyzer(_)
@@ -387,11 +399,17 @@ impl Instance {
         }
     }
 
+    /// The wall-clock budget of a call whose guest time is `allowed`.
+    fn wall(&self, allowed: Duration) -> Duration {
+        self.limits.wall_budget.max(allowed)
+    }
+
     /// Call `describe`.
     pub async fn describe(&mut self) -> Result<Info, CallFault> {
         let allowed = self.limits.init_deadline;
         self.arm(allowed);
-        let result = self.bindings.call_describe(&mut self.store).await;
+        let wall = self.wall(allowed);
+        let result = within(wall, self.bindings.call_describe(&mut self.store)).await?;
         result.map_err(|e| self.classify(e, allowed))
     }
 
@@ -403,14 +421,14 @@ impl Instance {
     ) -> Result<(), CallFault> {
         let allowed = self.limits.init_deadline;
         self.arm(allowed);
-        let result = self
-            .bindings
-            .call_init(
-                &mut self.store,
-                config,
-                state.map(|s| s.to_vec()).as_deref(),
-            )
-            .await;
+        let wall = self.wall(allowed);
+        let state = state.map(|s| s.to_vec());
+        let result = within(
+            wall,
+            self.bindings
+                .call_init(&mut self.store, config, state.as_deref()),
+        )
+        .await?;
         match result {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(analyzer_fault(e)),
@@ -422,7 +440,8 @@ impl Instance {
     pub async fn analyze(&mut self, batch: &[Event]) -> Result<Vec<Effect>, CallFault> {
         let allowed = self.limits.deadline_for(batch.len());
         self.arm(allowed);
-        let result = self.bindings.call_analyze(&mut self.store, batch).await;
+        let wall = self.wall(allowed);
+        let result = within(wall, self.bindings.call_analyze(&mut self.store, batch)).await?;
         match result {
             Ok(Ok(effects)) => Ok(effects),
             Ok(Err(e)) => Err(analyzer_fault(e)),
@@ -434,7 +453,8 @@ impl Instance {
     pub async fn snapshot(&mut self) -> Result<Vec<u8>, CallFault> {
         let allowed = self.limits.init_deadline;
         self.arm(allowed);
-        let result = self.bindings.call_snapshot(&mut self.store).await;
+        let wall = self.wall(allowed);
+        let result = within(wall, self.bindings.call_snapshot(&mut self.store)).await?;
         result.map_err(|e| self.classify(e, allowed))
     }
 
@@ -442,6 +462,15 @@ impl Instance {
     pub fn counters(&self) -> &std::collections::BTreeMap<String, u64> {
         &self.store.data().counters
     }
+}
+
+/// Run a call under its wall-clock budget. Past it the call's future is
+/// dropped mid-flight: the instance must not be used again (the worker drops
+/// it on any fault).
+async fn within<T>(wall: Duration, call: impl Future<Output = T>) -> Result<T, CallFault> {
+    tokio::time::timeout(wall, call)
+        .await
+        .map_err(|_| CallFault::WallClock(wall))
 }
 
 fn analyzer_fault(e: AnalyzerError) -> CallFault {

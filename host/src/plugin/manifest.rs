@@ -11,6 +11,7 @@
 //! memory_mib = 64
 //! deadline_ms = 50                  # per call; scaled by batch length
 //! batches_in_flight = 2              # analyze the next batch while this one is applied
+//! wall_ms = 5000                    # per call, host imports included (default)
 //! max_effects = 100000              # per call (default)
 //! max_output_mib = 32               # resolved output per call (default)
 //! [capabilities]
@@ -49,6 +50,9 @@ pub struct ManifestLimits {
     /// Batches in flight between analysis and acknowledgement (default 1):
     /// see [`Limits::batches_in_flight`].
     pub batches_in_flight: Option<usize>,
+    /// Wall-clock budget per call, host imports included, milliseconds
+    /// (default [`super::DEFAULT_WALL_BUDGET`]).
+    pub wall_ms: Option<u64>,
     /// Most effects per call (default [`super::DEFAULT_MAX_EFFECTS`]).
     pub max_effects: Option<usize>,
     /// Most resolved output per call, MiB (default
@@ -149,6 +153,7 @@ impl Manifest {
                 || l.deadline_ms == Some(0)
                 || l.max_batch == Some(0)
                 || l.batches_in_flight == Some(0)
+                || l.wall_ms == Some(0)
                 || l.max_effects == Some(0)
                 || l.max_output_mib == Some(0))
         {
@@ -190,6 +195,9 @@ impl Manifest {
             }
             if let Some(n) = l.batches_in_flight {
                 limits.batches_in_flight = n;
+            }
+            if let Some(ms) = l.wall_ms {
+                limits.wall_budget = Duration::from_millis(ms);
             }
             if let Some(n) = l.max_effects {
                 limits.max_effects = n;

@@ -141,7 +141,9 @@ impl Worker {
             // A fault poisons the store: never call into it again.
             self.instance = None;
             match fault {
-                CallFault::Timeout(_) => self.count("mdp_plugin_timeouts_total", 1),
+                CallFault::Timeout(_) | CallFault::WallClock(_) => {
+                    self.count("mdp_plugin_timeouts_total", 1)
+                }
                 CallFault::OutputLimit(_) => self.count("mdp_plugin_output_cap_total", 1),
                 f if f.is_crash() => self.count("mdp_plugin_traps_total", 1),
                 _ => {}
