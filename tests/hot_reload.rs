@@ -47,7 +47,7 @@ fn variant(bytes: &[u8], tag: &str) -> Vec<u8> {
 
 fn manifest(generation: u32, trap: bool) -> String {
     format!(
-        "name = \"tagger\"\nwit = \"mdp:analyzer@1.0.0\"\nconsumes = [\"q\"]\n[config]\ngeneration = \"{generation}\"\ntrap = \"{trap}\"\n"
+        "name = \"tagger\"\nwit = \"mdp:analyzer@1.0.0\"\nconsumes = [\"q\"]\n[capabilities]\nkey_prefixes = [\"tagged\", \"tagger:\"]\n[config]\ngeneration = \"{generation}\"\ntrap = \"{trap}\"\n"
     )
 }
 

@@ -35,7 +35,7 @@ async fn tagger(store: &Arc<dyn Store>) -> LiveWorker {
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tagger.toml");
-    std::fs::write(&path, "name = \"tagger\"\nwit = \"mdp:analyzer@1.0.0\"\nconsumes = [\"quote:*\"]\n[config]\ngeneration = \"s\"\n").unwrap();
+    std::fs::write(&path, "name = \"tagger\"\nwit = \"mdp:analyzer@1.0.0\"\nconsumes = [\"quote:*\"]\n[capabilities]\nkey_prefixes = [\"tagged\", \"tagger:\"]\n[config]\ngeneration = \"s\"\n").unwrap();
     LiveWorker::new(
         PluginSlot::fixed(plugin, Manifest::load(&path).unwrap()),
         services,

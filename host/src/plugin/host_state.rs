@@ -63,6 +63,7 @@ pub struct HostState {
     /// Counters the plugin incremented, by name (for `mdp plugin test`).
     pub(crate) counters: BTreeMap<String, u64>,
     log_window: (Instant, u32),
+    read_denied_logged: bool,
     /// Log lines dropped by the rate limit.
     pub(crate) logs_dropped: u64,
 }
@@ -97,6 +98,7 @@ impl HostState {
             import_time: Duration::ZERO,
             counters: BTreeMap::new(),
             log_window: (Instant::now(), 0),
+            read_denied_logged: false,
             logs_dropped: 0,
         }
     }
@@ -109,6 +111,21 @@ impl HostState {
             .rev()
             .find(|l| !l.trim().is_empty() && !l.starts_with("note:"))
             .map(|l| l.trim().to_string())
+    }
+
+    /// True (counted, logged once per instance) when the plugin may not
+    /// read `key`: the read then sees nothing.
+    fn read_denied(&mut self, key: &str) -> bool {
+        let Err(denied) = self.capabilities.check_read(key) else {
+            return false;
+        };
+        metrics::counter!("mdp_plugin_capability_denied_total", "plugin" => self.plugin.to_string())
+            .increment(1);
+        if !self.read_denied_logged {
+            self.read_denied_logged = true;
+            tracing::warn!(plugin = %self.plugin, %denied, "cache read refused (reads outside read_prefixes see nothing; logged once per instance)");
+        }
+        true
     }
 
     async fn timed<T>(&mut self, f: impl Future<Output = T>) -> T {
@@ -139,6 +156,9 @@ impl types::Host for HostState {}
 
 impl cache::Host for HostState {
     async fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
+        if self.read_denied(&key) {
+            return Ok(None);
+        }
         let store = self.services.store.clone();
         self.timed(store.get(&key))
             .await
@@ -146,13 +166,29 @@ impl cache::Host for HostState {
     }
 
     async fn get_many(&mut self, keys: Vec<String>) -> wasmtime::Result<Vec<Option<String>>> {
+        let allowed: Vec<bool> = keys.iter().map(|k| !self.read_denied(k)).collect();
+        let readable: Vec<String> = keys
+            .into_iter()
+            .zip(&allowed)
+            .filter(|(_, ok)| **ok)
+            .map(|(k, _)| k)
+            .collect();
         let store = self.services.store.clone();
-        self.timed(store.get_many(&keys))
+        let mut values = self
+            .timed(store.get_many(&readable))
             .await
-            .map_err(|e| Self::store_fault("cache.get-many", e))
+            .map_err(|e| Self::store_fault("cache.get-many", e))?
+            .into_iter();
+        Ok(allowed
+            .into_iter()
+            .map(|ok| if ok { values.next().flatten() } else { None })
+            .collect())
     }
 
     async fn ztop(&mut self, key: String, n: u32) -> wasmtime::Result<Vec<(String, f64)>> {
+        if self.read_denied(&key) {
+            return Ok(Vec::new());
+        }
         let store = self.services.store.clone();
         self.timed(store.ztop(&key, n))
             .await
@@ -160,6 +196,9 @@ impl cache::Host for HostState {
     }
 
     async fn hgetall(&mut self, key: String) -> wasmtime::Result<Vec<(String, String)>> {
+        if self.read_denied(&key) {
+            return Ok(Vec::new());
+        }
         let store = self.services.store.clone();
         self.timed(store.hgetall(&key))
             .await
@@ -172,6 +211,9 @@ impl cache::Host for HostState {
         start: i32,
         stop: i32,
     ) -> wasmtime::Result<Vec<String>> {
+        if self.read_denied(&key) {
+            return Ok(Vec::new());
+        }
         let store = self.services.store.clone();
         self.timed(store.lrange(&key, i64::from(start), i64::from(stop)))
             .await

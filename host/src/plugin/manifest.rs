@@ -14,9 +14,10 @@
 //! wall_ms = 5000                    # per call, host imports included (default)
 //! max_effects = 100000              # per call (default)
 //! max_output_mib = 32               # resolved output per call (default)
-//! [capabilities]
-//! key_prefixes = ["quote:", "scanners:"]
-//! channels = ["quote:", "scanners:"]
+//! [capabilities]                    # absent: writes only under "<name>:", reads any key
+//! key_prefixes = ["quote:", "scanners:"]   # default ["<name>:"]; [""] allows every key
+//! channels = ["quote:", "scanners:"]       # default ["<name>:"]
+//! read_prefixes = ["quote:"]               # default: any key may be read
 //! ```
 
 use std::collections::BTreeMap;
@@ -60,14 +61,18 @@ pub struct ManifestLimits {
     pub max_output_mib: Option<u32>,
 }
 
-/// Capabilities in a manifest.
+/// Capabilities in a manifest. Writes default to the plugin's own
+/// `<name>:` prefix; reads default to unrestricted. An empty prefix (`""`)
+/// allows everything.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ManifestCapabilities {
-    /// Key prefixes the plugin may write.
-    pub key_prefixes: Vec<String>,
-    /// Channel prefixes it may publish on.
-    pub channels: Vec<String>,
+    /// Key prefixes the plugin may write (default `["<name>:"]`).
+    pub key_prefixes: Option<Vec<String>>,
+    /// Channel prefixes it may publish on (default `["<name>:"]`).
+    pub channels: Option<Vec<String>>,
+    /// Key prefixes it may read through the cache imports (default: any).
+    pub read_prefixes: Option<Vec<String>>,
 }
 
 /// A plugin manifest.
@@ -87,7 +92,8 @@ pub struct Manifest {
     pub config: BTreeMap<String, String>,
     /// Limits.
     pub limits: Option<ManifestLimits>,
-    /// Capabilities; absent = unrestricted.
+    /// Capabilities; absent = writes only under the plugin's own `<name>:`
+    /// prefix (keys and channels), reads unrestricted.
     pub capabilities: Option<ManifestCapabilities>,
     /// Reference data the host fetches concurrently for each batch's new
     /// symbols before the analyzer runs, so the plugin's own (sequential)
@@ -180,6 +186,20 @@ impl Manifest {
             .collect()
     }
 
+    /// The capabilities the host enforces: the manifest's, with writes not
+    /// named defaulting to the plugin's own `<name>:` prefix.
+    pub fn capabilities(&self) -> Capabilities {
+        let own = Capabilities::own_prefix(&self.name);
+        match &self.capabilities {
+            Some(c) => Capabilities {
+                key_prefixes: c.key_prefixes.clone().or(own.key_prefixes),
+                channels: c.channels.clone().or(own.channels),
+                read_prefixes: c.read_prefixes.clone(),
+            },
+            None => own,
+        }
+    }
+
     /// Load options (name, limits, capabilities) for this plugin.
     pub fn load_options(&self) -> LoadOptions {
         let mut limits = Limits::default();
@@ -209,13 +229,7 @@ impl Manifest {
         LoadOptions {
             name: Some(self.name.clone()),
             limits,
-            capabilities: match &self.capabilities {
-                Some(c) => Capabilities {
-                    key_prefixes: Some(c.key_prefixes.clone()),
-                    channels: Some(c.channels.clone()),
-                },
-                None => Capabilities::unrestricted(),
-            },
+            capabilities: self.capabilities(),
             reference_prefetch: self.reference_prefetch.clone(),
         }
     }
@@ -255,6 +269,23 @@ channels = ["stocks:"]
         assert!(o.capabilities.check_key("quote:x").is_err());
         assert_eq!(m.config_pairs(), vec![("a".to_string(), "1".to_string())]);
         assert!(m.wasm_path().ends_with("p.wasm"));
+    }
+
+    #[test]
+    fn without_capabilities_a_plugin_writes_only_under_its_own_name() {
+        let (_d, path) = write("name = \"p\"\nwit = \"mdp:analyzer@1.0.0\"\nconsumes = [\"q\"]\n");
+        let caps = Manifest::load(&path).unwrap().load_options().capabilities;
+        assert!(caps.check_key("p:x").is_ok());
+        assert!(caps.check_key("stocks:x").is_err());
+        assert!(caps.check_channel("p:c").is_ok());
+        assert!(caps.check_channel("quote:A").is_err());
+        assert!(caps.check_read("stocks:x").is_ok());
+        let (_d, path) = write(
+            "name = \"p\"\nwit = \"mdp:analyzer@1.0.0\"\nconsumes = [\"q\"]\n[capabilities]\nread_prefixes = [\"p:\"]\n",
+        );
+        let caps = Manifest::load(&path).unwrap().load_options().capabilities;
+        assert!(caps.check_key("p:x").is_ok() && caps.check_key("q:x").is_err());
+        assert!(caps.check_read("secret").is_err());
     }
 
     #[test]
