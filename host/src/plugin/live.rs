@@ -198,8 +198,9 @@ impl LiveWorker {
     }
 
     /// Analyze a batch with the current generation. During probation a
-    /// failing batch marks the new generation bad (rolling the slot back) and
-    /// is run again on the previous generation.
+    /// batch the new generation fails by its own fault marks it bad (rolling
+    /// the slot back) and is run again on the previous generation; a host
+    /// error (store down) is returned for a later retry without blaming it.
     pub async fn analyze(&mut self, batch: &[Event]) -> Result<BatchOutput, LiveError> {
         self.analyze_sized(batch, &[]).await
     }
@@ -228,31 +229,38 @@ impl LiveWorker {
             Err(_) => 0,
         };
         if self.probation > 0 {
-            if crashed == 0 && result.is_ok() {
+            // Only the plugin's own faults (trap, timeout, memory, output
+            // caps, analyzer errors, a failing init) count against a new
+            // generation: a store or queue blip (BatchError::Host) or a
+            // not-ready analyzer neither passes nor fails its probation.
+            if crashed > 0 {
+                if let Some((generation, worker)) = self.fallback.take() {
+                    let reason = match &result {
+                        Ok(out) => out
+                            .faults
+                            .iter()
+                            .find(|f| f.is_crash())
+                            .map(|f| f.to_string())
+                            .unwrap_or_default(),
+                        Err(e) => e.to_string(),
+                    };
+                    self.slot.report_bad(self.generation.number, &reason);
+                    self.changes.borrow_and_update();
+                    self.generation = generation;
+                    self.worker = worker;
+                    self.probation = 0;
+                    self.switches += 1;
+                    return self
+                        .worker
+                        .analyze_sized(batch, input_bytes)
+                        .await
+                        .map_err(LiveError::from);
+                }
+            } else if result.is_ok() {
                 self.probation -= 1;
                 if self.probation == 0 {
                     self.fallback = None;
                 }
-            } else if let Some((generation, worker)) = self.fallback.take() {
-                let reason = match &result {
-                    Ok(out) => out
-                        .faults
-                        .first()
-                        .map(|f| f.to_string())
-                        .unwrap_or_default(),
-                    Err(e) => e.to_string(),
-                };
-                self.slot.report_bad(self.generation.number, &reason);
-                self.changes.borrow_and_update();
-                self.generation = generation;
-                self.worker = worker;
-                self.probation = 0;
-                self.switches += 1;
-                return self
-                    .worker
-                    .analyze_sized(batch, input_bytes)
-                    .await
-                    .map_err(LiveError::from);
             }
         }
         if crashed > 0 {
