@@ -554,3 +554,52 @@ async fn a_store_error_during_probation_does_not_roll_back() {
     assert_eq!(live.generation(), 2);
     assert_eq!(slot.rollbacks(), 0);
 }
+
+// ---------------------------------------------------------------------------
+// 6. The poison isolation budget
+
+/// A plugin that fails on every event: bisecting a 256-event batch would
+/// cost 511 calls (26 s at a 50 ms deadline). The isolation stops at its
+/// budget and the breaker opens, so the batch is requeued for later.
+#[tokio::test]
+async fn a_plugin_failing_every_event_costs_a_bounded_number_of_calls() {
+    let rt = runtime();
+    let texts: Vec<String> = (0..256).map(|_| trade("POISON")).collect();
+    let mut worker = hostile(&rt, "trap", &[], Limits::default()).await;
+    let err = worker
+        .analyze(&events(&texts))
+        .await
+        .expect_err("isolation gives up");
+    assert!(
+        matches!(err, mdp::plugin::BatchError::Isolation(_)),
+        "{err}"
+    );
+    assert!(err.to_string().contains("isolation_calls"), "{err}");
+    let calls = worker.calls();
+    assert!(
+        calls <= 2 + mdp::plugin::DEFAULT_ISOLATION_CALLS as u64,
+        "{calls} calls"
+    );
+
+    // Through a live worker, the breaker opens: the processor requeues the
+    // batch and waits, as for any open breaker.
+    let dir = plugin_dir_with_hostile(&format!("{HOSTILE}[limits]\nisolation_calls = 8\n"));
+    let registry = Registry::open(runtime(), services(), dir.path())
+        .await
+        .unwrap();
+    let slot = registry.slot("hostile").unwrap();
+    let mut live = mdp::plugin::LiveWorker::new(slot, services()).unwrap();
+    match live.analyze(&events(&texts)).await {
+        Err(mdp::plugin::LiveError::CircuitOpen { wait, .. }) => {
+            assert!(wait >= Duration::from_secs(1))
+        }
+        other => panic!("expected an open breaker, got {other:?}"),
+    }
+    // A batch with one poison event is still isolated within the budget.
+    let mut worker = hostile(&rt, "trap", &[], Limits::default()).await;
+    let mut texts: Vec<String> = (0..255).map(|i| trade(&format!("S{i}"))).collect();
+    texts.insert(100, trade("POISON"));
+    let out = worker.analyze(&events(&texts)).await.expect("isolated");
+    assert_eq!(rejects(&out).len(), 1);
+    assert_eq!(puts(&out).len(), 255);
+}

@@ -36,6 +36,11 @@ pub struct Limits {
     /// instance dropped, and the batch handled as a timeout. Never less
     /// than the call's guest-time deadline.
     pub wall_budget: Duration,
+    /// Calls a failing batch's poison-event isolation (bisection) may make
+    /// before it gives up and the plugin's circuit breaker opens.
+    pub isolation_calls: usize,
+    /// Time a failing batch's isolation may take before it gives up.
+    pub isolation_time: Duration,
     /// Most effects one call may return; more is a fault of the plugin.
     pub max_effects: usize,
     /// Most bytes one call's effects may resolve to (keys, channels, bodies
@@ -54,6 +59,8 @@ impl Default for Limits {
             max_batch: 10_000,
             batches_in_flight: 1,
             wall_budget: DEFAULT_WALL_BUDGET,
+            isolation_calls: DEFAULT_ISOLATION_CALLS,
+            isolation_time: DEFAULT_ISOLATION_TIME,
             max_effects: DEFAULT_MAX_EFFECTS,
             max_output_bytes: DEFAULT_MAX_OUTPUT_MIB << 20,
         }
@@ -62,6 +69,11 @@ impl Default for Limits {
 
 /// Default of [`Limits::wall_budget`].
 pub const DEFAULT_WALL_BUDGET: Duration = Duration::from_secs(5);
+/// Default of [`Limits::isolation_calls`]: enough to find a handful of
+/// poison events in a batch of thousands.
+pub const DEFAULT_ISOLATION_CALLS: usize = 64;
+/// Default of [`Limits::isolation_time`].
+pub const DEFAULT_ISOLATION_TIME: Duration = Duration::from_secs(10);
 /// Default of [`Limits::max_effects`].
 pub const DEFAULT_MAX_EFFECTS: usize = 100_000;
 /// Default of [`Limits::max_output_bytes`], MiB.

@@ -68,13 +68,21 @@ impl Breaker {
             self.crashes.pop_front();
         }
         if self.crashes.len() >= BREAKER_CRASHES {
-            self.open_until = Some(now + self.backoff);
-            tracing::error!(plugin, wait = ?self.backoff, crashes = self.crashes.len(), "plugin keeps crashing; circuit breaker open");
-            metrics::counter!("mdp_plugin_breaker_open_total", "plugin" => plugin.to_string())
-                .increment(1);
-            self.backoff = (self.backoff * 2).min(Duration::from_secs(60));
-            self.crashes.clear();
+            let reason = format!("{} crashes within {BREAKER_WINDOW:?}", self.crashes.len());
+            self.trip(plugin, &reason);
         }
+    }
+
+    /// Open the breaker now; returns how long it stays open.
+    fn trip(&mut self, plugin: &str, reason: &str) -> Duration {
+        let wait = self.backoff;
+        self.open_until = Some(Instant::now() + wait);
+        tracing::error!(plugin, ?wait, %reason, "plugin keeps crashing; circuit breaker open");
+        metrics::counter!("mdp_plugin_breaker_open_total", "plugin" => plugin.to_string())
+            .increment(1);
+        self.backoff = (self.backoff * 2).min(Duration::from_secs(60));
+        self.crashes.clear();
+        wait
     }
 
     fn check(&mut self) -> Option<Duration> {
@@ -262,6 +270,14 @@ impl LiveWorker {
                     self.fallback = None;
                 }
             }
+        }
+        if let Err(BatchError::Isolation(reason)) = &result {
+            // Bisecting further would cost more calls than the batch is worth.
+            let wait = self.breaker.trip(self.slot.name(), reason);
+            return Err(LiveError::CircuitOpen {
+                plugin: self.slot.name().to_string(),
+                wait,
+            });
         }
         if crashed > 0 {
             self.breaker.record(crashed, self.slot.name());

@@ -12,6 +12,8 @@
 //! deadline_ms = 50                  # per call; scaled by batch length
 //! batches_in_flight = 2              # analyze the next batch while this one is applied
 //! wall_ms = 5000                    # per call, host imports included (default)
+//! isolation_calls = 64              # bisection calls per failing batch (default)
+//! isolation_ms = 10000              # bisection time per failing batch (default)
 //! max_effects = 100000              # per call (default)
 //! max_output_mib = 32               # resolved output per call (default)
 //! [capabilities]                    # absent: writes only under "<name>:", reads any key
@@ -54,6 +56,12 @@ pub struct ManifestLimits {
     /// Wall-clock budget per call, host imports included, milliseconds
     /// (default [`super::DEFAULT_WALL_BUDGET`]).
     pub wall_ms: Option<u64>,
+    /// Calls a failing batch's poison isolation may make (default
+    /// [`super::DEFAULT_ISOLATION_CALLS`]).
+    pub isolation_calls: Option<usize>,
+    /// Time a failing batch's poison isolation may take, milliseconds
+    /// (default [`super::DEFAULT_ISOLATION_TIME`]).
+    pub isolation_ms: Option<u64>,
     /// Most effects per call (default [`super::DEFAULT_MAX_EFFECTS`]).
     pub max_effects: Option<usize>,
     /// Most resolved output per call, MiB (default
@@ -160,6 +168,8 @@ impl Manifest {
                 || l.max_batch == Some(0)
                 || l.batches_in_flight == Some(0)
                 || l.wall_ms == Some(0)
+                || l.isolation_calls == Some(0)
+                || l.isolation_ms == Some(0)
                 || l.max_effects == Some(0)
                 || l.max_output_mib == Some(0))
         {
@@ -218,6 +228,12 @@ impl Manifest {
             }
             if let Some(ms) = l.wall_ms {
                 limits.wall_budget = Duration::from_millis(ms);
+            }
+            if let Some(n) = l.isolation_calls {
+                limits.isolation_calls = n;
+            }
+            if let Some(ms) = l.isolation_ms {
+                limits.isolation_time = Duration::from_millis(ms);
             }
             if let Some(n) = l.max_effects {
                 limits.max_effects = n;

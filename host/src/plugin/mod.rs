@@ -33,8 +33,8 @@ pub use clock::{Clock, FixedClock, SystemClock};
 pub use engine::{Compiled, Runtime, RuntimeConfig, wasmtime_version};
 pub use host_state::{HostFault, HostServices, HostState};
 pub use instance::{
-    CallFault, DEFAULT_MAX_EFFECTS, DEFAULT_MAX_OUTPUT_MIB, DEFAULT_WALL_BUDGET, Instance, Limits,
-    LoadOptions, Plugin, PluginInfo,
+    CallFault, DEFAULT_ISOLATION_CALLS, DEFAULT_ISOLATION_TIME, DEFAULT_MAX_EFFECTS,
+    DEFAULT_MAX_OUTPUT_MIB, DEFAULT_WALL_BUDGET, Instance, Limits, LoadOptions, Plugin, PluginInfo,
 };
 pub use live::{LiveError, LiveWorker};
 pub use reference::{

@@ -26,6 +26,10 @@ pub enum BatchError {
     /// A fresh instance could not be created or initialised.
     #[error("plugin could not start: {0}")]
     Start(String),
+    /// Isolating the poison events of a failing batch used up its budget
+    /// (the plugin fails on too many events): retry the batch later.
+    #[error("poison isolation gave up: {0}")]
+    Isolation(String),
 }
 
 /// The result of one batch.
@@ -45,6 +49,10 @@ pub struct Worker {
     config: Vec<(String, String)>,
     instance: Option<Instance>,
     handoff: Option<Vec<u8>>,
+    /// Calls made so far.
+    calls: u64,
+    /// What the current batch's isolation may still spend: calls, and until when.
+    isolation: (usize, Instant),
 }
 
 impl Worker {
@@ -56,7 +64,14 @@ impl Worker {
             config,
             instance: None,
             handoff: None,
+            calls: 0,
+            isolation: (0, Instant::now()),
         }
+    }
+
+    /// Calls into the plugin made so far.
+    pub fn calls(&self) -> u64 {
+        self.calls
     }
 
     /// The plugin this worker runs.
@@ -137,6 +152,7 @@ impl Worker {
         metrics::histogram!("mdp_plugin_call_seconds", &self.plugin.metric_labels())
             .record(started.elapsed().as_secs_f64());
         self.count("mdp_plugin_calls_total", 1);
+        self.calls += 1;
         if let Err(fault) = &result {
             // A fault poisons the store: never call into it again.
             self.instance = None;
@@ -254,6 +270,11 @@ impl Worker {
                     Err(fault) => {
                         fatal(&fault)?;
                         out.faults.push(fault.clone());
+                        let limits = &self.plugin.limits;
+                        self.isolation = (
+                            limits.isolation_calls,
+                            Instant::now() + limits.isolation_time,
+                        );
                         self.isolate(batch, input_bytes, 0, fault, &mut out).await?;
                     }
                 }
@@ -313,6 +334,7 @@ impl Worker {
         for (part, from) in [(&batch[..mid], 0), (&batch[mid..], mid)] {
             let sizes = sub(input_bytes, from, part.len());
             let start = offset + from;
+            self.spend_isolation()?;
             match self.call(part, sizes).await {
                 Ok(mut effects) => {
                     self.shift(&mut effects, start, part.len());
@@ -324,6 +346,24 @@ impl Worker {
                 }
             }
         }
+        Ok(())
+    }
+}
+
+impl Worker {
+    /// Take one call from the current batch's isolation budget, or give up:
+    /// the breaker opens (see `LiveWorker`) and the batch is retried later.
+    fn spend_isolation(&mut self) -> Result<(), BatchError> {
+        let limits = &self.plugin.limits;
+        let (left, until) = &mut self.isolation;
+        if *left == 0 || Instant::now() > *until {
+            self.count("mdp_plugin_isolation_exhausted_total", 1);
+            return Err(BatchError::Isolation(format!(
+                "the batch still fails after {} isolation calls or {:?} (limits isolation_calls, isolation_ms)",
+                limits.isolation_calls, limits.isolation_time
+            )));
+        }
+        *left -= 1;
         Ok(())
     }
 }
