@@ -248,6 +248,15 @@ pub fn record(effect: &Effect, inputs: &[String]) -> EffectRecord {
     }
 }
 
+/// Log what a batch had refused or rejected as one line: how many, and the
+/// first (a plugin refused thousands of times logs once per batch, not
+/// thousands of lines).
+pub fn log_batch<T: std::fmt::Display>(plugin: &str, what: &str, items: &[T]) {
+    if let Some(first) = items.first() {
+        tracing::warn!(plugin, count = items.len(), %first, "{what} (count in this batch; first shown)");
+    }
+}
+
 /// The kind of an effect, for metrics.
 pub fn kind(effect: &Effect) -> &'static str {
     match effect {

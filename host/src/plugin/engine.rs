@@ -2,9 +2,10 @@
 //! thread, and compilation with an authenticated compiled-artifact cache
 //! ([`super::artifact_cache`]).
 
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
@@ -15,6 +16,7 @@ use super::PluginError;
 use super::artifact_cache::{ArtifactCache, CacheKey};
 use super::bindings::Analyzer;
 use super::host_state::HostState;
+use super::share::PluginShare;
 
 /// How often the epoch ticker thread advances the engine's epoch.
 pub const EPOCH_TICK: Duration = Duration::from_millis(1);
@@ -29,6 +31,9 @@ pub struct RuntimeConfig {
     pub max_memory_bytes: usize,
     /// Component instances the pool holds at once.
     pub pool_instances: u32,
+    /// Live instances one plugin (by name) may hold at once: its share of
+    /// the pool, so one plugin cannot exhaust it for the others.
+    pub instances_per_plugin: u32,
     /// Where compiled artifacts are cached (`None`: no cache). Never inside
     /// a plugin directory (see [`super::artifact_cache`]).
     pub cache_dir: Option<PathBuf>,
@@ -42,6 +47,7 @@ impl Default for RuntimeConfig {
             pooling: true,
             max_memory_bytes: 512 << 20,
             pool_instances: 64,
+            instances_per_plugin: 16,
             cache_dir: None,
             cache_key: CacheKey::Host,
         }
@@ -60,6 +66,7 @@ struct RuntimeInner {
     linker: Linker<HostState>,
     config: RuntimeConfig,
     cache: Option<ArtifactCache>,
+    shares: Mutex<HashMap<String, Arc<PluginShare>>>,
     pooling: bool,
     compat: String,
     ticker_stop: Arc<AtomicBool>,
@@ -172,6 +179,7 @@ impl Runtime {
                 linker,
                 config: rc,
                 cache,
+                shares: Mutex::new(HashMap::new()),
                 pooling,
                 compat,
                 ticker_stop,
@@ -229,6 +237,21 @@ impl Runtime {
             from_cache: false,
             took: started.elapsed(),
         })
+    }
+
+    /// The share of the process plugin `name` holds (instances, counter
+    /// names), the same for all its generations.
+    pub fn share(&self, name: &str) -> Arc<PluginShare> {
+        let mut shares = self.inner.shares.lock().unwrap_or_else(|p| p.into_inner());
+        shares
+            .entry(name.to_string())
+            .or_insert_with(|| {
+                Arc::new(PluginShare::new(
+                    name,
+                    self.inner.config.instances_per_plugin.max(1) as usize,
+                ))
+            })
+            .clone()
     }
 
     /// The artifact cache, when configured.

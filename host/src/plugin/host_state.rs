@@ -5,16 +5,16 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::mdp::analyzer::{cache, host, reference, types};
 use super::bindings::{MarketStatus, ReferenceError};
 use super::capability::Capabilities;
 use super::clock::{Clock, WasiClocks};
+use super::limiter::MemoryBudget;
 use super::reference::{ReferenceData, ReferenceFault};
+use super::share::PluginShare;
 use crate::store::Store;
 
 /// A failure of the host's own infrastructure during a plugin call (e.g. the
@@ -42,7 +42,7 @@ pub struct HostServices {
 
 /// Lines a plugin may log per second before the rest are dropped (and counted).
 const LOG_LINES_PER_SEC: u32 = 100;
-/// Bytes of a plugin instance's stderr kept for trap reports.
+/// Bytes of a plugin call's stderr kept for trap reports (the newest ones).
 const STDERR_CAPACITY: usize = 64 << 10;
 /// Longest log line kept, in bytes.
 const LOG_LINE_MAX: usize = 1024;
@@ -50,10 +50,11 @@ const LOG_LINE_MAX: usize = 1024;
 /// The data of a plugin's wasmtime `Store`.
 pub struct HostState {
     pub(crate) wasi: WasiCtx,
-    pub(crate) stderr: MemoryOutputPipe,
+    pub(crate) stderr: StderrTail,
     clocks: WasiClocks,
     pub(crate) table: ResourceTable,
-    pub(crate) limits: StoreLimits,
+    pub(crate) limits: MemoryBudget,
+    share: Arc<PluginShare>,
     pub(crate) plugin: Arc<str>,
     pub(crate) services: HostServices,
     pub(crate) capabilities: Arc<Capabilities>,
@@ -74,12 +75,13 @@ impl HostState {
         plugin: Arc<str>,
         services: HostServices,
         capabilities: Arc<Capabilities>,
-        limits: StoreLimits,
+        limits: MemoryBudget,
+        share: Arc<PluginShare>,
     ) -> Self {
         // No filesystem, no network, no environment: a plugin's only way out
-        // is its imports. stdout is discarded; stderr is kept (bounded) so a
-        // trap can be reported with the guest's panic message.
-        let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
+        // is its imports. stdout is discarded; the tail of each call's stderr
+        // is kept so a trap can be reported with the guest's panic message.
+        let stderr = StderrTail::new(STDERR_CAPACITY);
         let clocks = WasiClocks::new(services.clock.clone());
         let wasi = wasmtime_wasi::WasiCtxBuilder::new()
             .stderr(stderr.clone())
@@ -92,6 +94,7 @@ impl HostState {
             clocks,
             table: ResourceTable::new(),
             limits,
+            share,
             plugin,
             services,
             capabilities,
@@ -314,6 +317,11 @@ impl host::Host for HostState {
     }
 
     async fn counter(&mut self, name: String, delta: u64) -> wasmtime::Result<()> {
+        // Names become Prometheus label values, never freed: validated and
+        // capped per plugin.
+        if !self.share.admit_counter(&name) {
+            return Ok(());
+        }
         metrics::counter!("mdp_plugin_counter_total", "plugin" => self.plugin.to_string(), "name" => name.clone())
             .increment(delta);
         *self.counters.entry(name).or_default() += delta;
@@ -363,5 +371,98 @@ impl monotonic_clock::Host for HostState {
     ) -> wasmtime::Result<wasmtime::component::Resource<wasmtime_wasi::p2::DynPollable>> {
         let ready = self.table.push(NoWait)?;
         wasmtime_wasi::p2::subscribe(&mut self.table, ready)
+    }
+}
+
+/// The newest bytes a plugin wrote to stderr, at most a fixed capacity
+/// (older bytes are dropped, so a chatty plugin never fills it up and
+/// traps); cleared at the start of each call.
+#[derive(Clone)]
+pub(crate) struct StderrTail {
+    bytes: Arc<std::sync::Mutex<std::collections::VecDeque<u8>>>,
+    capacity: usize,
+}
+
+impl StderrTail {
+    fn new(capacity: usize) -> Self {
+        StderrTail {
+            bytes: Arc::default(),
+            capacity,
+        }
+    }
+
+    fn push(&self, data: &[u8]) {
+        let mut bytes = self.bytes.lock().unwrap_or_else(|p| p.into_inner());
+        let data = &data[data.len().saturating_sub(self.capacity)..];
+        let over = (bytes.len() + data.len()).saturating_sub(self.capacity);
+        bytes.drain(..over);
+        bytes.extend(data);
+    }
+
+    /// Forget what was written (a new call starts).
+    pub(crate) fn clear(&self) {
+        self.bytes.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    /// What is kept.
+    pub(crate) fn contents(&self) -> Vec<u8> {
+        let bytes = self.bytes.lock().unwrap_or_else(|p| p.into_inner());
+        bytes.iter().copied().collect()
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl wasmtime_wasi::p2::Pollable for StderrTail {
+    async fn ready(&mut self) {}
+}
+
+impl wasmtime_wasi::p2::OutputStream for StderrTail {
+    fn write(&mut self, data: bytes::Bytes) -> Result<(), wasmtime_wasi::p2::StreamError> {
+        self.push(&data);
+        Ok(())
+    }
+    fn flush(&mut self) -> Result<(), wasmtime_wasi::p2::StreamError> {
+        Ok(())
+    }
+    fn check_write(&mut self) -> Result<usize, wasmtime_wasi::p2::StreamError> {
+        Ok(self.capacity)
+    }
+}
+
+impl tokio::io::AsyncWrite for StderrTail {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.push(data);
+        std::task::Poll::Ready(Ok(data.len()))
+    }
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+impl wasmtime_wasi::cli::IsTerminal for StderrTail {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl wasmtime_wasi::cli::StdoutStream for StderrTail {
+    fn p2_stream(&self) -> Box<dyn wasmtime_wasi::p2::OutputStream> {
+        Box::new(self.clone())
+    }
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
     }
 }

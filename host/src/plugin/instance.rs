@@ -12,6 +12,9 @@ use super::bindings::{Analyzer, AnalyzerError, AnalyzerPre, Effect, Event, Info,
 use super::capability::Capabilities;
 use super::engine::Runtime;
 use super::host_state::{HostFault, HostServices, HostState};
+use super::limiter::{GROWTH_REFUSED, MemoryBudget};
+use super::share::PluginShare;
+use tokio::sync::OwnedSemaphorePermit;
 
 /// Resource limits of one plugin.
 #[derive(Debug, Clone, PartialEq)]
@@ -176,6 +179,8 @@ pub struct Plugin {
     pub name: Arc<str>,
     /// Reference data warmed for a batch's new symbols before analysis.
     pub reference_prefetch: Arc<[super::ReferenceKind]>,
+    /// Its share of the process (instances, counter names), by name.
+    pub share: Arc<PluginShare>,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -233,10 +238,11 @@ impl Plugin {
                 consumes: Vec::new(),
                 state_version: 0,
             },
-            hash: compiled.hash,
+            hash: compiled.hash.clone(),
             limits: options.limits,
             capabilities: Arc::new(options.capabilities),
             reference_prefetch: options.reference_prefetch.into(),
+            share: runtime.share(options.name.as_deref().unwrap_or(&compiled.hash)),
             name: Arc::from(options.name.clone().unwrap_or_default()),
         };
         let mut instance = Instance::new(&plugin, services).await?;
@@ -244,9 +250,11 @@ impl Plugin {
             .describe()
             .await
             .map_err(|f| PluginError::Describe(f.to_string()))?;
+        drop(instance);
         plugin.info = PluginInfo::from(info);
         if options.name.is_none() {
             plugin.name = Arc::from(plugin.info.name.as_str());
+            plugin.share = runtime.share(&plugin.name);
         }
         tracing::info!(
             plugin = %plugin.name, version = %plugin.info.version, hash = %&plugin.hash[..12],
@@ -316,6 +324,8 @@ struct DeadlineExceeded;
 
 /// One live instance of a plugin. A fault poisons it: drop it and make another.
 pub struct Instance {
+    /// One of the plugin's instance slots, held while the instance lives.
+    _slot: OwnedSemaphorePermit,
     store: Store<HostState>,
     bindings: Analyzer,
     limits: Limits,
@@ -326,6 +336,10 @@ impl Instance {
     /// Instantiate `plugin` (from its `InstancePre`) with fresh state.
     pub async fn new(plugin: &Plugin, services: &HostServices) -> Result<Instance, PluginError> {
         let started = Instant::now();
+        let slot = plugin
+            .share
+            .acquire_instance()
+            .map_err(PluginError::Instantiate)?;
         let limits = StoreLimitsBuilder::new()
             .memory_size(plugin.limits.memory_bytes)
             .instances(64)
@@ -338,7 +352,8 @@ impl Instance {
             plugin.name.clone(),
             services.clone(),
             plugin.capabilities.clone(),
-            limits,
+            MemoryBudget::new(limits, plugin.limits.memory_bytes),
+            plugin.share.clone(),
         );
         let mut store = Store::new(plugin.runtime.engine(), state);
         store.limiter(|s| &mut s.limits);
@@ -366,6 +381,7 @@ impl Instance {
         metrics::histogram!("mdp_plugin_instantiate_seconds", "plugin" => plugin.name.to_string())
             .record(started.elapsed().as_secs_f64());
         Ok(Instance {
+            _slot: slot,
             store,
             bindings,
             limits: plugin.limits.clone(),
@@ -376,6 +392,7 @@ impl Instance {
     fn arm(&mut self, allowed: Duration) {
         *self.call_started.lock().unwrap_or_else(|p| p.into_inner()) = (Instant::now(), allowed);
         self.store.data_mut().import_time = Duration::ZERO;
+        self.store.data().stderr.clear();
         self.store.set_epoch_deadline(1);
     }
 
@@ -392,7 +409,7 @@ impl Instance {
             return CallFault::Timeout(allowed);
         }
         let text = format!("{error:#}");
-        if text.contains("forcing trap when growing memory") {
+        if text.contains(GROWTH_REFUSED) {
             return CallFault::MemoryLimit(self.limits.memory_bytes >> 20);
         }
         if text.contains("fuel allocated for hostcalls has been exhausted") {

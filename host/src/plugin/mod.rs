@@ -20,11 +20,13 @@ mod engine;
 pub mod golden;
 mod host_state;
 mod instance;
+pub mod limiter;
 mod live;
 pub mod manifest;
 mod reference;
 pub mod registry;
 pub mod scaffold;
+pub mod share;
 mod worker;
 
 pub use artifact_cache::{ArtifactCache, ArtifactCacheError, CacheKey};

@@ -51,6 +51,8 @@ pub struct Worker {
     handoff: Option<Vec<u8>>,
     /// Calls made so far.
     calls: u64,
+    /// The current batch's poison events, described (logged once per batch).
+    poisoned: Vec<String>,
     /// What the current batch's isolation may still spend: calls, and until when.
     isolation: (usize, Instant),
 }
@@ -65,6 +67,7 @@ impl Worker {
             instance: None,
             handoff: None,
             calls: 0,
+            poisoned: Vec::new(),
             isolation: (0, Instant::now()),
         }
     }
@@ -275,7 +278,15 @@ impl Worker {
                             limits.isolation_calls,
                             Instant::now() + limits.isolation_time,
                         );
-                        self.isolate(batch, input_bytes, 0, fault, &mut out).await?;
+                        self.poisoned.clear();
+                        let isolated = self.isolate(batch, input_bytes, 0, fault, &mut out).await;
+                        let poisoned = std::mem::take(&mut self.poisoned);
+                        super::effects::log_batch(
+                            &self.plugin.name,
+                            "poison events rejected",
+                            &poisoned,
+                        );
+                        isolated?;
                     }
                 }
             }
@@ -302,9 +313,7 @@ impl Worker {
         // Batches are far smaller than u32::MAX events; saturate rather than wrap.
         let to_u32 = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
         let denied = shift(effects, to_u32(start), to_u32(len));
-        for why in &denied {
-            tracing::warn!(plugin = %self.plugin.name, %why, "effect refused");
-        }
+        super::effects::log_batch(&self.plugin.name, "effects refused", &denied);
         self.count("mdp_plugin_bad_index_effects_total", denied.len() as u64);
     }
 
@@ -320,7 +329,7 @@ impl Worker {
         out: &mut BatchOutput,
     ) -> Result<(), BatchError> {
         if batch.len() == 1 {
-            tracing::warn!(plugin = %self.plugin.name, index = offset, %fault, "rejecting poison event");
+            self.poisoned.push(format!("event {offset}: {fault}"));
             self.count("mdp_plugin_poison_events_total", 1);
             out.effects.push(Effect::Reject(
                 super::bindings::mdp::analyzer::types::Reject {

@@ -601,10 +601,17 @@ impl Processor {
             &pending.batch.shared_texts(),
             &self.capabilities,
         );
-        for denied in &resolved.denied {
-            self.counters
-                .add("mdp_capability_denied_total", 1, |s| &mut s.denied);
-            tracing::warn!(plugin = %self.worker.plugin().name, %denied, "effect refused");
+        if !resolved.denied.is_empty() {
+            self.counters.add(
+                "mdp_capability_denied_total",
+                resolved.denied.len() as u64,
+                |s| &mut s.denied,
+            );
+            effects::log_batch(
+                &self.worker.plugin().name,
+                "effects refused by the plugin's capabilities",
+                &resolved.denied,
+            );
         }
         Ok(Analyzed {
             pending,
@@ -738,6 +745,18 @@ impl Settler {
             }
             return true;
         }
+        let described: Vec<String> = rejected
+            .iter()
+            .flatten()
+            .map(|(index, reason)| format!("event {index}: {reason}"))
+            .collect();
+        let plugin = self
+            .counters
+            .plugin
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        effects::log_batch(&plugin, "events rejected", &described);
         let mut acked = 0u64;
         for (i, delivery) in pending.deliveries.iter().enumerate() {
             let bad = &rejected[i];
@@ -748,9 +767,6 @@ impl Settler {
                     .add("mdp_processing_error_total", bad.len() as u64, |s| {
                         &mut s.processing_error
                     });
-                for (index, reason) in bad {
-                    tracing::warn!(queue = %self.queue_name, index, %reason, "event rejected");
-                }
                 if bad.len() == pending.count[i] {
                     self.acker.reject(delivery.tag, false).await
                 } else {

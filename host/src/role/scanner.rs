@@ -191,9 +191,13 @@ impl Scanner {
             };
             let resolved =
                 effects::resolve(&output.effects, &batch.shared_texts(), &self.capabilities);
-            for denied in &resolved.denied {
-                self.count("mdp_capability_denied_total", 1);
-                tracing::warn!(plugin = %self.worker.plugin().name, %denied, "effect refused");
+            if !resolved.denied.is_empty() {
+                self.count("mdp_capability_denied_total", resolved.denied.len() as u64);
+                effects::log_batch(
+                    &self.worker.plugin().name,
+                    "effects refused by the plugin's capabilities",
+                    &resolved.denied,
+                );
             }
             if let Err(e) = self.store.apply(&resolved.writes, false).await {
                 last_error = e.to_string();
