@@ -509,3 +509,15 @@ fn analyzer_fault(e: AnalyzerError) -> CallFault {
         AnalyzerError::Internal(s) => CallFault::Analyzer(s),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_hostcall_fuel_is_below_wasmtimes_default() {
+        let fuel = Limits::default().hostcall_fuel();
+        println!("default hostcall fuel: {} MiB", fuel >> 20);
+        assert!(fuel < 128 << 20, "{fuel}");
+    }
+}
