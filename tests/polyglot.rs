@@ -111,8 +111,10 @@ async fn a_python_build_hot_reloads_over_the_rust_one() {
         reference: std::sync::Arc::new(StoreReference::new(store)),
         clock: std::sync::Arc::new(FixedClock::new(0)),
     };
+    // The artifact cache is never inside the plugin directory.
+    let cache = tempfile::tempdir().unwrap();
     let runtime = Runtime::new(RuntimeConfig {
-        cache_dir: Some(dir.path().join(".cache")),
+        cache_dir: Some(cache.path().to_path_buf()),
         ..RuntimeConfig::default()
     })
     .unwrap();

@@ -723,9 +723,75 @@ async fn a_chatty_plugin_never_fills_its_stderr() {
 // ---------------------------------------------------------------------------
 // 8. Memory and the instance pool
 //
-// (A Rust guest cannot make a component with several linear memories; the
-// sum over an instance's memories is tested on the limiter itself, in
-// `plugin::limiter`'s unit tests, and the memory bomb below goes through it.)
+// (A Rust guest cannot make a component with several linear memories: the
+// test below builds one with wasm-encoder and instantiates it under the
+// limiter instances use.)
+
+/// A component of `modules` core modules (each instantiated) with
+/// `memories` linear memories of `mib` MiB each.
+fn component_with_memories(modules: u32, memories: u32, mib: u64) -> Vec<u8> {
+    let mut component = wasm_encoder::Component::new();
+    for _ in 0..modules {
+        let mut section = wasm_encoder::MemorySection::new();
+        for _ in 0..memories {
+            section.memory(wasm_encoder::MemoryType {
+                minimum: mib * 16,
+                maximum: None,
+                memory64: false,
+                shared: false,
+                page_size_log2: None,
+            });
+        }
+        let mut module = wasm_encoder::Module::new();
+        module.section(&section);
+        component.section(&wasm_encoder::ModuleSection(&module));
+    }
+    let mut instances = wasm_encoder::InstanceSection::new();
+    for m in 0..modules {
+        instances.instantiate(m, [] as [(&str, wasm_encoder::ModuleArg); 0]);
+    }
+    component.section(&instances);
+    component.finish()
+}
+
+/// Two memories of 10 MiB (one per core module: a module with several
+/// memories is refused by the engine's pool) are each within a 16 MiB limit
+/// but not together: the instance's memory limit is their sum.
+#[tokio::test]
+async fn the_memory_limit_is_the_sum_of_an_instances_memories() {
+    use mdp::plugin::limiter::MemoryBudget;
+    let rt = runtime();
+    if rt.pooling() {
+        let refused =
+            wasmtime::component::Component::new(rt.engine(), component_with_memories(1, 2, 1));
+        assert!(refused.is_err(), "a module with two memories is refused");
+    }
+    let component =
+        wasmtime::component::Component::new(rt.engine(), component_with_memories(2, 1, 10))
+            .unwrap();
+    let linker = wasmtime::component::Linker::<MemoryBudget>::new(rt.engine());
+    let instantiate = |limit_mib: usize| {
+        let per_memory = wasmtime::StoreLimitsBuilder::new()
+            .memory_size(limit_mib << 20)
+            .trap_on_grow_failure(true)
+            .build();
+        let mut store =
+            wasmtime::Store::new(rt.engine(), MemoryBudget::new(per_memory, limit_mib << 20));
+        store.limiter(|b| b);
+        store.set_epoch_deadline(u64::MAX / 2);
+        let (linker, component) = (linker.clone(), component.clone());
+        async move {
+            linker
+                .instantiate_async(&mut store, &component)
+                .await
+                .map(drop)
+                .map_err(|e| format!("{e:#}"))
+        }
+    };
+    let err = instantiate(16).await.expect_err("20 MiB in all, over 16");
+    assert!(err.contains(mdp::plugin::limiter::GROWTH_REFUSED), "{err}");
+    instantiate(32).await.expect("within 32 MiB");
+}
 
 /// One plugin cannot take every instance of the shared pool: past its
 /// `instances_per_plugin` share it is refused, naming the setting, and other
