@@ -96,7 +96,7 @@ impl Drop for Up {
     }
 }
 
-async fn start_up(plugin_dir: &Path, log: &Path) -> Up {
+async fn start_up(plugin_dir: &Path, cache: &Path, log: &Path) -> Up {
     let port = support::free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_mdp"))
         .args([
@@ -111,7 +111,7 @@ async fn start_up(plugin_dir: &Path, log: &Path) -> Up {
         .arg(plugin_dir)
         .env_remove("MASSIVE_API_KEY")
         .env_remove("POLYGON_API_KEY")
-        .env("MDP_PLUGIN_CACHE", plugin_dir.join(".cache"))
+        .env("MDP_PLUGIN_CACHE", cache)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).unwrap())
         .spawn()
@@ -180,7 +180,9 @@ async fn new_build_test_publish_into_a_running_host_for_each_language() {
     assert!(!home.path().starts_with(support::repo_root()));
     let author = Author::new(home.path());
     let log = plugin_dir.path().join("up.log");
-    let up = start_up(plugin_dir.path(), &log).await;
+    // The artifact cache is never inside the plugin directory.
+    let cache = tempfile::tempdir().unwrap();
+    let up = start_up(plugin_dir.path(), cache.path(), &log).await;
 
     for (lang, name) in [
         ("rust", "probe-rs"),

@@ -47,7 +47,7 @@ fn variant(bytes: &[u8], tag: &str) -> Vec<u8> {
 
 fn manifest(generation: u32, trap: bool) -> String {
     format!(
-        "name = \"tagger\"\nwit = \"mdp:analyzer@1.0.0\"\nconsumes = [\"q\"]\n[config]\ngeneration = \"{generation}\"\ntrap = \"{trap}\"\n"
+        "name = \"tagger\"\nwit = \"mdp:analyzer@1.0.0\"\nconsumes = [\"q\"]\n[capabilities]\nkey_prefixes = [\"tagged\", \"tagger:\"]\n[config]\ngeneration = \"{generation}\"\ntrap = \"{trap}\"\n"
     )
 }
 
@@ -75,6 +75,7 @@ async fn replacing_the_plugin_under_load_loses_and_duplicates_nothing() {
         .try_init();
     let base = std::fs::read(support::plugin_wasm("tagger")).unwrap();
     let dir = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
     deploy(dir.path(), &variant(&base, "1"), &manifest(1, false));
 
     let store: Arc<dyn Store> = Arc::new(EmbeddedStore::new());
@@ -92,7 +93,7 @@ async fn replacing_the_plugin_under_load_loses_and_duplicates_nothing() {
         clock: Arc::new(FixedClock::new(0)),
     };
     let runtime = Runtime::new(RuntimeConfig {
-        cache_dir: Some(dir.path().join(".cache")),
+        cache_dir: Some(cache.path().to_path_buf()),
         ..RuntimeConfig::default()
     })
     .unwrap();

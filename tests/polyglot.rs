@@ -98,7 +98,7 @@ async fn python_daily_range_passes_the_rust_golden_files_with_restarts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_python_build_hot_reloads_over_the_rust_one() {
     let dir = tempfile::tempdir().unwrap();
-    let manifest = "name = \"router\"\nwit = \"mdp:analyzer@1.0.0\"\nconsumes = [\"quotes\"]\n[limits]\nmemory_mib = 256\ndeadline_ms = 500\n";
+    let manifest = "name = \"router\"\nwit = \"mdp:analyzer@1.0.0\"\nconsumes = [\"quotes\"]\n[limits]\nmemory_mib = 256\ndeadline_ms = 500\n[capabilities]\nkey_prefixes = [\"stocks:\", \"unknown:\"]\nchannels = [\"stocks:\", \"unknown\"]\n";
     std::fs::write(dir.path().join("router.toml"), manifest).unwrap();
     std::fs::copy(
         support::plugin_wasm("massive-router"),
@@ -111,8 +111,10 @@ async fn a_python_build_hot_reloads_over_the_rust_one() {
         reference: std::sync::Arc::new(StoreReference::new(store)),
         clock: std::sync::Arc::new(FixedClock::new(0)),
     };
+    // The artifact cache is never inside the plugin directory.
+    let cache = tempfile::tempdir().unwrap();
     let runtime = Runtime::new(RuntimeConfig {
-        cache_dir: Some(dir.path().join(".cache")),
+        cache_dir: Some(cache.path().to_path_buf()),
         ..RuntimeConfig::default()
     })
     .unwrap();

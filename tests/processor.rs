@@ -55,9 +55,14 @@ async fn declare(b: &Backends, name: &str) {
         .unwrap();
 }
 
+/// These tests exercise delivery, not capabilities: the fixtures may write
+/// any key and channel (without `[capabilities]` only `<name>:` ones).
+const ANY_KEY: &str = "[capabilities]\nkey_prefixes = [\"\"]\nchannels = [\"\"]\n";
+
 fn manifest(name: &str, config: &[(&str, &str)]) -> Manifest {
-    let mut text =
-        format!("name = \"{name}\"\nwit = \"mdp:analyzer@1.0.0\"\nconsumes = [\"q\"]\n[config]\n");
+    let mut text = format!(
+        "name = \"{name}\"\nwit = \"mdp:analyzer@1.0.0\"\nconsumes = [\"q\"]\n{ANY_KEY}[config]\n"
+    );
     for (k, v) in config {
         text.push_str(&format!("{k} = \"{v}\"\n"));
     }

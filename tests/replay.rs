@@ -598,7 +598,7 @@ async fn replay_matches_independent_reference(p: Pipeline) {
                     .apply(
                         &[mdp::store::Write::Publish {
                             channel: format!("quote:{probe}"),
-                            message: json!({"symbol": probe}).to_string(),
+                            message: json!({"symbol": probe}).to_string().into(),
                         }],
                         false,
                     )

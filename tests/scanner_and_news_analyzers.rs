@@ -137,11 +137,14 @@ async fn daily_range_scans_quote_channels(store: Arc<dyn Store>) {
 
     let sym = support::unique("S");
     let key = format!("daily_range:{sym}");
-    let tick = |high: f64, low: f64| Write::Publish {
+    let tick = |high: f64, low: f64| {
+        Write::Publish {
         channel: format!("quote:{sym}"),
         message: format!(
             r#"{{"symbol":"{sym}","close":{high},"high":{high},"low":{low},"end_timestamp":1773064800500}}"#
-        ),
+        )
+        .into(),
+    }
     };
     // The same first print until the subscription is up: equal prints never alert.
     let first = eventually("the first print is scanned", || {

@@ -35,7 +35,7 @@ async fn tagger(store: &Arc<dyn Store>) -> LiveWorker {
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tagger.toml");
-    std::fs::write(&path, "name = \"tagger\"\nwit = \"mdp:analyzer@1.0.0\"\nconsumes = [\"quote:*\"]\n[config]\ngeneration = \"s\"\n").unwrap();
+    std::fs::write(&path, "name = \"tagger\"\nwit = \"mdp:analyzer@1.0.0\"\nconsumes = [\"quote:*\"]\n[capabilities]\nkey_prefixes = [\"tagged\", \"tagger:\"]\n[config]\ngeneration = \"s\"\n").unwrap();
     LiveWorker::new(
         PluginSlot::fixed(plugin, Manifest::load(&path).unwrap()),
         services,
@@ -55,7 +55,7 @@ async fn scanner_handles_pattern_messages_without_idle_delay(store: Arc<dyn Stor
     tokio::time::sleep(Duration::from_millis(300)).await;
     let publish = |i: usize| Write::Publish {
         channel: format!("{prefix}quote:S{}", i % 3),
-        message: format!("{{\"id\":{i}}}"),
+        message: format!("{{\"id\":{i}}}").into(),
     };
     store
         .apply(&(0..50).map(publish).collect::<Vec<_>>(), false)

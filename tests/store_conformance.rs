@@ -69,7 +69,7 @@ async fn lists_are_capped_newest_first(s: Arc<dyn Store>, p: &str) {
         s.apply(
             &[Write::Push {
                 key: k.clone(),
-                value: i.to_string(),
+                value: i.to_string().into(),
                 max_len: 3,
                 ttl: Some(Duration::from_secs(50)),
             }],
@@ -229,7 +229,7 @@ async fn pubsub_patterns_order_and_fan_out(s: Arc<dyn Store>, p: &str) {
         .unwrap();
     let publish = |c: String, m: String| Write::Publish {
         channel: c,
-        message: m,
+        message: m.into(),
     };
     let mut writes: Vec<Write> = (0..50)
         .map(|i| publish(format!("{p}quote:A"), i.to_string()))

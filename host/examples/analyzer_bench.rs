@@ -187,7 +187,7 @@ async fn reset(store: &Arc<dyn Store>, symbols: usize, with_reference: bool) -> 
         for s in 0..symbols {
             let set = |key: String, value: String| Write::Set {
                 key,
-                value,
+                value: value.into(),
                 ttl: None,
             };
             writes.push(set(

@@ -500,7 +500,7 @@ impl Target {
                     .into_iter()
                     .map(|(c, message)| Write::Publish {
                         channel: format!("bench:{c}"),
-                        message,
+                        message: message.into(),
                     })
                     .collect();
                 store.apply(&writes, false).await.is_ok()

@@ -34,7 +34,10 @@ pub struct AnalyzerHostArgs {
     /// Directory of `<name>.wasm` + `<name>.toml` plugins (watched for changes).
     #[arg(long, env = "MDP_PLUGIN_DIR", default_value = "target/plugins")]
     pub plugin_dir: PathBuf,
-    /// Compiled-artifact cache (default: `<plugin-dir>/.cache`).
+    /// Compiled-artifact cache, outside the plugin directory (default:
+    /// `$XDG_CACHE_HOME/mdp/artifacts` or `~/.cache/mdp/artifacts`). Its
+    /// artifacts are authenticated with `MDP_PLUGIN_CACHE_KEY` or the key file
+    /// `$XDG_CONFIG_HOME/mdp/artifact-cache.key` (`~/.config/mdp/…`).
     #[arg(long, env = "MDP_PLUGIN_CACHE")]
     pub plugin_cache: Option<PathBuf>,
     /// Massive REST base URL for reference data.
@@ -131,12 +134,19 @@ impl AnalyzerHostArgs {
                 self.plugin_dir.display()
             );
         }
+        let cache_dir = self
+            .plugin_cache
+            .clone()
+            .or_else(crate::plugin::artifact_cache::default_dir);
+        if let Some(dir) = &cache_dir {
+            crate::plugin::artifact_cache::refuse_inside(dir, &self.plugin_dir)?;
+        } else {
+            tracing::warn!(
+                "no HOME or XDG_CACHE_HOME: compiled plugins are not cached (set --plugin-cache)"
+            );
+        }
         let runtime = Runtime::new(RuntimeConfig {
-            cache_dir: Some(
-                self.plugin_cache
-                    .clone()
-                    .unwrap_or_else(|| self.plugin_dir.join(".cache")),
-            ),
+            cache_dir,
             ..RuntimeConfig::default()
         })?;
         let registry = Registry::open(runtime, services.clone(), &self.plugin_dir)

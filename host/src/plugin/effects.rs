@@ -1,6 +1,7 @@
 //! Turning a batch's effects into store writes: bodies resolved against the
 //! batch's input texts, capabilities enforced, rejects separated.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use mdp_sdk::wire::EffectRecord;
@@ -20,13 +21,57 @@ pub struct Resolved {
     pub denied: Vec<Denied>,
 }
 
-fn body(b: &Body, inputs: &[impl AsRef<str>]) -> String {
+/// A batch's message text, as effects' `Body::Input` bodies refer to it.
+/// Resolving shares an `Arc<str>` input instead of copying it per effect.
+pub trait InputText {
+    /// The text, shared.
+    fn shared(&self) -> Arc<str>;
+}
+
+impl InputText for Arc<str> {
+    fn shared(&self) -> Arc<str> {
+        self.clone()
+    }
+}
+
+impl InputText for String {
+    fn shared(&self) -> Arc<str> {
+        Arc::from(self.as_str())
+    }
+}
+
+fn body(b: &Body, inputs: &[impl InputText]) -> Arc<str> {
     match b {
-        Body::Json(s) => s.clone(),
+        Body::Json(s) => Arc::from(s.as_str()),
         Body::Input(i) => inputs
             .get(*i as usize)
-            .map(|s| s.as_ref().to_string())
-            .unwrap_or_else(|| "null".to_string()),
+            .map(InputText::shared)
+            .unwrap_or_else(|| Arc::from("null")),
+    }
+}
+
+/// Bytes `effect` resolves to (keys, channels, bodies, members with their
+/// scores, fields and reasons), with `input_bytes[i]` the length of input
+/// `i` (0 when unknown).
+pub fn output_bytes(effect: &Effect, input_bytes: &[usize]) -> usize {
+    let body = |b: &Body| match b {
+        Body::Json(s) => s.len(),
+        Body::Input(i) => input_bytes.get(*i as usize).copied().unwrap_or(0),
+    };
+    match effect {
+        Effect::Put(p) => p.key.len() + body(&p.value),
+        Effect::Push(p) => p.key.len() + body(&p.value),
+        Effect::Zadd(z) => z.key.len() + z.members.iter().map(|(m, _)| m.len() + 8).sum::<usize>(),
+        Effect::Hset(h) => {
+            h.key.len()
+                + h.fields
+                    .iter()
+                    .map(|(f, v)| f.len() + v.len())
+                    .sum::<usize>()
+        }
+        Effect::Del(keys) => keys.iter().map(String::len).sum(),
+        Effect::Publish(p) => p.channel.len() + body(&p.value),
+        Effect::Reject(r) => r.reason.len(),
     }
 }
 
@@ -45,7 +90,7 @@ pub enum Outcome {
 }
 
 /// Resolve one effect against the batch's message texts `inputs`.
-pub fn resolve_one(effect: &Effect, inputs: &[impl AsRef<str>]) -> Outcome {
+pub fn resolve_one(effect: &Effect, inputs: &[impl InputText]) -> Outcome {
     Outcome::Write(match effect {
         Effect::Put(p) => Write::Set {
             key: p.key.clone(),
@@ -96,7 +141,7 @@ pub fn check(write: &Write, caps: &Capabilities) -> Result<(), Denied> {
 }
 
 /// Resolve `effects` of a batch whose message texts are `inputs`.
-pub fn resolve(effects: &[Effect], inputs: &[impl AsRef<str>], caps: &Capabilities) -> Resolved {
+pub fn resolve(effects: &[Effect], inputs: &[impl InputText], caps: &Capabilities) -> Resolved {
     let mut out = Resolved::default();
     for effect in effects {
         match resolve_one(effect, inputs) {
@@ -165,7 +210,7 @@ pub fn record(effect: &Effect, inputs: &[String]) -> EffectRecord {
         },
         Outcome::Write(Write::Set { key, value, ttl }) => EffectRecord::Put {
             key,
-            value,
+            value: value.to_string(),
             ttl_secs: ttl_secs(&ttl),
         },
         Outcome::Write(Write::Push {
@@ -175,7 +220,7 @@ pub fn record(effect: &Effect, inputs: &[String]) -> EffectRecord {
             ttl,
         }) => EffectRecord::Push {
             key,
-            value,
+            value: value.to_string(),
             max_len,
             ttl_secs: ttl_secs(&ttl),
         },
@@ -198,8 +243,17 @@ pub fn record(effect: &Effect, inputs: &[String]) -> EffectRecord {
         Outcome::Write(Write::Del { keys }) => EffectRecord::Del { keys },
         Outcome::Write(Write::Publish { channel, message }) => EffectRecord::Publish {
             channel,
-            value: message,
+            value: message.to_string(),
         },
+    }
+}
+
+/// Log what a batch had refused or rejected as one line: how many, and the
+/// first (a plugin refused thousands of times logs once per batch, not
+/// thousands of lines).
+pub fn log_batch<T: std::fmt::Display>(plugin: &str, what: &str, items: &[T]) {
+    if let Some(first) = items.first() {
+        tracing::warn!(plugin, count = items.len(), %first, "{what} (count in this batch; first shown)");
     }
 }
 
@@ -234,6 +288,23 @@ mod tests {
             index: i,
             reason: "bad".into(),
         })
+    }
+
+    #[test]
+    fn input_bodies_share_the_input_text() {
+        let inputs: Vec<Arc<str>> = vec![Arc::from("{\"a\":1}")];
+        let resolved = resolve(&[put(0), put(0)], &inputs, &Capabilities::unrestricted());
+        let values: Vec<&Arc<str>> = resolved
+            .writes
+            .iter()
+            .map(|w| match w {
+                Write::Set { value, .. } => value,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert!(Arc::ptr_eq(values[0], &inputs[0]));
+        assert!(Arc::ptr_eq(values[1], &inputs[0]));
+        assert_eq!(output_bytes(&put(0), &[7]), 1 + 7);
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! The one wasmtime [`Engine`] of a process, its [`Linker`], the epoch ticker
-//! thread, and compilation with a compiled-artifact cache.
+//! thread, and compilation with an authenticated compiled-artifact cache
+//! ([`super::artifact_cache`]).
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
@@ -11,8 +13,10 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use super::PluginError;
+use super::artifact_cache::{ArtifactCache, CacheKey};
 use super::bindings::Analyzer;
 use super::host_state::HostState;
+use super::share::PluginShare;
 
 /// How often the epoch ticker thread advances the engine's epoch.
 pub const EPOCH_TICK: Duration = Duration::from_millis(1);
@@ -27,8 +31,14 @@ pub struct RuntimeConfig {
     pub max_memory_bytes: usize,
     /// Component instances the pool holds at once.
     pub pool_instances: u32,
-    /// Where compiled artifacts are cached (`None`: no cache).
+    /// Live instances one plugin (by name) may hold at once: its share of
+    /// the pool, so one plugin cannot exhaust it for the others.
+    pub instances_per_plugin: u32,
+    /// Where compiled artifacts are cached (`None`: no cache). Never inside
+    /// a plugin directory (see [`super::artifact_cache`]).
     pub cache_dir: Option<PathBuf>,
+    /// The key that authenticates cached artifacts.
+    pub cache_key: CacheKey,
 }
 
 impl Default for RuntimeConfig {
@@ -37,7 +47,9 @@ impl Default for RuntimeConfig {
             pooling: true,
             max_memory_bytes: 512 << 20,
             pool_instances: 64,
+            instances_per_plugin: 16,
             cache_dir: None,
+            cache_key: CacheKey::Host,
         }
     }
 }
@@ -53,6 +65,8 @@ struct RuntimeInner {
     engine: Engine,
     linker: Linker<HostState>,
     config: RuntimeConfig,
+    cache: Option<ArtifactCache>,
+    shares: Mutex<HashMap<String, Arc<PluginShare>>>,
     pooling: bool,
     compat: String,
     ticker_stop: Arc<AtomicBool>,
@@ -116,6 +130,15 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| PluginError::Engine(e.to_string()))?;
+        // WASI's monotonic clock is replaced by the host's virtual one (its
+        // sleeps do not wait in real time); see `clock.rs`.
+        linker.allow_shadowing(true);
+        wasmtime_wasi::p2::bindings::clocks::monotonic_clock::add_to_linker::<
+            _,
+            HasSelf<HostState>,
+        >(&mut linker, |s| s)
+        .map_err(|e| PluginError::Engine(e.to_string()))?;
+        linker.allow_shadowing(false);
         Analyzer::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)
             .map_err(|e| PluginError::Engine(e.to_string()))?;
 
@@ -124,6 +147,14 @@ impl Runtime {
             let mut h = std::collections::hash_map::DefaultHasher::new();
             engine.precompile_compatibility_hash().hash(&mut h);
             format!("{:016x}", h.finish())
+        };
+
+        let cache = match &rc.cache_dir {
+            Some(dir) => Some(
+                ArtifactCache::open(dir, &rc.cache_key)
+                    .map_err(|e| PluginError::ArtifactCache(e.to_string()))?,
+            ),
+            None => None,
         };
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
@@ -147,6 +178,8 @@ impl Runtime {
                 engine,
                 linker,
                 config: rc,
+                cache,
+                shares: Mutex::new(HashMap::new()),
                 pooling,
                 compat,
                 ticker_stop,
@@ -181,33 +214,22 @@ impl Runtime {
         let started = Instant::now();
         check_is_component(bytes)?;
         let hash = hex::encode(Sha256::digest(bytes));
-        let cached = self.cache_path(&hash);
-        if let Some(path) = &cached
-            && path.exists()
-        {
-            // SAFETY: the file was written by `Component::serialize` of an
-            // engine with the same compatibility hash (part of the file name)
-            // into our private cache directory.
-            match unsafe { Component::deserialize_file(&self.inner.engine, path) } {
-                Ok(component) => {
-                    return Ok(Compiled {
-                        component,
-                        hash,
-                        from_cache: true,
-                        took: started.elapsed(),
-                    });
-                }
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "ignoring unusable cached artifact")
-                }
-            }
+        let cache = self.inner.cache.as_ref();
+        let name = self.artifact_name(&hash);
+        if let Some(component) = cache.and_then(|c| c.load(&self.inner.engine, &name)) {
+            return Ok(Compiled {
+                component,
+                hash,
+                from_cache: true,
+                took: started.elapsed(),
+            });
         }
         let component = Component::new(&self.inner.engine, bytes)
             .map_err(|e| PluginError::Compile(format!("{e:#}")))?;
-        if let Some(path) = cached
-            && let Err(e) = write_artifact(&component, &path)
+        if let Some(cache) = cache
+            && let Err(e) = cache.store(&name, &component)
         {
-            tracing::warn!(path = %path.display(), error = %e, "could not cache compiled artifact");
+            tracing::warn!(path = %cache.path(&name).display(), error = %e, "could not cache compiled artifact");
         }
         Ok(Compiled {
             component,
@@ -217,13 +239,34 @@ impl Runtime {
         })
     }
 
-    fn cache_path(&self, hash: &str) -> Option<PathBuf> {
-        let dir = self.inner.config.cache_dir.as_ref()?;
-        Some(dir.join(format!(
+    /// The share of the process plugin `name` holds (instances, counter
+    /// names), the same for all its generations.
+    pub fn share(&self, name: &str) -> Arc<PluginShare> {
+        let mut shares = self.inner.shares.lock().unwrap_or_else(|p| p.into_inner());
+        shares
+            .entry(name.to_string())
+            .or_insert_with(|| {
+                Arc::new(PluginShare::new(
+                    name,
+                    self.inner.config.instances_per_plugin.max(1) as usize,
+                ))
+            })
+            .clone()
+    }
+
+    /// The artifact cache, when configured.
+    pub fn artifact_cache(&self) -> Option<&ArtifactCache> {
+        self.inner.cache.as_ref()
+    }
+
+    /// The cache file name of the artifact of component bytes hashing to
+    /// `hash`, for this engine (version and compatibility hash).
+    pub fn artifact_name(&self, hash: &str) -> String {
+        format!(
             "{hash}-wasmtime{}-{}.cwasm",
             wasmtime_version(),
             self.inner.compat
-        )))
+        )
     }
 }
 
@@ -231,16 +274,6 @@ impl Runtime {
 /// build script).
 pub fn wasmtime_version() -> &'static str {
     env!("MDP_WASMTIME_VERSION")
-}
-
-fn write_artifact(component: &Component, path: &Path) -> std::io::Result<()> {
-    let bytes = component.serialize().map_err(std::io::Error::other)?;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(tmp, path)
 }
 
 /// Refuse bytes that are not a WebAssembly component, with a clear reason.

@@ -52,7 +52,7 @@ pub fn seed_writes(
 ) -> Vec<Write> {
     let set = |key: String, value: String| Write::Set {
         key,
-        value,
+        value: value.into(),
         ttl: None,
     };
     let mut writes: Vec<Write> = store
@@ -189,7 +189,7 @@ pub async fn run(
         if let Some(m) = &s.market {
             let write = Write::Set {
                 key: "mdc:market_status".into(),
-                value: m.clone(),
+                value: m.as_str().into(),
                 ttl: None,
             };
             store

@@ -12,6 +12,9 @@ use super::bindings::{Analyzer, AnalyzerError, AnalyzerPre, Effect, Event, Info,
 use super::capability::Capabilities;
 use super::engine::Runtime;
 use super::host_state::{HostFault, HostServices, HostState};
+use super::limiter::{GROWTH_REFUSED, MemoryBudget};
+use super::share::PluginShare;
+use tokio::sync::OwnedSemaphorePermit;
 
 /// Resource limits of one plugin.
 #[derive(Debug, Clone, PartialEq)]
@@ -31,6 +34,22 @@ pub struct Limits {
     /// applied, so the plugin must not need to read its own latest writes
     /// back through the cache imports (it keeps its state in memory).
     pub batches_in_flight: usize,
+    /// Wall-clock time one call may take, time in host imports (cache,
+    /// reference data) included; past it the call is abandoned, its
+    /// instance dropped, and the batch handled as a timeout. Never less
+    /// than the call's guest-time deadline.
+    pub wall_budget: Duration,
+    /// Calls a failing batch's poison-event isolation (bisection) may make
+    /// before it gives up and the plugin's circuit breaker opens.
+    pub isolation_calls: usize,
+    /// Time a failing batch's isolation may take before it gives up.
+    pub isolation_time: Duration,
+    /// Most effects one call may return; more is a fault of the plugin.
+    pub max_effects: usize,
+    /// Most bytes one call's effects may resolve to (keys, channels, bodies
+    /// with `input` bodies counted at their input's length, members, fields);
+    /// more is a fault of the plugin.
+    pub max_output_bytes: usize,
 }
 
 impl Default for Limits {
@@ -42,14 +61,69 @@ impl Default for Limits {
             init_deadline: Duration::from_secs(5),
             max_batch: 10_000,
             batches_in_flight: 1,
+            wall_budget: DEFAULT_WALL_BUDGET,
+            isolation_calls: DEFAULT_ISOLATION_CALLS,
+            isolation_time: DEFAULT_ISOLATION_TIME,
+            max_effects: DEFAULT_MAX_EFFECTS,
+            max_output_bytes: DEFAULT_MAX_OUTPUT_MIB << 20,
         }
     }
 }
+
+/// Default of [`Limits::wall_budget`].
+pub const DEFAULT_WALL_BUDGET: Duration = Duration::from_secs(5);
+/// Default of [`Limits::isolation_calls`]: enough to find a handful of
+/// poison events in a batch of thousands.
+pub const DEFAULT_ISOLATION_CALLS: usize = 64;
+/// Default of [`Limits::isolation_time`].
+pub const DEFAULT_ISOLATION_TIME: Duration = Duration::from_secs(10);
+/// Default of [`Limits::max_effects`].
+pub const DEFAULT_MAX_EFFECTS: usize = 100_000;
+/// Default of [`Limits::max_output_bytes`], MiB.
+pub const DEFAULT_MAX_OUTPUT_MIB: usize = 32;
 
 impl Limits {
     /// Guest time allowed for a batch of `len` events.
     pub fn deadline_for(&self, len: usize) -> Duration {
         self.deadline_base + self.deadline_per_event * len as u32
+    }
+
+    /// wasmtime's hostcall fuel: the bytes one guest-to-host transfer (an
+    /// import's arguments, or `analyze`'s returned effects as lifted into
+    /// host values) may allocate. Sized to what the output caps allow, so a
+    /// flood is cut while it is being copied rather than after.
+    pub fn hostcall_fuel(&self) -> usize {
+        let effects = self
+            .max_effects
+            .saturating_mul(std::mem::size_of::<Effect>());
+        self.max_output_bytes
+            .saturating_mul(2)
+            .saturating_add(effects)
+            .saturating_add(1 << 20)
+    }
+
+    /// Check one call's `effects` against the output caps; `input_bytes[i]`
+    /// is the length of input `i` (empty when unknown).
+    pub fn check_output(&self, effects: &[Effect], input_bytes: &[usize]) -> Result<(), CallFault> {
+        if effects.len() > self.max_effects {
+            return Err(CallFault::OutputLimit(format!(
+                "{} effects, over max_effects = {}",
+                effects.len(),
+                self.max_effects
+            )));
+        }
+        let mut bytes = 0usize;
+        for effect in effects {
+            bytes = bytes.saturating_add(super::effects::output_bytes(effect, input_bytes));
+            if bytes > self.max_output_bytes {
+                return Err(CallFault::OutputLimit(format!(
+                    "effects resolve to over {} MiB, over max_output_mib = {}",
+                    self.max_output_bytes >> 20,
+                    self.max_output_bytes >> 20
+                )));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -105,6 +179,8 @@ pub struct Plugin {
     pub name: Arc<str>,
     /// Reference data warmed for a batch's new symbols before analysis.
     pub reference_prefetch: Arc<[super::ReferenceKind]>,
+    /// Its share of the process (instances, counter names), by name.
+    pub share: Arc<PluginShare>,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -162,10 +238,11 @@ impl Plugin {
                 consumes: Vec::new(),
                 state_version: 0,
             },
-            hash: compiled.hash,
+            hash: compiled.hash.clone(),
             limits: options.limits,
             capabilities: Arc::new(options.capabilities),
             reference_prefetch: options.reference_prefetch.into(),
+            share: runtime.share(options.name.as_deref().unwrap_or(&compiled.hash)),
             name: Arc::from(options.name.clone().unwrap_or_default()),
         };
         let mut instance = Instance::new(&plugin, services).await?;
@@ -173,9 +250,11 @@ impl Plugin {
             .describe()
             .await
             .map_err(|f| PluginError::Describe(f.to_string()))?;
+        drop(instance);
         plugin.info = PluginInfo::from(info);
         if options.name.is_none() {
             plugin.name = Arc::from(plugin.info.name.as_str());
+            plugin.share = runtime.share(&plugin.name);
         }
         tracing::info!(
             plugin = %plugin.name, version = %plugin.info.version, hash = %&plugin.hash[..12],
@@ -204,9 +283,15 @@ pub enum CallFault {
     /// The guest ran past its deadline and was interrupted.
     #[error("plugin exceeded its deadline of {0:?}")]
     Timeout(Duration),
+    /// The call (host imports included) ran past its wall-clock budget.
+    #[error("plugin exceeded its wall-clock budget of {0:?} (time in host imports included)")]
+    WallClock(Duration),
     /// The guest tried to grow memory past its limit.
     #[error("plugin exceeded its memory limit of {0} MiB")]
     MemoryLimit(usize),
+    /// The call's output was over the plugin's caps.
+    #[error("plugin exceeded its output cap: {0}")]
+    OutputLimit(String),
     /// The analyzer returned an error.
     #[error("analyzer error: {0}")]
     Analyzer(String),
@@ -225,7 +310,9 @@ impl CallFault {
             self,
             CallFault::Trap(_)
                 | CallFault::Timeout(_)
+                | CallFault::WallClock(_)
                 | CallFault::MemoryLimit(_)
+                | CallFault::OutputLimit(_)
                 | CallFault::Analyzer(_)
         )
     }
@@ -237,6 +324,8 @@ struct DeadlineExceeded;
 
 /// One live instance of a plugin. A fault poisons it: drop it and make another.
 pub struct Instance {
+    /// One of the plugin's instance slots, held while the instance lives.
+    _slot: OwnedSemaphorePermit,
     store: Store<HostState>,
     bindings: Analyzer,
     limits: Limits,
@@ -247,6 +336,10 @@ impl Instance {
     /// Instantiate `plugin` (from its `InstancePre`) with fresh state.
     pub async fn new(plugin: &Plugin, services: &HostServices) -> Result<Instance, PluginError> {
         let started = Instant::now();
+        let slot = plugin
+            .share
+            .acquire_instance()
+            .map_err(PluginError::Instantiate)?;
         let limits = StoreLimitsBuilder::new()
             .memory_size(plugin.limits.memory_bytes)
             .instances(64)
@@ -259,10 +352,12 @@ impl Instance {
             plugin.name.clone(),
             services.clone(),
             plugin.capabilities.clone(),
-            limits,
+            MemoryBudget::new(limits, plugin.limits.memory_bytes),
+            plugin.share.clone(),
         );
         let mut store = Store::new(plugin.runtime.engine(), state);
         store.limiter(|s| &mut s.limits);
+        store.set_hostcall_fuel(plugin.limits.hostcall_fuel());
         let call_started = Arc::new(std::sync::Mutex::new((
             Instant::now(),
             Duration::from_secs(3600),
@@ -286,6 +381,7 @@ impl Instance {
         metrics::histogram!("mdp_plugin_instantiate_seconds", "plugin" => plugin.name.to_string())
             .record(started.elapsed().as_secs_f64());
         Ok(Instance {
+            _slot: slot,
             store,
             bindings,
             limits: plugin.limits.clone(),
@@ -296,6 +392,7 @@ impl Instance {
     fn arm(&mut self, allowed: Duration) {
         *self.call_started.lock().unwrap_or_else(|p| p.into_inner()) = (Instant::now(), allowed);
         self.store.data_mut().import_time = Duration::ZERO;
+        self.store.data().stderr.clear();
         self.store.set_epoch_deadline(1);
     }
 
@@ -312,8 +409,14 @@ impl Instance {
             return CallFault::Timeout(allowed);
         }
         let text = format!("{error:#}");
-        if text.contains("forcing trap when growing memory") {
+        if text.contains(GROWTH_REFUSED) {
             return CallFault::MemoryLimit(self.limits.memory_bytes >> 20);
+        }
+        if text.contains("fuel allocated for hostcalls has been exhausted") {
+            return CallFault::OutputLimit(format!(
+                "copied more than {} MiB from the guest in one transfer (hostcall fuel, from max_effects and max_output_mib)",
+                self.limits.hostcall_fuel() >> 20
+            ));
         }
         let trap = error
             .downcast_ref::<wasmtime::Trap>()
@@ -325,11 +428,17 @@ impl Instance {
         }
     }
 
+    /// The wall-clock budget of a call whose guest time is `allowed`.
+    fn wall(&self, allowed: Duration) -> Duration {
+        self.limits.wall_budget.max(allowed)
+    }
+
     /// Call `describe`.
     pub async fn describe(&mut self) -> Result<Info, CallFault> {
         let allowed = self.limits.init_deadline;
         self.arm(allowed);
-        let result = self.bindings.call_describe(&mut self.store).await;
+        let wall = self.wall(allowed);
+        let result = within(wall, self.bindings.call_describe(&mut self.store)).await?;
         result.map_err(|e| self.classify(e, allowed))
     }
 
@@ -341,14 +450,14 @@ impl Instance {
     ) -> Result<(), CallFault> {
         let allowed = self.limits.init_deadline;
         self.arm(allowed);
-        let result = self
-            .bindings
-            .call_init(
-                &mut self.store,
-                config,
-                state.map(|s| s.to_vec()).as_deref(),
-            )
-            .await;
+        let wall = self.wall(allowed);
+        let state = state.map(|s| s.to_vec());
+        let result = within(
+            wall,
+            self.bindings
+                .call_init(&mut self.store, config, state.as_deref()),
+        )
+        .await?;
         match result {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(analyzer_fault(e)),
@@ -360,7 +469,8 @@ impl Instance {
     pub async fn analyze(&mut self, batch: &[Event]) -> Result<Vec<Effect>, CallFault> {
         let allowed = self.limits.deadline_for(batch.len());
         self.arm(allowed);
-        let result = self.bindings.call_analyze(&mut self.store, batch).await;
+        let wall = self.wall(allowed);
+        let result = within(wall, self.bindings.call_analyze(&mut self.store, batch)).await?;
         match result {
             Ok(Ok(effects)) => Ok(effects),
             Ok(Err(e)) => Err(analyzer_fault(e)),
@@ -372,7 +482,8 @@ impl Instance {
     pub async fn snapshot(&mut self) -> Result<Vec<u8>, CallFault> {
         let allowed = self.limits.init_deadline;
         self.arm(allowed);
-        let result = self.bindings.call_snapshot(&mut self.store).await;
+        let wall = self.wall(allowed);
+        let result = within(wall, self.bindings.call_snapshot(&mut self.store)).await?;
         result.map_err(|e| self.classify(e, allowed))
     }
 
@@ -382,10 +493,31 @@ impl Instance {
     }
 }
 
+/// Run a call under its wall-clock budget. Past it the call's future is
+/// dropped mid-flight: the instance must not be used again (the worker drops
+/// it on any fault).
+async fn within<T>(wall: Duration, call: impl Future<Output = T>) -> Result<T, CallFault> {
+    tokio::time::timeout(wall, call)
+        .await
+        .map_err(|_| CallFault::WallClock(wall))
+}
+
 fn analyzer_fault(e: AnalyzerError) -> CallFault {
     match e {
         AnalyzerError::NotReady(s) => CallFault::NotReady(s),
         AnalyzerError::BadConfig(s) => CallFault::Analyzer(format!("bad config: {s}")),
         AnalyzerError::Internal(s) => CallFault::Analyzer(s),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_hostcall_fuel_is_below_wasmtimes_default() {
+        let fuel = Limits::default().hostcall_fuel();
+        println!("default hostcall fuel: {} MiB", fuel >> 20);
+        assert!(fuel < 128 << 20, "{fuel}");
     }
 }

@@ -68,13 +68,21 @@ impl Breaker {
             self.crashes.pop_front();
         }
         if self.crashes.len() >= BREAKER_CRASHES {
-            self.open_until = Some(now + self.backoff);
-            tracing::error!(plugin, wait = ?self.backoff, crashes = self.crashes.len(), "plugin keeps crashing; circuit breaker open");
-            metrics::counter!("mdp_plugin_breaker_open_total", "plugin" => plugin.to_string())
-                .increment(1);
-            self.backoff = (self.backoff * 2).min(Duration::from_secs(60));
-            self.crashes.clear();
+            let reason = format!("{} crashes within {BREAKER_WINDOW:?}", self.crashes.len());
+            self.trip(plugin, &reason);
         }
+    }
+
+    /// Open the breaker now; returns how long it stays open.
+    fn trip(&mut self, plugin: &str, reason: &str) -> Duration {
+        let wait = self.backoff;
+        self.open_until = Some(Instant::now() + wait);
+        tracing::error!(plugin, ?wait, %reason, "plugin keeps crashing; circuit breaker open");
+        metrics::counter!("mdp_plugin_breaker_open_total", "plugin" => plugin.to_string())
+            .increment(1);
+        self.backoff = (self.backoff * 2).min(Duration::from_secs(60));
+        self.crashes.clear();
+        wait
     }
 
     fn check(&mut self) -> Option<Duration> {
@@ -198,9 +206,20 @@ impl LiveWorker {
     }
 
     /// Analyze a batch with the current generation. During probation a
-    /// failing batch marks the new generation bad (rolling the slot back) and
-    /// is run again on the previous generation.
+    /// batch the new generation fails by its own fault marks it bad (rolling
+    /// the slot back) and is run again on the previous generation; a host
+    /// error (store down) is returned for a later retry without blaming it.
     pub async fn analyze(&mut self, batch: &[Event]) -> Result<BatchOutput, LiveError> {
+        self.analyze_sized(batch, &[]).await
+    }
+
+    /// [`LiveWorker::analyze`], knowing the length of each event's input
+    /// text (see [`Worker::analyze_sized`]).
+    pub async fn analyze_sized(
+        &mut self,
+        batch: &[Event],
+        input_bytes: &[usize],
+    ) -> Result<BatchOutput, LiveError> {
         if let Some(wait) = self.breaker.check() {
             return Err(LiveError::CircuitOpen {
                 plugin: self.slot.name().to_string(),
@@ -208,9 +227,9 @@ impl LiveWorker {
             });
         }
         let result = if self.probation > 0 {
-            self.worker.analyze_strict(batch).await
+            self.worker.analyze_strict(batch, input_bytes).await
         } else {
-            self.worker.analyze(batch).await
+            self.worker.analyze_sized(batch, input_bytes).await
         };
         let crashed = match &result {
             Ok(out) => out.faults.iter().filter(|f| f.is_crash()).count(),
@@ -218,28 +237,47 @@ impl LiveWorker {
             Err(_) => 0,
         };
         if self.probation > 0 {
-            if crashed == 0 && result.is_ok() {
+            // Only the plugin's own faults (trap, timeout, memory, output
+            // caps, analyzer errors, a failing init) count against a new
+            // generation: a store or queue blip (BatchError::Host) or a
+            // not-ready analyzer neither passes nor fails its probation.
+            if crashed > 0 {
+                if let Some((generation, worker)) = self.fallback.take() {
+                    let reason = match &result {
+                        Ok(out) => out
+                            .faults
+                            .iter()
+                            .find(|f| f.is_crash())
+                            .map(|f| f.to_string())
+                            .unwrap_or_default(),
+                        Err(e) => e.to_string(),
+                    };
+                    self.slot.report_bad(self.generation.number, &reason);
+                    self.changes.borrow_and_update();
+                    self.generation = generation;
+                    self.worker = worker;
+                    self.probation = 0;
+                    self.switches += 1;
+                    return self
+                        .worker
+                        .analyze_sized(batch, input_bytes)
+                        .await
+                        .map_err(LiveError::from);
+                }
+            } else if result.is_ok() {
                 self.probation -= 1;
                 if self.probation == 0 {
                     self.fallback = None;
                 }
-            } else if let Some((generation, worker)) = self.fallback.take() {
-                let reason = match &result {
-                    Ok(out) => out
-                        .faults
-                        .first()
-                        .map(|f| f.to_string())
-                        .unwrap_or_default(),
-                    Err(e) => e.to_string(),
-                };
-                self.slot.report_bad(self.generation.number, &reason);
-                self.changes.borrow_and_update();
-                self.generation = generation;
-                self.worker = worker;
-                self.probation = 0;
-                self.switches += 1;
-                return self.worker.analyze(batch).await.map_err(LiveError::from);
             }
+        }
+        if let Err(BatchError::Isolation(reason)) = &result {
+            // Bisecting further would cost more calls than the batch is worth.
+            let wait = self.breaker.trip(self.slot.name(), reason);
+            return Err(LiveError::CircuitOpen {
+                plugin: self.slot.name().to_string(),
+                wait,
+            });
         }
         if crashed > 0 {
             self.breaker.record(crashed, self.slot.name());

@@ -12,11 +12,17 @@
 //! memory_mib = 64
 //! deadline_ms = 50                  # per call; scaled by batch length
 //! batches_in_flight = 2              # analyze the next batch while this one is applied
-//! [capabilities]
-//! key_prefixes = ["quote:", "scanners:"]
-//! channels = ["quote:", "scanners:"]
-//! [placement]                        # keys kept in the MDC (analyzer state);
-//! cache_keys = ["leaderboard:*"]     # the rest, and channels, in the WDC
+//! wall_ms = 5000                    # per call, host imports included (default)
+//! isolation_calls = 64              # bisection calls per failing batch (default)
+//! isolation_ms = 10000              # bisection time per failing batch (default)
+//! max_effects = 100000              # per call (default)
+//! max_output_mib = 32               # resolved output per call (default)
+//! [capabilities]                    # absent: writes only under "<name>:", reads any key
+//! key_prefixes = ["quote:", "scanners:"]   # default ["<name>:"]; [""] allows every key
+//! channels = ["quote:", "scanners:"]       # default ["<name>:"]
+//! read_prefixes = ["quote:"]               # default: any key may be read
+//! [placement]                       # keys kept in the MDC (analyzer state);
+//! cache_keys = ["leaderboard:*"]    # the rest, and channels, in the WDC
 //! ```
 
 use std::collections::BTreeMap;
@@ -61,16 +67,34 @@ pub struct ManifestLimits {
     /// Batches in flight between analysis and acknowledgement (default 1):
     /// see [`Limits::batches_in_flight`].
     pub batches_in_flight: Option<usize>,
+    /// Wall-clock budget per call, host imports included, milliseconds
+    /// (default [`super::DEFAULT_WALL_BUDGET`]).
+    pub wall_ms: Option<u64>,
+    /// Calls a failing batch's poison isolation may make (default
+    /// [`super::DEFAULT_ISOLATION_CALLS`]).
+    pub isolation_calls: Option<usize>,
+    /// Time a failing batch's poison isolation may take, milliseconds
+    /// (default [`super::DEFAULT_ISOLATION_TIME`]).
+    pub isolation_ms: Option<u64>,
+    /// Most effects per call (default [`super::DEFAULT_MAX_EFFECTS`]).
+    pub max_effects: Option<usize>,
+    /// Most resolved output per call, MiB (default
+    /// [`super::DEFAULT_MAX_OUTPUT_MIB`]).
+    pub max_output_mib: Option<u32>,
 }
 
-/// Capabilities in a manifest.
+/// Capabilities in a manifest. Writes default to the plugin's own
+/// `<name>:` prefix; reads default to unrestricted. An empty prefix (`""`)
+/// allows everything.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ManifestCapabilities {
-    /// Key prefixes the plugin may write.
-    pub key_prefixes: Vec<String>,
-    /// Channel prefixes it may publish on.
-    pub channels: Vec<String>,
+    /// Key prefixes the plugin may write (default `["<name>:"]`).
+    pub key_prefixes: Option<Vec<String>>,
+    /// Channel prefixes it may publish on (default `["<name>:"]`).
+    pub channels: Option<Vec<String>>,
+    /// Key prefixes it may read through the cache imports (default: any).
+    pub read_prefixes: Option<Vec<String>>,
 }
 
 /// Where a plugin's keys live (see [`crate::store::PlacedStore`]).
@@ -101,7 +125,8 @@ pub struct Manifest {
     pub config: BTreeMap<String, String>,
     /// Limits.
     pub limits: Option<ManifestLimits>,
-    /// Capabilities; absent = unrestricted.
+    /// Capabilities; absent = writes only under the plugin's own `<name>:`
+    /// prefix (keys and channels), reads unrestricted.
     pub capabilities: Option<ManifestCapabilities>,
     /// Reference data the host fetches concurrently for each batch's new
     /// symbols before the analyzer runs, so the plugin's own (sequential)
@@ -190,7 +215,12 @@ impl Manifest {
             && (l.memory_mib == Some(0)
                 || l.deadline_ms == Some(0)
                 || l.max_batch == Some(0)
-                || l.batches_in_flight == Some(0))
+                || l.batches_in_flight == Some(0)
+                || l.wall_ms == Some(0)
+                || l.isolation_calls == Some(0)
+                || l.isolation_ms == Some(0)
+                || l.max_effects == Some(0)
+                || l.max_output_mib == Some(0))
         {
             return Err("limits must be positive".into());
         }
@@ -227,6 +257,20 @@ impl Manifest {
             .collect()
     }
 
+    /// The capabilities the host enforces: the manifest's, with writes not
+    /// named defaulting to the plugin's own `<name>:` prefix.
+    pub fn capabilities(&self) -> Capabilities {
+        let own = Capabilities::own_prefix(&self.name);
+        match &self.capabilities {
+            Some(c) => Capabilities {
+                key_prefixes: c.key_prefixes.clone().or(own.key_prefixes),
+                channels: c.channels.clone().or(own.channels),
+                read_prefixes: c.read_prefixes.clone(),
+            },
+            None => own,
+        }
+    }
+
     /// Load options (name, limits, capabilities) for this plugin.
     pub fn load_options(&self) -> LoadOptions {
         let mut limits = Limits::default();
@@ -243,17 +287,26 @@ impl Manifest {
             if let Some(n) = l.batches_in_flight {
                 limits.batches_in_flight = n;
             }
+            if let Some(ms) = l.wall_ms {
+                limits.wall_budget = Duration::from_millis(ms);
+            }
+            if let Some(n) = l.isolation_calls {
+                limits.isolation_calls = n;
+            }
+            if let Some(ms) = l.isolation_ms {
+                limits.isolation_time = Duration::from_millis(ms);
+            }
+            if let Some(n) = l.max_effects {
+                limits.max_effects = n;
+            }
+            if let Some(m) = l.max_output_mib {
+                limits.max_output_bytes = (m as usize) << 20;
+            }
         }
         LoadOptions {
             name: Some(self.name.clone()),
             limits,
-            capabilities: match &self.capabilities {
-                Some(c) => Capabilities {
-                    key_prefixes: Some(c.key_prefixes.clone()),
-                    channels: Some(c.channels.clone()),
-                },
-                None => Capabilities::unrestricted(),
-            },
+            capabilities: self.capabilities(),
             reference_prefetch: self.reference_prefetch.clone(),
         }
     }
@@ -357,6 +410,23 @@ a = "${lower-case}"
         );
         let e = Manifest::load(&path).unwrap_err();
         assert!(e.reason.contains("config a"), "{e}");
+    }
+
+    #[test]
+    fn without_capabilities_a_plugin_writes_only_under_its_own_name() {
+        let (_d, path) = write("name = \"p\"\nwit = \"mdp:analyzer@1.0.0\"\nconsumes = [\"q\"]\n");
+        let caps = Manifest::load(&path).unwrap().load_options().capabilities;
+        assert!(caps.check_key("p:x").is_ok());
+        assert!(caps.check_key("stocks:x").is_err());
+        assert!(caps.check_channel("p:c").is_ok());
+        assert!(caps.check_channel("quote:A").is_err());
+        assert!(caps.check_read("stocks:x").is_ok());
+        let (_d, path) = write(
+            "name = \"p\"\nwit = \"mdp:analyzer@1.0.0\"\nconsumes = [\"q\"]\n[capabilities]\nread_prefixes = [\"p:\"]\n",
+        );
+        let caps = Manifest::load(&path).unwrap().load_options().capabilities;
+        assert!(caps.check_key("p:x").is_ok() && caps.check_key("q:x").is_err());
+        assert!(caps.check_read("secret").is_err());
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! - [`Worker`]: batches with retry and poison-event isolation.
 //! - [`effects`]: effects → store writes, capabilities enforced.
 
+pub mod artifact_cache;
 pub mod bindings;
 mod capability;
 mod clock;
@@ -19,18 +20,24 @@ mod engine;
 pub mod golden;
 mod host_state;
 mod instance;
+pub mod limiter;
 mod live;
 pub mod manifest;
 mod reference;
 pub mod registry;
 pub mod scaffold;
+pub mod share;
 mod worker;
 
+pub use artifact_cache::{ArtifactCache, ArtifactCacheError, CacheKey};
 pub use capability::{Capabilities, Denied};
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use engine::{Compiled, Runtime, RuntimeConfig, wasmtime_version};
 pub use host_state::{HostFault, HostServices, HostState};
-pub use instance::{CallFault, Instance, Limits, LoadOptions, Plugin, PluginInfo};
+pub use instance::{
+    CallFault, DEFAULT_ISOLATION_CALLS, DEFAULT_ISOLATION_TIME, DEFAULT_MAX_EFFECTS,
+    DEFAULT_MAX_OUTPUT_MIB, DEFAULT_WALL_BUDGET, Instance, Limits, LoadOptions, Plugin, PluginInfo,
+};
 pub use live::{LiveError, LiveWorker};
 pub use reference::{
     ReferenceData, ReferenceFault, ReferenceKind, StoreReference, market_status_named,
@@ -64,6 +71,9 @@ pub enum PluginError {
     /// `describe` trapped.
     #[error("`describe` failed: {0}")]
     Describe(String),
+    /// The compiled-artifact cache could not be set up as configured.
+    #[error("{0}")]
+    ArtifactCache(String),
     /// The engine could not be set up.
     #[error("wasm engine: {0}")]
     Engine(String),

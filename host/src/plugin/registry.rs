@@ -196,12 +196,17 @@ fn plugin_name(path: &Path) -> Option<String> {
 }
 
 impl Registry {
-    /// A registry over `dir`, loading every plugin found there now.
+    /// A registry over `dir`, loading every plugin found there now. A
+    /// runtime whose artifact cache is inside `dir` is refused.
     pub async fn open(
         runtime: Runtime,
         services: HostServices,
         dir: &Path,
     ) -> std::io::Result<Arc<Registry>> {
+        if let Some(cache) = runtime.artifact_cache() {
+            super::artifact_cache::refuse_inside(cache.dir(), dir)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        }
         let registry = Arc::new(Registry {
             runtime,
             services,

@@ -151,9 +151,13 @@ golden = "golden.json"
 memory_mib = {memory}
 deadline_ms = {deadline}
 
+# What the host lets the plugin touch; effects outside are refused and counted.
+# Without this table the plugin may write only keys and channels starting with
+# "{name}:" (the defaults below) and read any key; an empty prefix "" allows all.
 [capabilities]
 key_prefixes = ["{name}:"]
 channels = ["{name}:"]
+# read_prefixes = ["{name}:", "quote:"]   # cache reads; default: any key
 "#;
 
 const GOLDEN: &str = r#"{

@@ -26,6 +26,10 @@ pub enum BatchError {
     /// A fresh instance could not be created or initialised.
     #[error("plugin could not start: {0}")]
     Start(String),
+    /// Isolating the poison events of a failing batch used up its budget
+    /// (the plugin fails on too many events): retry the batch later.
+    #[error("poison isolation gave up: {0}")]
+    Isolation(String),
 }
 
 /// The result of one batch.
@@ -45,6 +49,12 @@ pub struct Worker {
     config: Vec<(String, String)>,
     instance: Option<Instance>,
     handoff: Option<Vec<u8>>,
+    /// Calls made so far.
+    calls: u64,
+    /// The current batch's poison events, described (logged once per batch).
+    poisoned: Vec<String>,
+    /// What the current batch's isolation may still spend: calls, and until when.
+    isolation: (usize, Instant),
 }
 
 impl Worker {
@@ -56,7 +66,15 @@ impl Worker {
             config,
             instance: None,
             handoff: None,
+            calls: 0,
+            poisoned: Vec::new(),
+            isolation: (0, Instant::now()),
         }
+    }
+
+    /// Calls into the plugin made so far.
+    pub fn calls(&self) -> u64 {
+        self.calls
     }
 
     /// The plugin this worker runs.
@@ -114,7 +132,14 @@ impl Worker {
         metrics::counter!(name, &self.plugin.metric_labels()).increment(n);
     }
 
-    async fn call(&mut self, batch: &[Event]) -> Result<Vec<Effect>, CallFault> {
+    /// One call into the plugin; `input_bytes` are the lengths of the
+    /// batch's input texts (empty when unknown), for the output caps.
+    async fn call(
+        &mut self,
+        batch: &[Event],
+        input_bytes: &[usize],
+    ) -> Result<Vec<Effect>, CallFault> {
+        let plugin = self.plugin.clone();
         let instance = match self.instance().await {
             Ok(i) => i,
             Err(BatchError::Host(h)) => return Err(CallFault::Host(h)),
@@ -122,15 +147,23 @@ impl Worker {
             Err(e) => return Err(CallFault::Trap(e.to_string())),
         };
         let started = Instant::now();
-        let result = instance.analyze(batch).await;
+        let limits = &plugin.limits;
+        let result = instance
+            .analyze(batch)
+            .await
+            .and_then(|effects| limits.check_output(&effects, input_bytes).map(|()| effects));
         metrics::histogram!("mdp_plugin_call_seconds", &self.plugin.metric_labels())
             .record(started.elapsed().as_secs_f64());
         self.count("mdp_plugin_calls_total", 1);
+        self.calls += 1;
         if let Err(fault) = &result {
             // A fault poisons the store: never call into it again.
             self.instance = None;
             match fault {
-                CallFault::Timeout(_) => self.count("mdp_plugin_timeouts_total", 1),
+                CallFault::Timeout(_) | CallFault::WallClock(_) => {
+                    self.count("mdp_plugin_timeouts_total", 1)
+                }
+                CallFault::OutputLimit(_) => self.count("mdp_plugin_output_cap_total", 1),
                 f if f.is_crash() => self.count("mdp_plugin_traps_total", 1),
                 _ => {}
             }
@@ -140,26 +173,48 @@ impl Worker {
 
     /// Analyze a batch with crash isolation.
     pub async fn analyze(&mut self, batch: &[Event]) -> Result<BatchOutput, BatchError> {
-        self.run(batch, true).await
+        self.run(batch, &[], true).await
+    }
+
+    /// Analyze a batch with crash isolation, knowing the length of each
+    /// event's input text (`input_bytes[i]` for `batch[i]`), so that
+    /// `input` bodies count towards the output cap at their real size.
+    pub async fn analyze_sized(
+        &mut self,
+        batch: &[Event],
+        input_bytes: &[usize],
+    ) -> Result<BatchOutput, BatchError> {
+        self.run(batch, input_bytes, true).await
     }
 
     /// Analyze a batch without retry or isolation: the first fault is
-    /// reported in `faults` with no effects (used for generations on probation).
-    pub async fn analyze_strict(&mut self, batch: &[Event]) -> Result<BatchOutput, BatchError> {
-        self.run(batch, false).await
+    /// reported in `faults` with no effects (used for generations on
+    /// probation). `input_bytes` as for [`Worker::analyze_sized`].
+    pub async fn analyze_strict(
+        &mut self,
+        batch: &[Event],
+        input_bytes: &[usize],
+    ) -> Result<BatchOutput, BatchError> {
+        self.run(batch, input_bytes, false).await
     }
 
     /// Run `batch`, cut into calls of at most the plugin's `max_batch`
     /// events (one message may carry more), with each call's input indexes
     /// shifted back to the whole batch.
-    async fn run(&mut self, batch: &[Event], isolate: bool) -> Result<BatchOutput, BatchError> {
+    async fn run(
+        &mut self,
+        batch: &[Event],
+        input_bytes: &[usize],
+        isolate: bool,
+    ) -> Result<BatchOutput, BatchError> {
         let max = self.plugin.limits.max_batch.max(1);
         if batch.len() <= max {
-            return self.run_call(batch, isolate).await;
+            return self.run_call(batch, input_bytes, isolate).await;
         }
         let mut out = BatchOutput::default();
         for (n, part) in batch.chunks(max).enumerate() {
-            let mut part_out = self.run_call(part, isolate).await?;
+            let sizes = sub(input_bytes, n * max, part.len());
+            let mut part_out = self.run_call(part, sizes, isolate).await?;
             self.shift(&mut part_out.effects, n * max, part.len());
             out.effects.append(&mut part_out.effects);
             out.faults.append(&mut part_out.faults);
@@ -175,6 +230,7 @@ impl Worker {
     async fn run_call(
         &mut self,
         batch: &[Event],
+        input_bytes: &[usize],
         isolate: bool,
     ) -> Result<BatchOutput, BatchError> {
         let span = tracing::info_span!(
@@ -185,7 +241,7 @@ impl Worker {
             faults = tracing::field::Empty,
         );
         let result = self
-            .run_batch(batch, isolate)
+            .run_batch(batch, input_bytes, isolate)
             .instrument(span.clone())
             .await;
         if let Ok(out) = &result {
@@ -198,11 +254,12 @@ impl Worker {
     async fn run_batch(
         &mut self,
         batch: &[Event],
+        input_bytes: &[usize],
         isolate: bool,
     ) -> Result<BatchOutput, BatchError> {
         self.count("mdp_plugin_events_total", batch.len() as u64);
         let mut out = BatchOutput::default();
-        match self.call(batch).await {
+        match self.call(batch, input_bytes).await {
             Ok(effects) => out.effects = effects,
             Err(fault) => {
                 fatal(&fault)?;
@@ -211,12 +268,25 @@ impl Worker {
                     return Ok(out);
                 }
                 tracing::warn!(plugin = %self.plugin.name, %fault, events = batch.len(), "batch failed; retrying once on a fresh instance");
-                match self.call(batch).await {
+                match self.call(batch, input_bytes).await {
                     Ok(effects) => out.effects = effects,
                     Err(fault) => {
                         fatal(&fault)?;
                         out.faults.push(fault.clone());
-                        self.isolate(batch, 0, fault, &mut out).await?;
+                        let limits = &self.plugin.limits;
+                        self.isolation = (
+                            limits.isolation_calls,
+                            Instant::now() + limits.isolation_time,
+                        );
+                        self.poisoned.clear();
+                        let isolated = self.isolate(batch, input_bytes, 0, fault, &mut out).await;
+                        let poisoned = std::mem::take(&mut self.poisoned);
+                        super::effects::log_batch(
+                            &self.plugin.name,
+                            "poison events rejected",
+                            &poisoned,
+                        );
+                        isolated?;
                     }
                 }
             }
@@ -243,9 +313,7 @@ impl Worker {
         // Batches are far smaller than u32::MAX events; saturate rather than wrap.
         let to_u32 = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
         let denied = shift(effects, to_u32(start), to_u32(len));
-        for why in &denied {
-            tracing::warn!(plugin = %self.plugin.name, %why, "effect refused");
-        }
+        super::effects::log_batch(&self.plugin.name, "effects refused", &denied);
         self.count("mdp_plugin_bad_index_effects_total", denied.len() as u64);
     }
 
@@ -255,12 +323,13 @@ impl Worker {
     async fn isolate(
         &mut self,
         batch: &[Event],
+        input_bytes: &[usize],
         offset: usize,
         fault: CallFault,
         out: &mut BatchOutput,
     ) -> Result<(), BatchError> {
         if batch.len() == 1 {
-            tracing::warn!(plugin = %self.plugin.name, index = offset, %fault, "rejecting poison event");
+            self.poisoned.push(format!("event {offset}: {fault}"));
             self.count("mdp_plugin_poison_events_total", 1);
             out.effects.push(Effect::Reject(
                 super::bindings::mdp::analyzer::types::Reject {
@@ -271,20 +340,46 @@ impl Worker {
             return Ok(());
         }
         let mid = batch.len() / 2;
-        for (part, start) in [(&batch[..mid], offset), (&batch[mid..], offset + mid)] {
-            match self.call(part).await {
+        for (part, from) in [(&batch[..mid], 0), (&batch[mid..], mid)] {
+            let sizes = sub(input_bytes, from, part.len());
+            let start = offset + from;
+            self.spend_isolation()?;
+            match self.call(part, sizes).await {
                 Ok(mut effects) => {
                     self.shift(&mut effects, start, part.len());
                     out.effects.extend(effects);
                 }
                 Err(f) => {
                     fatal(&f)?;
-                    Box::pin(self.isolate(part, start, f, out)).await?;
+                    Box::pin(self.isolate(part, sizes, start, f, out)).await?;
                 }
             }
         }
         Ok(())
     }
+}
+
+impl Worker {
+    /// Take one call from the current batch's isolation budget, or give up:
+    /// the breaker opens (see `LiveWorker`) and the batch is retried later.
+    fn spend_isolation(&mut self) -> Result<(), BatchError> {
+        let limits = &self.plugin.limits;
+        let (left, until) = &mut self.isolation;
+        if *left == 0 || Instant::now() > *until {
+            self.count("mdp_plugin_isolation_exhausted_total", 1);
+            return Err(BatchError::Isolation(format!(
+                "the batch still fails after {} isolation calls or {:?} (limits isolation_calls, isolation_ms)",
+                limits.isolation_calls, limits.isolation_time
+            )));
+        }
+        *left -= 1;
+        Ok(())
+    }
+}
+
+/// The input lengths of the `len` events from `start` (empty when unknown).
+fn sub(input_bytes: &[usize], start: usize, len: usize) -> &[usize] {
+    input_bytes.get(start..start + len).unwrap_or(&[])
 }
 
 /// Faults that are not the batch's fault end the attempt: the caller retries later.

@@ -299,7 +299,7 @@ impl MassiveReference {
     async fn write(&self, key: &str, value: &str, ttl: Duration) {
         let write = Write::Set {
             key: key.to_string(),
-            value: value.to_string(),
+            value: value.into(),
             ttl: Some(ttl),
         };
         if let Err(e) = self.store.apply(&[write], false).await {

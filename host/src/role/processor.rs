@@ -580,15 +580,31 @@ impl Processor {
     /// batch comes back to be requeued.
     async fn analyze(&mut self, pending: Pending) -> Result<Analyzed, (Pending, LiveError)> {
         self.warm_reference(&pending.batch.events).await;
-        let output = match self.worker.analyze(&pending.batch.events).await {
+        let sizes = pending.batch.input_bytes();
+        let output = match self
+            .worker
+            .analyze_sized(&pending.batch.events, &sizes)
+            .await
+        {
             Ok(o) => o,
             Err(e) => return Err((pending, e)),
         };
-        let resolved = effects::resolve(&output.effects, &pending.batch.texts, &self.capabilities);
-        for denied in &resolved.denied {
-            self.counters
-                .add("mdp_capability_denied_total", 1, |s| &mut s.denied);
-            tracing::warn!(plugin = %self.worker.plugin().name, %denied, "effect refused");
+        let resolved = effects::resolve(
+            &output.effects,
+            &pending.batch.shared_texts(),
+            &self.capabilities,
+        );
+        if !resolved.denied.is_empty() {
+            self.counters.add(
+                "mdp_capability_denied_total",
+                resolved.denied.len() as u64,
+                |s| &mut s.denied,
+            );
+            effects::log_batch(
+                &self.worker.plugin().name,
+                "effects refused by the plugin's capabilities",
+                &resolved.denied,
+            );
         }
         Ok(Analyzed {
             pending,
@@ -726,6 +742,18 @@ impl Settler {
             }
             return true;
         }
+        let described: Vec<String> = rejected
+            .iter()
+            .flatten()
+            .map(|(index, reason)| format!("event {index}: {reason}"))
+            .collect();
+        let plugin = self
+            .counters
+            .plugin
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        effects::log_batch(&plugin, "events rejected", &described);
         let mut acked = 0u64;
         for (i, delivery) in pending.deliveries.iter().enumerate() {
             let bad = &rejected[i];
@@ -736,9 +764,6 @@ impl Settler {
                     .add("mdp_processing_error_total", bad.len() as u64, |s| {
                         &mut s.processing_error
                     });
-                for (index, reason) in bad {
-                    tracing::warn!(queue = %self.queue_name, index, %reason, "event rejected");
-                }
                 if bad.len() == pending.count[i] {
                     self.acker.reject(delivery.tag, false).await
                 } else {

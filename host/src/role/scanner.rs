@@ -181,17 +181,26 @@ impl Scanner {
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            let output = match self.worker.analyze(&batch.events).await {
+            let output = match self
+                .worker
+                .analyze_sized(&batch.events, &batch.input_bytes())
+                .await
+            {
                 Ok(o) => o,
                 Err(e) => {
                     last_error = e.to_string();
                     continue;
                 }
             };
-            let resolved = effects::resolve(&output.effects, &batch.texts, &self.capabilities);
-            for denied in &resolved.denied {
-                self.count("mdp_capability_denied_total", 1);
-                tracing::warn!(plugin = %self.worker.plugin().name, %denied, "effect refused");
+            let resolved =
+                effects::resolve(&output.effects, &batch.shared_texts(), &self.capabilities);
+            if !resolved.denied.is_empty() {
+                self.count("mdp_capability_denied_total", resolved.denied.len() as u64);
+                effects::log_batch(
+                    &self.worker.plugin().name,
+                    "effects refused by the plugin's capabilities",
+                    &resolved.denied,
+                );
             }
             if let Err(e) = self.store.apply(&resolved.writes, false).await {
                 last_error = e.to_string();

@@ -259,7 +259,7 @@ impl Data {
     fn write(&mut self, w: &Write, now: Instant) -> StoreResult<Option<(String, Arc<str>)>> {
         match w {
             Write::Set { key, value, ttl } => {
-                let entry = Entry::new(key, Value::Str(value.clone()), ttl.map(|t| now + t));
+                let entry = Entry::new(key, Value::Str(value.to_string()), ttl.map(|t| now + t));
                 self.insert(key.clone(), entry);
             }
             Write::Push {
@@ -271,7 +271,7 @@ impl Data {
                 let entry = self.slot(key, now, Value::List(VecDeque::new()))?;
                 let before = entry.cost;
                 if let Value::List(list) = &mut entry.value {
-                    list.push_front(value.clone());
+                    list.push_front(value.to_string());
                     entry.cost += str_cost(value);
                     while list.len() > *max_len as usize {
                         if let Some(dropped) = list.pop_back() {
@@ -326,7 +326,7 @@ impl Data {
                 }
             }
             Write::Publish { channel, message } => {
-                return Ok(Some((channel.clone(), Arc::from(message.as_str()))));
+                return Ok(Some((channel.clone(), message.clone())));
             }
         }
         Ok(None)
@@ -648,12 +648,12 @@ mod tests {
         let writes = vec![
             Write::Set {
                 key: "s".into(),
-                value: "x".repeat(100),
+                value: "x".repeat(100).into(),
                 ttl: None,
             },
             Write::Set {
                 key: "s".into(),
-                value: "y".repeat(10),
+                value: "y".repeat(10).into(),
                 ttl: None,
             },
             push("l", &"a".repeat(50), 60),
@@ -782,7 +782,7 @@ mod tests {
             .apply(
                 &[Write::Set {
                     key: "keep".into(),
-                    value: keep.clone(),
+                    value: keep.as_str().into(),
                     ttl: None,
                 }],
                 false,

@@ -60,7 +60,7 @@ pub enum Write {
         /// Key.
         key: String,
         /// Value (JSON text).
-        value: String,
+        value: Arc<str>,
         /// Expiry; `None` = no expiry.
         ttl: Option<Duration>,
     },
@@ -69,7 +69,7 @@ pub enum Write {
         /// List key.
         key: String,
         /// Value pushed at the head.
-        value: String,
+        value: Arc<str>,
         /// Maximum list length kept.
         max_len: u32,
         /// Expiry of the list; `None` leaves it unchanged.
@@ -105,7 +105,7 @@ pub enum Write {
         /// Channel.
         channel: String,
         /// Message (JSON text).
-        message: String,
+        message: Arc<str>,
     },
 }
 

@@ -161,7 +161,7 @@ impl Store for RedisStore {
         for w in writes {
             match w {
                 Write::Set { key, value, ttl } => {
-                    let cmd = pipe.cmd("SET").arg(key).arg(value);
+                    let cmd = pipe.cmd("SET").arg(key).arg(value.as_ref());
                     if let Some(s) = ttl_secs(ttl) {
                         cmd.arg("EX").arg(s);
                     }
@@ -173,7 +173,7 @@ impl Store for RedisStore {
                     max_len,
                     ttl,
                 } => {
-                    pipe.cmd("LPUSH").arg(key).arg(value).ignore();
+                    pipe.cmd("LPUSH").arg(key).arg(value.as_ref()).ignore();
                     pipe.cmd("LTRIM")
                         .arg(key)
                         .arg(0)
@@ -225,7 +225,10 @@ impl Store for RedisStore {
                     }
                 }
                 Write::Publish { channel, message } => {
-                    pipe.cmd("PUBLISH").arg(channel).arg(message).ignore();
+                    pipe.cmd("PUBLISH")
+                        .arg(channel)
+                        .arg(message.as_ref())
+                        .ignore();
                 }
             }
         }
