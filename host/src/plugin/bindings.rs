@@ -1,3 +1,4 @@
+#![allow(missing_docs)] // The items `bindgen!` generates carry the WIT comments, not rustdoc.
 //! The one `bindgen!` site: host-side bindings of `wit/analyzer.wit`.
 //!
 //! Imports are async (cache reads go to Redis) and trappable: a host

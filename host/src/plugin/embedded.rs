@@ -99,6 +99,12 @@ pub fn sdk_manifest() -> String {
             }
         }
     }
+    // `[lints] workspace = true` becomes the workspace's lint tables.
+    if let Some(lints) = sdk.get_mut("lints")
+        && is_inherited(lints)
+    {
+        *lints = toml::Value::Table(inherited("lints"));
+    }
     if let Some(deps) = sdk
         .get_mut("dependencies")
         .and_then(toml::Value::as_table_mut)
@@ -249,6 +255,7 @@ mod tests {
         let wit_bindgen = &t["dependencies"]["wit-bindgen"];
         assert_eq!(wit_bindgen["version"].as_str(), Some("0.46"));
         assert_eq!(wit_bindgen["default-features"].as_bool(), Some(false));
+        assert_eq!(t["lints"]["rust"]["missing_docs"].as_str(), Some("deny"));
     }
 
     #[test]
