@@ -1,4 +1,4 @@
-//! Analyzer parity end to end (issue #7): a recorded simulator stream
+//! Analyzer parity end to end: a recorded simulator stream
 //! (`tests/fixtures/replay/stream.jsonl`) is replayed by the simulator to the
 //! Massive listener, through the queues into the processors (`massive-router`
 //! on quotes, `leaderboard` on aggregates, `top-trades` on trades) and the
@@ -208,7 +208,7 @@ struct Expected {
     trade_stats: BTreeMap<String, Value>,
 }
 
-/// The seed's quote of an aggregate (seed-inventory §2.3), from the event,
+/// The seed's quote of an aggregate, from the event,
 /// the open baseline and the reference data.
 fn seed_quote(a: &Map<String, Value>, open: f64, r: &RefData) -> Map<String, Value> {
     let close = f(a, "c");

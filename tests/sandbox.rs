@@ -1,4 +1,4 @@
-//! The plugin sandbox (issue #16): what a hostile plugin, or whoever can
+//! The plugin sandbox: what a hostile plugin, or whoever can
 //! write the plugin directory, must not be able to do to the host. Each test
 //! checks that the host survives, that other plugins keep serving, and that
 //! the operator gets one clear reason.

@@ -1,4 +1,4 @@
-//! Secrets never leak (#16): every role of `deploy/compose.yaml` runs as its
+//! Secrets never leak: every role of `deploy/compose.yaml` runs as its
 //! own `mdp` process, with the simulators, with every secret set to a
 //! distinctive value — a RabbitMQ user and a Redis ACL user with passwords
 //! of their own, the Massive and Finlight API keys (the simulators demand

@@ -1,4 +1,4 @@
-//! The widget WebSocket protocol (seed WDS, seed-inventory §5.1) against an
+//! The widget WebSocket protocol (seed WDS) against an
 //! in-process server: every action and error path, both auth modes, pattern
 //! subscriptions, limits, a slow client, and a store restart.
 

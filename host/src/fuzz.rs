@@ -217,8 +217,8 @@ pub struct Target {
 
 const JSON_ALPHABET: &[u8] = b"[]{}\",:.-+0123456789eEtruefalsnl \\u";
 
-/// Every target, with samples from the protocols (protocols.md, the tests,
-/// the shipped plugins).
+/// Every target, with samples of each protocol (from the tests and the
+/// shipped plugins).
 pub const TARGETS: [Target; 5] = [
     Target {
         name: "massive_frame",

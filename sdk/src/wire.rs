@@ -1,4 +1,4 @@
-//! The seed's queue JSON (seed-inventory §4.1) and a JSON form of effects.
+//! The seed's queue JSON and a JSON form of effects.
 //!
 //! [`decode_event`] turns one queue message object into an [`Event`]: a typed
 //! record when the object names a known `event_type` and carries its required

@@ -1,5 +1,5 @@
-//! Massive WebSocket stocks events (short keys, protocols.md §1.6) to the
-//! seed's queue JSON (seed-inventory §4.1): `sym`→`symbol`, `p`→`price`, ...
+//! Massive WebSocket stocks events (short keys) to the
+//! seed's queue JSON: `sym`→`symbol`, `p`→`price`, ...
 //! Fields the seed drops (`ds`, `dv`, `dav`, quote `trfi`/`trft`) are dropped;
 //! unknown event types are passed through unchanged (they go to `unknown`).
 

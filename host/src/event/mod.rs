@@ -1,7 +1,7 @@
-//! Market-data events as they travel through queues: the seed's queue JSON
-//! (seed-inventory §4.1). [`massive`] converts Massive WebSocket short-key
-//! objects into it; [`split_body`] cuts a queue message body (one object or
-//! an array of objects) into events.
+//! Market-data events as they travel through queues: the seed's queue JSON.
+//! [`massive`] converts Massive WebSocket short-key objects into it;
+//! [`split_body`] cuts a queue message body (one object, an array of
+//! objects, or a raw JSON scalar) into events.
 
 pub mod massive;
 

@@ -1,5 +1,5 @@
-//! `mdp listen finlight`: the Finlight news WebSocket client (protocols.md
-//! §3; seed FDL + FDQ). Header auth on the upgrade (`x-api-key`,
+//! `mdp listen finlight`: the Finlight news WebSocket client (seed FDL +
+//! FDQ). Header auth on the upgrade (`x-api-key`,
 //! `x-client-version`, `x-takeover`); the first frame is the filter (query,
 //! tickers, sources, language, includeEntities; enhanced or raw stream);
 //! an application `ping` every 25 s with a pong watchdog; server actions
@@ -62,7 +62,7 @@ pub fn kick_wait(retry_after: Option<u64>) -> Duration {
     asked
 }
 
-/// One server frame of the Finlight stream, parsed (protocols.md §3.3).
+/// One server frame of the Finlight stream, parsed.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ServerMessage {
     /// `admit`: the session is admitted under `lease_id`.

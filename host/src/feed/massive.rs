@@ -1,5 +1,5 @@
-//! `mdp listen massive`: the Massive stocks WebSocket client (protocols.md
-//! §1). Handshake (`connected` → `auth` → `subscribe`), frame parsing
+//! `mdp listen massive`: the Massive stocks WebSocket client.
+//! Handshake (`connected` → `auth` → `subscribe`), frame parsing
 //! (statuses mixed with data in any position, unknown fields ignored,
 //! unknown event types routed to `unknown` without aborting the frame),
 //! conversion to the seed's queue JSON, routing to
@@ -7,7 +7,7 @@
 //! message per event, or array messages) on a pipelined publisher that
 //! merges the frames waiting into one publish per queue.
 //!
-//! Robustness (issue #6): every disconnect status is handled distinctly —
+//! Robustness: every disconnect status is handled distinctly —
 //! `auth_failed` and `max_connections` wait long and log loudly (retrying
 //! at once would only knock the other session off again), `slow_consumer`
 //! and `force_disconnect` reconnect with backoff — with exponential backoff
@@ -87,7 +87,7 @@ const BATCH_MESSAGE_EVENTS: usize = 1000;
 /// A parsed frame's events per queue.
 type Routed = BTreeMap<&'static str, Vec<Value>>;
 
-/// Topic codes a subscription may use (protocols.md §1.4, stocks).
+/// Topic codes a subscription may use (stocks).
 pub const TOPICS: [&str; 6] = ["T", "Q", "A", "AM", "LULD", "NOI"];
 
 /// Settings of the Massive listener.

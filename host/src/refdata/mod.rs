@@ -1,5 +1,5 @@
 //! Reference data for analyzers: the host's cache-aside layer over the
-//! Massive REST API (seed MarketDataCache, seed-inventory §1.4).
+//! Massive REST API (the seed's MarketDataCache).
 //!
 //! - Values are cached in the internal store (MDC) under the seed's keys and
 //!   TTLs: `mdc:snapshots:{SYM}` 8 h, `mdc:avg_volume:{SYM}` and

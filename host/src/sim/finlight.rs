@@ -1,6 +1,5 @@
-//! The simulator's Finlight news WebSocket (protocols.md §3, §4.1 items
-//! 12–16): `x-api-key` header auth at the upgrade (401 without a valid
-//! key), a per-key connection cap (`x-takeover: true` preempts the older
+//! The simulator's Finlight news WebSocket: `x-api-key` header auth at the
+//! upgrade (401 without a valid key), a per-key connection cap (`x-takeover: true` preempts the older
 //! sessions, otherwise HTTP 429), the filter as first frame → `admit` with
 //! the echoed `clientNonce` → (enhanced) the latest matching article → live
 //! articles about simulated symbols matching tickers / `ticker:` query terms

@@ -332,7 +332,7 @@ impl Market {
                "i": [15], "z": 3, "t": now_ms * 1_000_000, "q": t.sequence})
     }
 
-    /// The REST ticker snapshot (protocols §2.2).
+    /// The REST ticker snapshot.
     pub fn snapshot(&self, symbol: &str, now_ms: u64) -> Option<Value> {
         let t = self.ticker(symbol)?;
         let vwap = if t.volume > 0 {
@@ -353,7 +353,7 @@ impl Market {
         }))
     }
 
-    /// 42 days of daily bars ending yesterday, newest first (protocols §2.3).
+    /// 42 days of daily bars ending yesterday, newest first.
     pub fn daily_bars(&self, symbol: &str, today_ms: u64) -> Option<Vec<Value>> {
         let t = self.ticker(symbol)?;
         let mut rng = StdRng::seed_from_u64(

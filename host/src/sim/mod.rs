@@ -1,6 +1,6 @@
 //! `mdp simulate`: a local stand-in for the services the pipeline consumes,
-//! on loopback: the Massive stocks WebSocket (`/stocks`, protocols.md §1),
-//! the Massive REST endpoints the host uses (§2), over one synthetic market
+//! on loopback: the Massive stocks WebSocket (`/stocks`),
+//! the Massive REST endpoints the host uses, over one synthetic market
 //! ([`market`]) driven by a settable simulated clock and a load profile.
 
 pub mod finlight;
@@ -15,7 +15,7 @@ use mdp_sdk::calendar::{self, Session};
 
 pub use server::{SimHandle, SimStats, start};
 
-/// Load profiles (protocols.md §4.2, events/s on one `T.*,Q.*,A.*,AM.*` connection).
+/// Load profiles (events/s on one `T.*,Q.*,A.*,AM.*` connection).
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
 )]

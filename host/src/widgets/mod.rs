@@ -1,5 +1,5 @@
 //! `mdp serve`: the widget data service (seed WDS). A WebSocket endpoint
-//! `/ws` speaking the seed's JSON protocol (seed-inventory §5.1: `auth`,
+//! `/ws` speaking the seed's JSON protocol (`auth`,
 //! `subscribe`, `unsubscribe`, `get`, status frames, raw payload pushes),
 //! fan-out through [`hub`], `/health`, `/metrics` and the dashboard at `/`.
 //!

@@ -1,4 +1,4 @@
-//! Client frames of the widget protocol (seed-inventory §5.1), parsed into
+//! Client frames of the widget protocol, parsed into
 //! requests apart from the session that answers them.
 
 use serde_json::{Value, json};

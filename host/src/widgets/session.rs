@@ -1,4 +1,4 @@
-//! One client connection: the seed's protocol (seed-inventory §5.1), with
+//! One client connection: the seed's protocol, with
 //! auth, limits and a bounded send queue.
 //!
 //! Status frames and close codes:

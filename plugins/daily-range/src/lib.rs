@@ -1,4 +1,4 @@
-//! `daily-range`: the seed's DailyRangeAnalyzer (seed-inventory §2.6), a
+//! `daily-range`: the seed's DailyRangeAnalyzer, a
 //! scanner on the pub/sub pattern `quote:*`.
 //!
 //! Per symbol it tracks the high and low of each session of the trading day
@@ -14,7 +14,7 @@
 //! pre-market high of $X", ...), then the payload's fields.
 //!
 //! The session comes from the market-status host import. Differences from
-//! the seed, deliberate (seed-inventory §8.2):
+//! the seed, deliberate:
 //! - the trading day starts at 04:00 America/New_York, DST-correct (the seed
 //!   reset at midnight ET), and every replica resets its own state when its
 //!   clock crosses it (the seed reset only the replica that won a race);

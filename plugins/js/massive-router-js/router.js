@@ -1,5 +1,5 @@
-// massive-router in JavaScript: the seed's MassiveDataAnalyzer
-// (seed-inventory section 2.2), twin of plugins/massive-router and
+// massive-router in JavaScript: the seed's MassiveDataAnalyzer,
+// twin of plugins/massive-router and
 // plugins/python/massive-router-py. Every event is cached under a per-symbol
 // key with the seed's TTL and published on the same channel; the value is
 // the input message unchanged. Unknown or symbol-less events go to

@@ -1,5 +1,5 @@
-// news-feed in JavaScript: the seed's FinlightDataAnalyzer (seed-inventory
-// section 2.7), twin of plugins/news-feed and plugins/python/news-feed-py.
+// news-feed in JavaScript: the seed's FinlightDataAnalyzer,
+// twin of plugins/news-feed and plugins/python/news-feed-py.
 // Every article goes, unchanged, onto the capped list news:feed:latest and is
 // published there; its tickers get it on news:ticker:{SYM}. Enhanced articles
 // (non-empty `companies`) name tickers through US primary listings (XNYS,

@@ -1,4 +1,4 @@
-//! `leaderboard`: the seed's LeaderboardAnalyzer (seed-inventory §2.3) on the
+//! `leaderboard`: the seed's LeaderboardAnalyzer on the
 //! `aggregate` queue, with the seed's keys, channels, TTLs and JSON fields.
 //!
 //! Per aggregate event it computes the 26-field quote and puts + publishes it
@@ -15,7 +15,7 @@
 //! baseline per symbol (`symbol:{SYM}:open_price`, read once per symbol per
 //! segment with one `get-many` per batch).
 //!
-//! Deliberate fixes of the seed (seed-inventory §8.2):
+//! Deliberate fixes of the seed:
 //! - the trading day starts at 04:00 America/New_York, DST-correct (the seed
 //!   anchored at 04:00 of *today's* date, so it reset at midnight);
 //! - every replica derives both resets (04:00 day boundary, 09:30 open) from

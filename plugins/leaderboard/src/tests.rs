@@ -231,7 +231,7 @@ fn unavailable_reference_data_falls_back_and_is_retried_later() {
 
 #[test]
 fn a_known_zero_is_kept_not_asked_again() {
-    // Seed bug §8.2.6: a cached 0 (no average volume) read as a miss, so the
+    // Seed bug: a cached 0 (no average volume) read as a miss, so the
     // API was asked on every event. Here 0 is an answer, kept for the day.
     let mut h = Harness::<Leaderboard>::new().at_us(MORNING);
     h.init(&[]).unwrap();
@@ -280,7 +280,7 @@ fn every_replica_resets_at_the_day_boundary_but_the_store_once() {
 
 #[test]
 fn the_seed_midnight_reset_does_not_fire_before_4am() {
-    // Seed bug §8.2.1: the anchor used today's date, so 00:30 ET started a new day.
+    // Seed bug: the anchor used today's date, so 00:30 ET started a new day.
     let mut h = Harness::<Leaderboard>::new().at_us(MORNING);
     h.init(&[]).unwrap();
     h.analyze(vec![agg("AAA", 11.0, 2000)]).unwrap();

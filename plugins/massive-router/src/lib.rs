@@ -1,5 +1,5 @@
-//! `massive-router`: the seed's stateless MassiveDataAnalyzer (seed-inventory
-//! §2.2). Every event is cached under a per-symbol key with the seed's TTL and
+//! `massive-router`: the seed's stateless MassiveDataAnalyzer. Every event is
+//! cached under a per-symbol key with the seed's TTL and
 //! published on a channel of the same name; the cached and published bytes
 //! are the input message unchanged.
 //!

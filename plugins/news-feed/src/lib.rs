@@ -1,4 +1,4 @@
-//! `news-feed`: the seed's FinlightDataAnalyzer (seed-inventory §2.7) on the
+//! `news-feed`: the seed's FinlightDataAnalyzer on the
 //! `news` queue.
 //!
 //! Every article is pushed, unchanged, onto the capped list `news:feed:latest`

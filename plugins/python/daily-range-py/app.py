@@ -1,5 +1,5 @@
-"""daily-range in Python: the seed's DailyRangeAnalyzer (seed-inventory
-section 2.6), the twin of plugins/daily-range, a stateful scanner on
+"""daily-range in Python: the seed's DailyRangeAnalyzer,
+the twin of plugins/daily-range, a stateful scanner on
 `quote:*` that passes the Rust crate's golden files (snapshot and cold
 restarts included).
 

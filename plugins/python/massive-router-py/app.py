@@ -1,5 +1,5 @@
-"""massive-router in Python: the seed's MassiveDataAnalyzer (seed-inventory
-section 2.2), the twin of plugins/massive-router and plugins/js/massive-router-js.
+"""massive-router in Python: the seed's MassiveDataAnalyzer,
+the twin of plugins/massive-router and plugins/js/massive-router-js.
 
 Every event is cached under a per-symbol key with the seed's TTL and
 published on a channel of the same name; the value is the input message

@@ -1,5 +1,5 @@
-"""news-feed in Python: the seed's FinlightDataAnalyzer (seed-inventory
-section 2.7), the twin of plugins/news-feed and plugins/js/news-feed-js.
+"""news-feed in Python: the seed's FinlightDataAnalyzer,
+the twin of plugins/news-feed and plugins/js/news-feed-js.
 
 Every article goes, unchanged (Body.Input), onto the capped list
 news:feed:latest and is published there; its tickers get it on

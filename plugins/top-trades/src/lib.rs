@@ -1,4 +1,4 @@
-//! `top-trades`: the seed's TopTradesAnalyzer (seed-inventory §2.4) on the
+//! `top-trades`: the seed's TopTradesAnalyzer on the
 //! `trades` queue.
 //!
 //! Every trade is normalised as the seed does and pushed onto

@@ -15,7 +15,7 @@ const time = (t) => {
 };
 const safeLink = (u) => /^https?:\/\//i.test(u ?? '') ? u : '#';
 
-// The seed's scanner columns (seed-inventory §5.4): key, header, format.
+// The seed's scanner columns: key, header, format.
 const BOARD_COLUMNS = [
   ['symbol', 'Symbol', (r) => esc(r.symbol)],
   ['close', 'Price', (r) => fmt(r.close)],

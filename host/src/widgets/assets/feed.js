@@ -1,4 +1,4 @@
-// A widget-protocol WebSocket (seed-inventory §5.1) that reconnects with
+// A widget-protocol WebSocket that reconnects with
 // exponential back-off (1 s → 30 s), re-authenticates, re-reads its
 // snapshots and re-subscribes after every reconnect, and reports its state.
 //
