@@ -3,28 +3,43 @@
 
 use std::process::{Command, Output};
 
+/// The variables the configuration reads that a test must not inherit.
+const SETTINGS: [&str; 17] = [
+    "RABBITMQ_URL",
+    "WDC_REDIS_URL",
+    "MDC_REDIS_URL",
+    "MASSIVE_API_KEY",
+    "POLYGON_API_KEY",
+    "MASSIVE_SUBSCRIPTIONS",
+    "MASSIVE_MARKET",
+    "MASSIVE_FEED_URL",
+    "MASSIVE_FEED",
+    "MASSIVE_SECURE",
+    "MDQ_PUBLISHER_CONFIRMS",
+    "FINLIGHT_API_KEY",
+    "PREFETCH_COUNT",
+    "MDP_CONFIG",
+    "DRA_CACHE_LIST_MAX",
+    "NEWS_FEED_LIST_MAX",
+    "NEWS_TICKER_CACHE_TTL",
+];
+
+/// The `mdp` binary with none of [`SETTINGS`] set.
+fn mdp_without_settings() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_mdp"));
+    for var in SETTINGS {
+        c.env_remove(var);
+    }
+    c
+}
+
 /// `mdp --config-file <a file holding text> config <args…>`, with none of
 /// the variables the configuration reads set unless given in `env`.
 fn show_config(text: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("mdp.toml");
     std::fs::write(&path, text).unwrap();
-    let mut c = Command::new(env!("CARGO_BIN_EXE_mdp"));
-    for var in [
-        "RABBITMQ_URL",
-        "WDC_REDIS_URL",
-        "MDC_REDIS_URL",
-        "MASSIVE_API_KEY",
-        "MASSIVE_SUBSCRIPTIONS",
-        "MASSIVE_MARKET",
-        "PREFETCH_COUNT",
-        "MDP_CONFIG",
-        "DRA_CACHE_LIST_MAX",
-        "NEWS_FEED_LIST_MAX",
-        "NEWS_TICKER_CACHE_TTL",
-    ] {
-        c.env_remove(var);
-    }
+    let mut c = mdp_without_settings();
     c.arg("--config-file")
         .arg(&path)
         .arg("config")
@@ -180,22 +195,7 @@ fn nested_subcommands_are_configured_by_dotted_tables() {
 
 /// Run a role with none of the backend variables set; it must exit at once.
 fn role_without_backends(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_mdp"));
-    for var in [
-        "RABBITMQ_URL",
-        "WDC_REDIS_URL",
-        "MDC_REDIS_URL",
-        "MASSIVE_API_KEY",
-        "POLYGON_API_KEY",
-        "MASSIVE_FEED_URL",
-        "MASSIVE_FEED",
-        "MASSIVE_SECURE",
-        "MDQ_PUBLISHER_CONFIRMS",
-        "FINLIGHT_API_KEY",
-        "MDP_CONFIG",
-    ] {
-        c.env_remove(var);
-    }
+    let mut c = mdp_without_settings();
     // A key file that does not exist, so a developer's own key is not found.
     c.env("MASSIVE_API_KEY_FILE", "/nonexistent/mdp-test-key");
     let out = c

@@ -8,10 +8,10 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mdp::plugin::bindings::{Body, Effect, Event};
+use mdp::plugin::bindings::{Body, Effect};
 use mdp::plugin::{
     BatchError, Capabilities, FixedClock, HostServices, Limits, LoadOptions, Plugin, PluginError,
-    Runtime, RuntimeConfig, StoreReference, Worker, convert, effects, golden,
+    Runtime, RuntimeConfig, StoreReference, Worker, effects, golden,
 };
 use mdp::store::{EmbeddedStore, Store};
 use mdp_sdk::wire::EffectRecord;
@@ -40,16 +40,7 @@ async fn load(name: &str, limits: Limits) -> Result<Arc<Plugin>, PluginError> {
     Plugin::load(&runtime(), bytes, options, &services()).await
 }
 
-fn trade(symbol: &str) -> String {
-    format!(r#"{{"event_type":"T","symbol":"{symbol}","price":1.5,"size":10,"timestamp":1}}"#)
-}
-
-fn batch(texts: &[String]) -> Vec<Event> {
-    texts
-        .iter()
-        .map(|t| convert::decode(t).expect("decodes"))
-        .collect()
-}
+use support::{decode_all as batch, trade_json as trade};
 
 /// Run `texts` through a `hostile` worker in `mode`; return the effect records.
 async fn hostile(mode: &str, texts: &[String], limits: Limits) -> (Worker, Vec<EffectRecord>) {

@@ -9,10 +9,10 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mdp::plugin::bindings::{Effect, Event};
+use mdp::plugin::bindings::Effect;
 use mdp::plugin::{
     BatchOutput, CacheKey, Capabilities, FixedClock, HostServices, Limits, LoadOptions, Plugin,
-    Registry, Runtime, RuntimeConfig, StoreReference, Worker, convert,
+    Registry, Runtime, RuntimeConfig, StoreReference, Worker,
 };
 use mdp::store::{EmbeddedStore, Store};
 
@@ -63,16 +63,7 @@ async fn hostile_with(
     Worker::new(plugin, services, pairs)
 }
 
-fn trade(symbol: &str) -> String {
-    format!(r#"{{"event_type":"T","symbol":"{symbol}","price":1.5,"size":10,"timestamp":1}}"#)
-}
-
-fn events(texts: &[String]) -> Vec<Event> {
-    texts
-        .iter()
-        .map(|t| convert::decode(t).expect("decodes"))
-        .collect()
-}
+use support::{decode_all as events, trade_json as trade};
 
 fn sizes(texts: &[String]) -> Vec<usize> {
     texts.iter().map(String::len).collect()

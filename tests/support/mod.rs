@@ -53,7 +53,9 @@ pub fn plugin_wasm(name: &str) -> PathBuf {
         .find(|p| p.exists())
     };
     let built_at = find().and_then(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
-    let stale = built_at.is_none_or(|at| newest_plugin_source().is_some_and(|src| src > at));
+    static NEWEST_SOURCE: OnceLock<Option<std::time::SystemTime>> = OnceLock::new();
+    let newest = *NEWEST_SOURCE.get_or_init(newest_plugin_source);
+    let stale = built_at.is_none_or(|at| newest.is_some_and(|src| src > at));
     if stale {
         BUILT.get_or_init(|| {
             let status = std::process::Command::new(repo_root().join("scripts/build-plugins"))
@@ -94,6 +96,19 @@ fn newest_plugin_source() -> Option<std::time::SystemTime> {
         walk(&repo_root().join(dir), &mut newest);
     }
     newest
+}
+
+/// A minimal trade in the seed's queue JSON.
+pub fn trade_json(symbol: &str) -> String {
+    format!(r#"{{"event_type":"T","symbol":"{symbol}","price":1.5,"size":10,"timestamp":1}}"#)
+}
+
+/// Queue messages decoded into the events a plugin receives.
+pub fn decode_all(texts: &[String]) -> Vec<mdp::plugin::bindings::Event> {
+    texts
+        .iter()
+        .map(|t| mdp::plugin::convert::decode(t).expect("decodes"))
+        .collect()
 }
 
 /// A unique name for test isolation (queue names, key prefixes).
