@@ -155,7 +155,7 @@ fn plugin_inspect_prints_describe_and_wit_version() {
         String::from_utf8_lossy(&out.stderr)
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["wit"], "mdp:analyzer@1.0.0");
+    assert_eq!(v["wit"], mdp::plugin::WIT_VERSION);
     assert_eq!(v["describe"]["name"], "massive-router");
     assert_eq!(v["sha256"].as_str().unwrap().len(), 64);
 }

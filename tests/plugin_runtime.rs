@@ -233,7 +233,35 @@ async fn wrong_world_is_refused_naming_the_contract() {
         .await
         .expect_err("must refuse");
     assert!(matches!(err, PluginError::WrongWorld(_)), "{err}");
-    assert!(err.to_string().contains("mdp:analyzer@1.0.0"), "{err}");
+    assert!(err.to_string().contains(mdp::plugin::WIT_VERSION), "{err}");
+}
+
+/// A plugin built against the frozen 1.0.0 WIT (before `host.input-json`)
+/// loads and runs on this host: its `mdp:analyzer/host@1.0.0` imports are
+/// served by the newer minor's definitions.
+#[tokio::test]
+async fn a_plugin_of_an_older_minor_still_runs() {
+    assert_ne!(mdp::plugin::WIT_VERSION, "mdp:analyzer@1.0.0");
+    let plugin = load("analyzer-v1-0", Limits::default())
+        .await
+        .expect("an older minor loads");
+    let mut worker = Worker::new(plugin, services(), vec![]);
+    let texts = vec![trade("AAPL"), trade("MSFT")];
+    let out = worker.analyze(&batch(&texts)).await.expect("batch runs");
+    assert!(out.faults.is_empty(), "{:?}", out.faults);
+    let records: Vec<EffectRecord> = out
+        .effects
+        .iter()
+        .map(|e| effects::record(e, &texts))
+        .collect();
+    assert_eq!(records.len(), 3, "{records:?}");
+    assert!(
+        matches!(&records[1], EffectRecord::Publish { channel, value } if channel == "v1" && *value == texts[1])
+    );
+    assert!(
+        matches!(&records[2], EffectRecord::Put { key, value, .. } if key == "v1:last" && value == "1767225600000000")
+    );
+    assert_eq!(worker.counters().get("v1.batches"), Some(&1));
 }
 
 #[tokio::test]

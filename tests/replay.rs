@@ -857,16 +857,22 @@ async fn replay_matches_independent_reference(p: Pipeline) {
             false,
         );
     }
-    // top-trades: each symbol's recent list holds its trades, newest first.
+    // top-trades: each symbol's recent list holds its trades, newest first,
+    // with the TRF id and time of off-exchange prints (`null` otherwise).
+    type Stored = (f64, u64, u64, u64, Value, Value);
     for s in x.trade_stats.keys() {
-        let mut want: Vec<(f64, u64, u64, u64)> = events
+        let trf = |e: &Map<String, Value>, k: &str| e.get(k).cloned().unwrap_or(Value::Null);
+        let mut want: Vec<Stored> = events
             .iter()
             .filter(|e| e["ev"] == "T" && sym(e) == *s)
-            .map(|e| (f(e, "p"), u(e, "s"), u(e, "t"), u(e, "x")))
+            .map(|e| {
+                let t = (f(e, "p"), u(e, "s"), u(e, "t"), u(e, "x"));
+                (t.0, t.1, t.2, t.3, trf(e, "trfi"), trf(e, "trft"))
+            })
             .collect();
         want.reverse();
         want.truncate(TRADE_WINDOW);
-        let got: Vec<(f64, u64, u64, u64)> = store
+        let got: Vec<Stored> = store
             .lrange(&format!("tta:{s}:recent"), 0, -1)
             .await
             .unwrap()
@@ -879,6 +885,8 @@ async fn replay_matches_independent_reference(p: Pipeline) {
                     u(&v, "size"),
                     u(&v, "timestamp"),
                     u(&v, "exchange"),
+                    v["trf_id"].clone(),
+                    v["trf_timestamp"].clone(),
                 )
             })
             .collect();

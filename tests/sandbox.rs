@@ -65,8 +65,8 @@ async fn hostile_with(
 
 use support::{decode_all as events, trade_json as trade};
 
-fn sizes(texts: &[String]) -> Vec<usize> {
-    texts.iter().map(String::len).collect()
+fn shared(texts: &[String]) -> Vec<std::sync::Arc<str>> {
+    texts.iter().map(|t| t.as_str().into()).collect()
 }
 
 /// Keys put by the effects (`echo:{SYM}` for the events a plugin served).
@@ -188,7 +188,7 @@ async fn an_effect_flood_is_a_fault_of_the_flooding_event() {
     let mut worker = hostile(&rt, "effect-flood", &[], limits).await;
     let texts = [trade("A"), trade("FLOOD"), trade("B")];
     let out = worker
-        .analyze_sized(&events(&texts), &sizes(&texts))
+        .analyze_texts(&events(&texts), &shared(&texts))
         .await
         .expect("the batch survives");
     assert_eq!(puts(&out), vec!["echo:A", "echo:B"]);
@@ -219,7 +219,7 @@ async fn input_bodies_count_towards_the_output_cap_at_their_size() {
     );
     let texts = [trade("A"), big];
     let out = worker
-        .analyze_sized(&events(&texts), &sizes(&texts))
+        .analyze_texts(&events(&texts), &shared(&texts))
         .await
         .expect("the batch survives");
     assert_eq!(puts(&out), vec!["echo:A"]);

@@ -142,4 +142,15 @@ pub mod host {
     pub fn now_ms() -> u64 {
         now_us() / 1000
     }
+
+    /// The input event at `index` of the batch being analyzed, as JSON text
+    /// byte for byte as the host received it (`None` past the batch's end):
+    /// for fields the typed records do not carry, such as a trade's
+    /// `trf_id`. Needs a host of `mdp:analyzer@1.1.0` or later.
+    pub fn input_json(index: u32) -> Option<String> {
+        #[cfg(target_arch = "wasm32")]
+        return imp::input_json(index);
+        #[cfg(not(target_arch = "wasm32"))]
+        with_host(|h| h.inputs.get(index as usize).cloned())
+    }
 }

@@ -2,7 +2,7 @@
 //!
 //! An analyzer implements [`Analyzer`] and exports it with
 //! [`export_analyzer!`]. Built for `wasm32-wasip2` it becomes a component of
-//! the `mdp:analyzer@1.0.0` world; built natively (plain `cargo test`) the
+//! the `mdp:analyzer@1.1.0` world; built natively (plain `cargo test`) the
 //! host imports are served by [`testing`]'s in-memory harness, so analyzers are
 //! unit-tested without Wasm.
 //!

@@ -41,6 +41,8 @@ pub struct TestHost {
     pub counters: HashMap<String, u64>,
     /// The clock, Unix microseconds.
     pub now_us: u64,
+    /// The input texts of the batch being analyzed (`host::input_json`).
+    pub inputs: Vec<String>,
 }
 
 /// Reference data for tests: absent symbols are unknown (`None` / 0).
@@ -334,7 +336,8 @@ impl<A: Analyzer> Harness<A> {
             .analyzer
             .as_mut()
             .ok_or_else(|| AnalyzerError::NotReady("harness: init not called".into()))?;
-        let effects = analyzer.analyze(&batch)?;
+        let texts = batch.iter().map(event_json).collect();
+        let effects = analyze_with_inputs(analyzer, &batch, texts)?;
         let resolve = |b: &Body| resolve_body(b, &batch);
         with_host(|h| {
             for e in &effects {
@@ -374,7 +377,7 @@ pub fn analyze_json_with<A: Analyzer>(
         .iter()
         .map(|m| decode_event(m).map_err(|e| AnalyzerError::Internal(e.to_string())))
         .collect::<Result<Vec<_>, _>>()?;
-    let effects = analyzer.analyze(&batch)?;
+    let effects = analyze_with_inputs(analyzer, &batch, messages.to_vec())?;
     let resolve = |b: &Body| match b {
         Body::Json(s) => s.clone(),
         Body::Input(i) => messages
@@ -391,6 +394,18 @@ pub fn analyze_json_with<A: Analyzer>(
         .iter()
         .map(|e| EffectRecord::new(e, messages))
         .collect())
+}
+
+/// Run `analyzer` on `batch` while `host::input_json` serves `texts`.
+fn analyze_with_inputs<A: Analyzer>(
+    analyzer: &mut A,
+    batch: &[Event],
+    texts: Vec<String>,
+) -> Result<Vec<Effect>, AnalyzerError> {
+    with_host(|h| h.inputs = texts);
+    let effects = analyzer.analyze(batch);
+    with_host(|h| h.inputs.clear());
+    effects
 }
 
 /// The JSON text a body stands for within `batch`.

@@ -295,7 +295,9 @@ async fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
             .iter()
             .map(|t| convert::decode(t))
             .collect::<Result<Vec<_>, _>>()?;
-        let out = worker.analyze(&events).await?;
+        let shared: Vec<std::sync::Arc<str>> =
+            chunk.iter().map(effects::InputText::shared).collect();
+        let out = worker.analyze_texts(&events, &shared).await?;
         let resolved = effects::resolve(&out.effects, chunk, &Capabilities::unrestricted());
         store.apply(&resolved.writes, true).await?;
         let mut lock = stdout.lock();

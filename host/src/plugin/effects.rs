@@ -51,12 +51,12 @@ fn body(b: &Body, inputs: &[impl InputText]) -> Arc<str> {
 }
 
 /// Bytes `effect` resolves to (keys, channels, bodies, members with their
-/// scores, fields and reasons), with `input_bytes[i]` the length of input
-/// `i` (0 when unknown).
-pub fn output_bytes(effect: &Effect, input_bytes: &[usize]) -> usize {
+/// scores, fields and reasons), with `inputs[i]` the text of input `i`
+/// (0 bytes when unknown).
+pub fn output_bytes(effect: &Effect, inputs: &[Arc<str>]) -> usize {
     let body = |b: &Body| match b {
         Body::Json(s) => s.len(),
-        Body::Input(i) => input_bytes.get(*i as usize).copied().unwrap_or(0),
+        Body::Input(i) => inputs.get(*i as usize).map_or(0, |t| t.len()),
     };
     match effect {
         Effect::Put(p) => p.key.len() + body(&p.value),
@@ -304,7 +304,7 @@ mod tests {
             .collect();
         assert!(Arc::ptr_eq(values[0], &inputs[0]));
         assert!(Arc::ptr_eq(values[1], &inputs[0]));
-        assert_eq!(output_bytes(&put(0), &[7]), 1 + 7);
+        assert_eq!(output_bytes(&put(0), &inputs), 1 + 7);
     }
 
     #[test]

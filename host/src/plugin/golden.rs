@@ -223,8 +223,9 @@ pub async fn run(
                 step,
                 reason: e.to_string(),
             })?;
+        let shared: Vec<Arc<str>> = texts.iter().map(effects::InputText::shared).collect();
         let out = worker
-            .analyze(&events)
+            .analyze_texts(&events, &shared)
             .await
             .map_err(|e| GoldenError::Batch {
                 step,

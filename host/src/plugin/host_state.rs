@@ -67,6 +67,9 @@ pub struct HostState {
     read_denied_logged: bool,
     /// Log lines dropped by the rate limit.
     pub(crate) logs_dropped: u64,
+    /// The input texts of the batch being analyzed (`host.input-json`);
+    /// empty between calls.
+    pub(crate) inputs: Vec<Arc<str>>,
 }
 
 impl HostState {
@@ -103,6 +106,7 @@ impl HostState {
             log_window: (Instant::now(), 0),
             read_denied_logged: false,
             logs_dropped: 0,
+            inputs: Vec::new(),
         }
     }
 
@@ -330,6 +334,10 @@ impl host::Host for HostState {
 
     async fn now_us(&mut self) -> wasmtime::Result<u64> {
         Ok(self.services.clock.now_us())
+    }
+
+    async fn input_json(&mut self, index: u32) -> wasmtime::Result<Option<String>> {
+        Ok(self.inputs.get(index as usize).map(|t| t.to_string()))
     }
 }
 

@@ -102,9 +102,9 @@ impl Limits {
             .saturating_add(1 << 20)
     }
 
-    /// Check one call's `effects` against the output caps; `input_bytes[i]`
-    /// is the length of input `i` (empty when unknown).
-    pub fn check_output(&self, effects: &[Effect], input_bytes: &[usize]) -> Result<(), CallFault> {
+    /// Check one call's `effects` against the output caps; `inputs[i]` is
+    /// the text of input `i` (empty when unknown).
+    pub fn check_output(&self, effects: &[Effect], inputs: &[Arc<str>]) -> Result<(), CallFault> {
         if effects.len() > self.max_effects {
             return Err(CallFault::OutputLimit(format!(
                 "{} effects, over max_effects = {}",
@@ -114,7 +114,7 @@ impl Limits {
         }
         let mut bytes = 0usize;
         for effect in effects {
-            bytes = bytes.saturating_add(super::effects::output_bytes(effect, input_bytes));
+            bytes = bytes.saturating_add(super::effects::output_bytes(effect, inputs));
             if bytes > self.max_output_bytes {
                 return Err(CallFault::OutputLimit(format!(
                     "effects resolve to over {} MiB, over max_output_mib = {}",
@@ -465,13 +465,21 @@ impl Instance {
         }
     }
 
-    /// Call `analyze` on a batch, under a deadline scaled by its length.
-    pub async fn analyze(&mut self, batch: &[Event]) -> Result<Vec<Effect>, CallFault> {
+    /// Call `analyze` on a batch, under a deadline scaled by its length;
+    /// `inputs[i]` is the text of `batch[i]` (served by `host.input-json`;
+    /// empty when unknown).
+    pub async fn analyze(
+        &mut self,
+        batch: &[Event],
+        inputs: &[Arc<str>],
+    ) -> Result<Vec<Effect>, CallFault> {
         let allowed = self.limits.deadline_for(batch.len());
         self.arm(allowed);
         let wall = self.wall(allowed);
-        let result = within(wall, self.bindings.call_analyze(&mut self.store, batch)).await?;
-        match result {
+        self.store.data_mut().inputs = inputs.to_vec();
+        let result = within(wall, self.bindings.call_analyze(&mut self.store, batch)).await;
+        self.store.data_mut().inputs.clear();
+        match result? {
             Ok(Ok(effects)) => Ok(effects),
             Ok(Err(e)) => Err(analyzer_fault(e)),
             Err(e) => Err(self.classify(e, allowed)),

@@ -210,15 +210,15 @@ impl LiveWorker {
     /// the slot back) and is run again on the previous generation; a host
     /// error (store down) is returned for a later retry without blaming it.
     pub async fn analyze(&mut self, batch: &[Event]) -> Result<BatchOutput, LiveError> {
-        self.analyze_sized(batch, &[]).await
+        self.analyze_texts(batch, &[]).await
     }
 
-    /// [`LiveWorker::analyze`], knowing the length of each event's input
-    /// text (see [`Worker::analyze_sized`]).
-    pub async fn analyze_sized(
+    /// [`LiveWorker::analyze`], knowing each event's input text (see
+    /// [`Worker::analyze_texts`]).
+    pub async fn analyze_texts(
         &mut self,
         batch: &[Event],
-        input_bytes: &[usize],
+        inputs: &[std::sync::Arc<str>],
     ) -> Result<BatchOutput, LiveError> {
         if let Some(wait) = self.breaker.check() {
             return Err(LiveError::CircuitOpen {
@@ -227,9 +227,9 @@ impl LiveWorker {
             });
         }
         let result = if self.probation > 0 {
-            self.worker.analyze_strict(batch, input_bytes).await
+            self.worker.analyze_strict(batch, inputs).await
         } else {
-            self.worker.analyze_sized(batch, input_bytes).await
+            self.worker.analyze_texts(batch, inputs).await
         };
         let crashed = match &result {
             Ok(out) => out.faults.iter().filter(|f| f.is_crash()).count(),
@@ -260,7 +260,7 @@ impl LiveWorker {
                     self.switches += 1;
                     return self
                         .worker
-                        .analyze_sized(batch, input_bytes)
+                        .analyze_texts(batch, inputs)
                         .await
                         .map_err(LiveError::from);
                 }

@@ -201,10 +201,19 @@ impl Manifest {
                 self.wit
             ));
         }
-        let major = |v: &str| v.split('.').next().unwrap_or("").to_string();
-        if major(ver) != major(host_ver) {
+        // Same major, and a minor the host has: a host serves every older
+        // minor of its major, never a newer one (whose imports it lacks).
+        let part = |v: &str, n: usize| v.split('.').nth(n).unwrap_or("").to_string();
+        if part(ver, 0) != part(host_ver, 0) {
             return Err(format!(
                 "wit `{}` is another major version; this host implements {WIT_VERSION}",
+                self.wit
+            ));
+        }
+        let minor = |v: &str| part(v, 1).parse::<u32>().unwrap_or(0);
+        if minor(ver) > minor(host_ver) {
+            return Err(format!(
+                "wit `{}` is newer than this host: it implements {WIT_VERSION}",
                 self.wit
             ));
         }
@@ -430,7 +439,7 @@ a = "${lower-case}"
     }
 
     #[test]
-    fn refuses_unknown_keys_missing_fields_and_other_majors() {
+    fn refuses_unknown_keys_missing_fields_other_majors_and_newer_minors() {
         let cases = [
             (
                 "name = \"p\"\nwit = \"mdp:analyzer@1.0.0\"\nconsumes = [\"q\"]\ncolour = 1\n",
@@ -442,6 +451,10 @@ a = "${lower-case}"
                 "another major",
             ),
             (
+                "name = \"p\"\nwit = \"mdp:analyzer@1.9.0\"\nconsumes = [\"q\"]\n",
+                "newer than this host",
+            ),
+            (
                 "name = \"p\"\nwit = \"mdp:analyzer@1.0.0\"\nconsumes = []\n",
                 "consumes",
             ),
@@ -451,5 +464,11 @@ a = "${lower-case}"
             let e = Manifest::load(&path).unwrap_err();
             assert!(e.to_string().contains(expected), "{e} lacks {expected}");
         }
+    }
+
+    #[test]
+    fn a_manifest_of_an_older_minor_loads() {
+        let (_d, path) = write("name = \"p\"\nwit = \"mdp:analyzer@1.0.0\"\nconsumes = [\"q\"]\n");
+        assert!(Manifest::load(&path).is_ok());
     }
 }

@@ -46,7 +46,7 @@ pub use registry::{Generation, LoadOutcome, PluginSlot, Registry, WatchHandle};
 pub use worker::{BatchError, BatchOutput, Worker};
 
 /// The WIT package version this host implements.
-pub const WIT_VERSION: &str = "mdp:analyzer@1.0.0";
+pub const WIT_VERSION: &str = "mdp:analyzer@1.1.0";
 
 /// Why a plugin could not be loaded.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -132,12 +132,12 @@ impl Worker {
         metrics::counter!(name, &self.plugin.metric_labels()).increment(n);
     }
 
-    /// One call into the plugin; `input_bytes` are the lengths of the
-    /// batch's input texts (empty when unknown), for the output caps.
+    /// One call into the plugin; `inputs` are the batch's input texts
+    /// (empty when unknown), for `host.input-json` and the output caps.
     async fn call(
         &mut self,
         batch: &[Event],
-        input_bytes: &[usize],
+        inputs: &[Arc<str>],
     ) -> Result<Vec<Effect>, CallFault> {
         let plugin = self.plugin.clone();
         let instance = match self.instance().await {
@@ -149,9 +149,9 @@ impl Worker {
         let started = Instant::now();
         let limits = &plugin.limits;
         let result = instance
-            .analyze(batch)
+            .analyze(batch, inputs)
             .await
-            .and_then(|effects| limits.check_output(&effects, input_bytes).map(|()| effects));
+            .and_then(|effects| limits.check_output(&effects, inputs).map(|()| effects));
         metrics::histogram!("mdp_plugin_call_seconds", &self.plugin.metric_labels())
             .record(started.elapsed().as_secs_f64());
         self.count("mdp_plugin_calls_total", 1);
@@ -176,26 +176,27 @@ impl Worker {
         self.run(batch, &[], true).await
     }
 
-    /// Analyze a batch with crash isolation, knowing the length of each
-    /// event's input text (`input_bytes[i]` for `batch[i]`), so that
-    /// `input` bodies count towards the output cap at their real size.
-    pub async fn analyze_sized(
+    /// Analyze a batch with crash isolation, knowing each event's input
+    /// text (`inputs[i]` for `batch[i]`): the plugin can read it
+    /// (`host.input-json`) and `input` bodies count towards the output cap
+    /// at their real size.
+    pub async fn analyze_texts(
         &mut self,
         batch: &[Event],
-        input_bytes: &[usize],
+        inputs: &[Arc<str>],
     ) -> Result<BatchOutput, BatchError> {
-        self.run(batch, input_bytes, true).await
+        self.run(batch, inputs, true).await
     }
 
     /// Analyze a batch without retry or isolation: the first fault is
     /// reported in `faults` with no effects (used for generations on
-    /// probation). `input_bytes` as for [`Worker::analyze_sized`].
+    /// probation). `inputs` as for [`Worker::analyze_texts`].
     pub async fn analyze_strict(
         &mut self,
         batch: &[Event],
-        input_bytes: &[usize],
+        inputs: &[Arc<str>],
     ) -> Result<BatchOutput, BatchError> {
-        self.run(batch, input_bytes, false).await
+        self.run(batch, inputs, false).await
     }
 
     /// Run `batch`, cut into calls of at most the plugin's `max_batch`
@@ -204,17 +205,17 @@ impl Worker {
     async fn run(
         &mut self,
         batch: &[Event],
-        input_bytes: &[usize],
+        inputs: &[Arc<str>],
         isolate: bool,
     ) -> Result<BatchOutput, BatchError> {
         let max = self.plugin.limits.max_batch.max(1);
         if batch.len() <= max {
-            return self.run_call(batch, input_bytes, isolate).await;
+            return self.run_call(batch, inputs, isolate).await;
         }
         let mut out = BatchOutput::default();
         for (n, part) in batch.chunks(max).enumerate() {
-            let sizes = sub(input_bytes, n * max, part.len());
-            let mut part_out = self.run_call(part, sizes, isolate).await?;
+            let texts = sub(inputs, n * max, part.len());
+            let mut part_out = self.run_call(part, texts, isolate).await?;
             self.shift(&mut part_out.effects, n * max, part.len());
             out.effects.append(&mut part_out.effects);
             out.faults.append(&mut part_out.faults);
@@ -230,7 +231,7 @@ impl Worker {
     async fn run_call(
         &mut self,
         batch: &[Event],
-        input_bytes: &[usize],
+        inputs: &[Arc<str>],
         isolate: bool,
     ) -> Result<BatchOutput, BatchError> {
         let span = tracing::info_span!(
@@ -241,7 +242,7 @@ impl Worker {
             faults = tracing::field::Empty,
         );
         let result = self
-            .run_batch(batch, input_bytes, isolate)
+            .run_batch(batch, inputs, isolate)
             .instrument(span.clone())
             .await;
         if let Ok(out) = &result {
@@ -254,12 +255,12 @@ impl Worker {
     async fn run_batch(
         &mut self,
         batch: &[Event],
-        input_bytes: &[usize],
+        inputs: &[Arc<str>],
         isolate: bool,
     ) -> Result<BatchOutput, BatchError> {
         self.count("mdp_plugin_events_total", batch.len() as u64);
         let mut out = BatchOutput::default();
-        match self.call(batch, input_bytes).await {
+        match self.call(batch, inputs).await {
             Ok(effects) => out.effects = effects,
             Err(fault) => {
                 fatal(&fault)?;
@@ -268,7 +269,7 @@ impl Worker {
                     return Ok(out);
                 }
                 tracing::warn!(plugin = %self.plugin.name, %fault, events = batch.len(), "batch failed; retrying once on a fresh instance");
-                match self.call(batch, input_bytes).await {
+                match self.call(batch, inputs).await {
                     Ok(effects) => out.effects = effects,
                     Err(fault) => {
                         fatal(&fault)?;
@@ -279,7 +280,7 @@ impl Worker {
                             Instant::now() + limits.isolation_time,
                         );
                         self.poisoned.clear();
-                        let isolated = self.isolate(batch, input_bytes, 0, fault, &mut out).await;
+                        let isolated = self.isolate(batch, inputs, 0, fault, &mut out).await;
                         let poisoned = std::mem::take(&mut self.poisoned);
                         super::effects::log_batch(
                             &self.plugin.name,
@@ -323,7 +324,7 @@ impl Worker {
     async fn isolate(
         &mut self,
         batch: &[Event],
-        input_bytes: &[usize],
+        inputs: &[Arc<str>],
         offset: usize,
         fault: CallFault,
         out: &mut BatchOutput,
@@ -341,17 +342,17 @@ impl Worker {
         }
         let mid = batch.len() / 2;
         for (part, from) in [(&batch[..mid], 0), (&batch[mid..], mid)] {
-            let sizes = sub(input_bytes, from, part.len());
+            let texts = sub(inputs, from, part.len());
             let start = offset + from;
             self.spend_isolation()?;
-            match self.call(part, sizes).await {
+            match self.call(part, texts).await {
                 Ok(mut effects) => {
                     self.shift(&mut effects, start, part.len());
                     out.effects.extend(effects);
                 }
                 Err(f) => {
                     fatal(&f)?;
-                    Box::pin(self.isolate(part, sizes, start, f, out)).await?;
+                    Box::pin(self.isolate(part, texts, start, f, out)).await?;
                 }
             }
         }
@@ -377,9 +378,9 @@ impl Worker {
     }
 }
 
-/// The input lengths of the `len` events from `start` (empty when unknown).
-fn sub(input_bytes: &[usize], start: usize, len: usize) -> &[usize] {
-    input_bytes.get(start..start + len).unwrap_or(&[])
+/// The input texts of the `len` events from `start` (empty when unknown).
+fn sub(inputs: &[Arc<str>], start: usize, len: usize) -> &[Arc<str>] {
+    inputs.get(start..start + len).unwrap_or(&[])
 }
 
 /// Faults that are not the batch's fault end the attempt: the caller retries later.

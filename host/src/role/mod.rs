@@ -26,10 +26,6 @@ impl EventBatch {
     pub fn is_empty(&self) -> bool {
         self.events.is_empty()
     }
-    /// The length of each event's text (for the plugin's output cap).
-    pub fn input_bytes(&self) -> Vec<usize> {
-        self.texts.iter().map(String::len).collect()
-    }
     /// The texts as shared strings: every effect whose body is an input
     /// refers to one of these instead of copying it.
     pub fn shared_texts(&self) -> Vec<std::sync::Arc<str>> {

@@ -580,20 +580,16 @@ impl Processor {
     /// batch comes back to be requeued.
     async fn analyze(&mut self, pending: Pending) -> Result<Analyzed, (Pending, LiveError)> {
         self.warm_reference(&pending.batch.events).await;
-        let sizes = pending.batch.input_bytes();
+        let texts = pending.batch.shared_texts();
         let output = match self
             .worker
-            .analyze_sized(&pending.batch.events, &sizes)
+            .analyze_texts(&pending.batch.events, &texts)
             .await
         {
             Ok(o) => o,
             Err(e) => return Err((pending, e)),
         };
-        let resolved = effects::resolve(
-            &output.effects,
-            &pending.batch.shared_texts(),
-            &self.capabilities,
-        );
+        let resolved = effects::resolve(&output.effects, &texts, &self.capabilities);
         if !resolved.denied.is_empty() {
             self.counters.add(
                 "mdp_capability_denied_total",

@@ -176,24 +176,20 @@ impl Scanner {
                 .collect(),
             texts: messages.iter().map(|m| m.payload.to_string()).collect(),
         };
+        let texts = batch.shared_texts();
         let mut last_error = String::new();
         for attempt in 0..2 {
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            let output = match self
-                .worker
-                .analyze_sized(&batch.events, &batch.input_bytes())
-                .await
-            {
+            let output = match self.worker.analyze_texts(&batch.events, &texts).await {
                 Ok(o) => o,
                 Err(e) => {
                     last_error = e.to_string();
                     continue;
                 }
             };
-            let resolved =
-                effects::resolve(&output.effects, &batch.shared_texts(), &self.capabilities);
+            let resolved = effects::resolve(&output.effects, &texts, &self.capabilities);
             if !resolved.denied.is_empty() {
                 self.count("mdp_capability_denied_total", resolved.denied.len() as u64);
                 effects::log_batch(

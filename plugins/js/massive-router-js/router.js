@@ -4,7 +4,7 @@
 // key with the seed's TTL and published on the same channel; the value is
 // the input message unchanged. Unknown or symbol-less events go to
 // unknown:{epoch us}.
-import { counter, nowUs } from 'mdp:analyzer/host@1.0.0';
+import { counter, nowUs } from 'mdp:analyzer/host@1.1.0';
 
 const ROUTES = {
   LULD: ['stocks:luld', 86400],

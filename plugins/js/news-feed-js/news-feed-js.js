@@ -6,7 +6,7 @@
 // XASE, XNAS); raw ones through exchange tags such as "(Nasdaq: ATOS)" or "( NYSE:GM )".
 // Tickers are upper-cased and de-duplicated; malformed ones are skipped and
 // counted. Rules, reasons and counters are exactly the Rust crate's.
-import { counter } from 'mdp:analyzer/host@1.0.0';
+import { counter } from 'mdp:analyzer/host@1.1.0';
 
 const FEED_KEY = 'news:feed:latest';
 const US_EXCHANGES = ['XNYS', 'XASE', 'XNAS'];

@@ -343,7 +343,7 @@ fn hash_field(sym: &str, field: &str) -> Option<String> {
         .map(|(_, v)| v)
 }
 
-/// Issue #18: a snapshot whose previous-day bar is empty (a new listing:
+/// A snapshot whose previous-day bar is empty (a new listing:
 /// Massive sends zeros) gives the seed `prev_day_close`, `prev_day_volume`
 /// and `prev_day_vwap` of 0; only a snapshot without a `prevDay` (or no
 /// snapshot) falls back to the event's close, volume and vwap.
@@ -382,7 +382,7 @@ fn a_snapshot_without_a_previous_day_writes_zeros_as_the_seed() {
     }
 }
 
-/// Issue #18: the seed receives share counts as JSON integers and writes
+/// The seed receives share counts as JSON integers and writes
 /// them as integers (`6878801595`, not `6878801595.0`), in the quote, the
 /// hash and so the board rows.
 #[test]
@@ -421,7 +421,7 @@ fn counts_are_written_as_integers_as_the_seed() {
     assert_eq!(quote_of("BBB")["average_size"], json!(10.5));
 }
 
-/// Issue #18: the seed's `open` is the day's baseline (the cached
+/// The seed's `open` is the day's baseline (the cached
 /// `symbol:{SYM}:open_price`), not the bar's own open, in the quote, the
 /// hash and the board rows.
 #[test]

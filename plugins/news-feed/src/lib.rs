@@ -304,7 +304,7 @@ mod tests {
         );
     }
 
-    /// Issue #18: the seed's tag allows whitespace inside the parentheses
+    /// The seed's tag allows whitespace inside the parentheses
     /// and around the colon, and its `\s` takes Unicode spaces.
     #[test]
     fn raw_tags_allow_whitespace_inside_parentheses_and_unicode_spaces() {

@@ -34,6 +34,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use chrono::{DateTime, Utc};
 use mdp_sdk::prelude::*;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
 /// TTL of `tta:{SYM}:recent` (5 minutes).
@@ -197,24 +198,47 @@ pub fn iso_utc(now_us: u64) -> String {
     }
 }
 
+/// Fields of a trade's message the typed trade does not keep as sent: the
+/// JSON text of `conditions`, `trf_id` and `trf_timestamp` (`null`
+/// included), `None` where the message has no such key.
+#[derive(Debug, Default, Deserialize)]
+struct Verbatim<'a> {
+    #[serde(borrow, default, deserialize_with = "present")]
+    conditions: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    trf_id: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    trf_timestamp: Option<&'a RawValue>,
+}
+
+/// A key that is present, whatever its value (`null` stays `Some("null")`).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
+}
+
 /// The seed's normalised trade (field order and defaults of its
-/// `tta:{SYM}:recent` entries), as JSON text. A trade without conditions is
-/// stored with `"conditions":null`, as the seed stores the `None` of the
-/// SDK's trade (its `.get("conditions", [])` default only applies to a
-/// missing key, and the serialized trade always has one).
-fn stored_trade(t: &Trade, price: f64, timestamp: u64) -> String {
+/// `tta:{SYM}:recent` entries), as JSON text. The seed reads each field
+/// with `.get(key, default)` from the trade's message, so `conditions`,
+/// `trf_id` and `trf_timestamp` are the message's own values (`null` for a
+/// trade without conditions or an exchange print; the TRF's id and time for
+/// an off-exchange one) and the defaults (`[]`, 0, 0) apply only to a
+/// missing key. `message` is the trade's message text (`host::input_json`);
+/// without it, empty conditions are `null` and the TRF fields 0.
+fn stored_trade(t: &Trade, price: f64, timestamp: u64, message: Option<&str>) -> String {
     use std::fmt::Write;
     let text = |s: &str| serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into());
     let price = serde_json::to_string(&price).unwrap_or_else(|_| "0".into());
-    let conditions = if t.conditions.is_empty() {
-        "null".to_string()
-    } else {
-        serde_json::to_string(&t.conditions).unwrap_or_else(|_| "null".into())
+    let verbatim: Option<Verbatim> = message.and_then(|m| serde_json::from_str(m).ok());
+    let conditions = match &verbatim {
+        Some(v) => v.conditions.map_or("[]", RawValue::get).to_string(),
+        None if t.conditions.is_empty() => "null".to_string(),
+        None => serde_json::to_string(&t.conditions).unwrap_or_else(|_| "null".into()),
     };
+    let verbatim = verbatim.unwrap_or_default();
     let mut out = String::with_capacity(256);
     let _ = write!(
         out,
-        r#"{{"event_type":"T","symbol":{},"exchange":{},"id":{},"tape":{},"price":{},"size":{},"conditions":{},"timestamp":{},"sequence_number":{},"trf_id":0,"trf_timestamp":0}}"#,
+        r#"{{"event_type":"T","symbol":{},"exchange":{},"id":{},"tape":{},"price":{},"size":{},"conditions":{},"timestamp":{},"sequence_number":{},"trf_id":{},"trf_timestamp":{}}}"#,
         text(&t.symbol),
         t.exchange,
         text(&t.id),
@@ -224,6 +248,8 @@ fn stored_trade(t: &Trade, price: f64, timestamp: u64) -> String {
         conditions,
         timestamp,
         t.sequence,
+        verbatim.trf_id.map_or("0", RawValue::get),
+        verbatim.trf_timestamp.map_or("0", RawValue::get),
     );
     out
 }
@@ -394,7 +420,12 @@ impl Analyzer for TopTrades {
             let price = if t.price.is_finite() { t.price } else { 0.0 };
             effects.push(push(
                 format!("tta:{}:recent", t.symbol),
-                Body::Json(stored_trade(t, price, timestamp)),
+                Body::Json(stored_trade(
+                    t,
+                    price,
+                    timestamp,
+                    host::input_json(i as u32).as_deref(),
+                )),
                 self.window as u32,
                 Some(RECENT_TTL),
             ));

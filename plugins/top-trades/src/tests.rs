@@ -182,32 +182,70 @@ fn windows_expire_with_their_store_list_and_survive_a_hot_reload() {
     assert_eq!(all["symbol_count"], 1);
 }
 
-/// Issue #18: the seed stores a trade without conditions with
-/// `"conditions": null` (the SDK trade's `None`), not `[]`.
+/// The seed stores each trade's `conditions`, `trf_id` and
+/// `trf_timestamp` as its message has them (`.get(key, default)` on a
+/// message that has the keys): `null` stays `null`, a TRF print keeps its
+/// TRF id and time, and the defaults (`[]`, 0) apply only to missing keys.
 #[test]
-fn trades_without_conditions_are_stored_with_null_conditions() {
+fn stored_trades_keep_the_messages_conditions_and_trf_fields() {
     let mut h = Harness::<TopTrades>::new().at_us(NOW);
     h.init(&[]).unwrap();
-    let Event::Trade(mut bare) = trade("AAPL", 1.0, 10, 1) else {
-        unreachable!()
+    let message = |seq: u64, rest: &str| {
+        format!(
+            r#"{{"event_type":"T","symbol":"AAPL","exchange":4,"id":"{seq}","tape":3,"price":1.5,"size":10,"timestamp":{seq},"sequence_number":{seq}{rest}}}"#
+        )
     };
-    bare.conditions.clear();
-    h.analyze(vec![Event::Trade(bare), trade("AAPL", 1.0, 10, 2)])
-        .unwrap();
+    let messages = vec![
+        message(
+            1,
+            r#","conditions":[12, 37],"trf_id":201,"trf_timestamp":1773064799999"#,
+        ),
+        message(
+            2,
+            r#","conditions":null,"trf_id":null,"trf_timestamp":null"#,
+        ),
+        message(3, r#","conditions":[]"#),
+    ];
+    h.analyze_json(&messages).unwrap();
     let recent = with_host(|h| h.store.lrange("tta:AAPL:recent", 0, -1));
     let stored: Vec<Value> = recent
         .iter()
         .map(|t| serde_json::from_str(t).unwrap())
         .collect();
-    assert_eq!(stored[0]["conditions"], json!([12]), "newest first");
-    assert!(
-        stored[1]["conditions"].is_null(),
-        "no conditions: {}",
-        recent[1]
+    let fields = |v: &Value| {
+        (
+            v["conditions"].clone(),
+            v["trf_id"].clone(),
+            v["trf_timestamp"].clone(),
+        )
+    };
+    // Newest first.
+    assert_eq!(
+        fields(&stored[2]),
+        (json!([12, 37]), json!(201), json!(1773064799999u64))
+    );
+    assert_eq!(fields(&stored[1]), (Value::Null, Value::Null, Value::Null));
+    assert_eq!(fields(&stored[0]), (json!([]), json!(0), json!(0)));
+    assert_eq!(stored[2]["price"], 1.5);
+}
+
+/// Without the message text (a host that does not serve it), a trade
+/// without conditions is stored with `null` conditions and 0 TRF fields.
+#[test]
+fn without_the_message_empty_conditions_are_null_and_trf_fields_zero() {
+    let Event::Trade(mut bare) = trade("AAPL", 1.0, 10, 1) else {
+        unreachable!()
+    };
+    bare.conditions.clear();
+    let v: Value = serde_json::from_str(&stored_trade(&bare, 1.0, 1, None)).unwrap();
+    assert!(v["conditions"].is_null(), "{v}");
+    assert_eq!(
+        (v["trf_id"].clone(), v["trf_timestamp"].clone()),
+        (json!(0), json!(0))
     );
 }
 
-/// Issue #18: `avg_size` is Python's `round(x, 2)`, which rounds an exact
+/// `avg_size` is Python's `round(x, 2)`, which rounds an exact
 /// tie to the even digit: 801 shares over 8 trades = 100.125 → 100.12.
 #[test]
 fn avg_size_rounds_half_to_even_as_python() {
