@@ -16,8 +16,8 @@ use mdp::plugin::{
     FixedClock, HostServices, LiveWorker, LoadOutcome, Registry, Runtime, RuntimeConfig,
     StoreReference,
 };
+use mdp::process::{Processor, ProcessorConfig};
 use mdp::queue::{EmbeddedQueue, Queue, QueueSpec};
-use mdp::role::processor::{Processor, ProcessorConfig};
 use mdp::store::{EmbeddedStore, Store};
 
 /// The same component with a custom section appended: other bytes, same behaviour.

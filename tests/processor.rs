@@ -14,8 +14,8 @@ use mdp::plugin::{
     FixedClock, HostServices, LiveWorker, LoadOptions, Plugin, PluginSlot, Runtime, RuntimeConfig,
     StoreReference,
 };
+use mdp::process::{Processor, ProcessorConfig, ProcessorStats};
 use mdp::queue::{EmbeddedQueue, Queue, QueueSpec};
-use mdp::role::processor::{Processor, ProcessorConfig, ProcessorStats};
 use mdp::store::{EmbeddedStore, Store, Topic};
 use tokio::sync::watch;
 

@@ -40,10 +40,10 @@ use mdp::plugin::manifest::Manifest;
 use mdp::plugin::{
     FixedClock, HostServices, LiveWorker, Plugin, PluginSlot, Runtime, RuntimeConfig,
 };
+use mdp::process::{Processor, ProcessorConfig};
 use mdp::queue::{EmbeddedQueue, Queue};
 use mdp::refdata::{MassiveReference, MassiveRestConfig};
-use mdp::role::processor::{Processor, ProcessorConfig};
-use mdp::role::scanner::{Scanner, ScannerConfig};
+use mdp::scan::{Scanner, ScannerConfig};
 use mdp::sim::{SimHandle, SimulateArgs};
 use mdp::store::{EmbeddedStore, Store, Topic};
 use serde_json::{Map, Value, json};

@@ -17,7 +17,7 @@ use mdp::plugin::{
     FixedClock, HostServices, LiveWorker, Plugin, PluginSlot, ReferenceData, Runtime,
     RuntimeConfig, StoreReference, golden,
 };
-use mdp::role::scanner::{Scanner, ScannerConfig};
+use mdp::scan::{Scanner, ScannerConfig};
 use mdp::store::{EmbeddedStore, Store, Topic, Write};
 use mdp_sdk::wire::{EffectRecord, Golden};
 
@@ -209,8 +209,8 @@ async fn news_feed_processes_the_news_queue(
     store: Arc<dyn Store>,
 ) {
     use bytes::Bytes;
+    use mdp::process::{Processor, ProcessorConfig};
     use mdp::queue::QueueSpec;
-    use mdp::role::processor::{Processor, ProcessorConfig};
 
     let run = support::unique("n");
     let q = format!("{run}-news");

@@ -15,7 +15,7 @@ use mdp::plugin::{
     ReferenceFault, Runtime, RuntimeConfig, StoreReference,
 };
 use mdp::refdata::{MassiveReference, MassiveRestConfig};
-use mdp::role::scanner::{Scanner, ScannerConfig};
+use mdp::scan::{Scanner, ScannerConfig};
 use mdp::store::{EmbeddedStore, Store, Topic, Write};
 
 async fn tagger(store: &Arc<dyn Store>) -> LiveWorker {

@@ -24,8 +24,8 @@ use mdp::plugin::{
     HostServices, LiveWorker, Plugin, PluginSlot, ReferenceData, ReferenceFault, Runtime,
     RuntimeConfig, StoreReference, SystemClock,
 };
+use mdp::process::{Processor, ProcessorConfig};
 use mdp::queue::{Queue, QueueSpec};
-use mdp::role::processor::{Processor, ProcessorConfig};
 use mdp::store::{Store, Write};
 
 /// Reference data behind a cache-aside layer whose misses cost `delay` each

@@ -19,8 +19,8 @@ use mdp::plugin::{
     FixedClock, HostServices, LiveWorker, Plugin, PluginSlot, Runtime, RuntimeConfig,
     StoreReference,
 };
+use mdp::process::{Processor, ProcessorConfig};
 use mdp::queue::{Queue, QueueSpec};
-use mdp::role::processor::{Processor, ProcessorConfig};
 use mdp::store::{EmbeddedStore, Store};
 
 fn body(i: usize) -> Bytes {

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::plugin::{HostServices, LiveWorker, Registry};
-use crate::role::scanner::{Scanner, ScannerConfig};
+use crate::scan::{Scanner, ScannerConfig};
 use crate::store::{Store, Topic};
 
 /// Is a manifest `consumes` entry a store channel or pattern (not a queue)?

@@ -10,10 +10,10 @@ use anyhow::{Context, bail};
 use tokio::sync::watch;
 
 use crate::plugin::{HostServices, LiveWorker, Registry, Runtime, RuntimeConfig, SystemClock};
+use crate::process::{Processor, ProcessorConfig};
 use crate::queue::{Queue, QueueSpec};
 use crate::refdata::{MassiveReference, MassiveRestConfig};
-use crate::role::processor::{Processor, ProcessorConfig};
-use crate::role::scanner::{Scanner, ScannerConfig};
+use crate::scan::{Scanner, ScannerConfig};
 use crate::store::{Store, Topic};
 use crate::telemetry::Health;
 

@@ -12,8 +12,8 @@ use anyhow::Context;
 
 use super::roles::{AnalyzerHostArgs, shutdown_signal, spawn_processors, spawn_scanner, supervise};
 use crate::feed::massive::{MassiveArgs, MassiveListener};
-use crate::role::processor::ProcessorConfig;
-use crate::role::scanner::ScannerConfig;
+use crate::process::ProcessorConfig;
+use crate::scan::ScannerConfig;
 use crate::sim::{Profile, SimulateArgs};
 use crate::telemetry::Health;
 use crate::widgets::{ServeArgs, WidgetArgs};

@@ -3,11 +3,10 @@
 //! an embedded store, a fixed clock and store-backed reference data.
 
 use std::collections::BTreeMap;
-use std::collections::btree_map::Entry;
 use std::path::Path;
 use std::sync::Arc;
 
-use mdp_sdk::wire::{EffectRecord, Golden, GoldenReference, GoldenRestart};
+use mdp_sdk::wire::{EffectRecord, Golden, GoldenReference, GoldenRestart, GoldenStep};
 
 use super::{
     Capabilities, Clock, FixedClock, HostServices, Limits, LoadOptions, Plugin, Runtime,
@@ -141,50 +140,100 @@ pub async fn run(
     golden: &Golden,
     limits: Limits,
 ) -> Result<(), GoldenError> {
-    let clock = FixedClock::new(golden.now_us);
-    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::with_clock({
-        let clock = clock.clone();
-        move || clock.now_us()
-    }));
-    store
-        .apply(&seed_writes(&golden.store, &golden.reference), false)
-        .await
-        .map_err(|e| GoldenError::Setup(e.to_string()))?;
-    let services = HostServices {
-        store: store.clone(),
-        reference: Arc::new(StoreReference::new(store.clone())),
-        clock: Arc::new(clock.clone()),
-    };
-    let options = LoadOptions {
-        name: None,
-        limits,
-        capabilities: Capabilities::unrestricted(),
-        ..LoadOptions::default()
-    };
-    let plugin = Plugin::load(runtime, bytes, options, &services).await?;
-    let config: Vec<(String, String)> = golden
-        .config
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    let start = |step: usize, state: Option<Vec<u8>>| {
-        let mut worker = Worker::new(plugin.clone(), services.clone(), config.clone());
+    let mut run = GoldenRun::set_up(runtime, bytes, golden, limits).await?;
+    for (step, s) in golden.steps.iter().enumerate() {
+        run.step(step, s).await?;
+    }
+    Ok(())
+}
+
+/// A [`GoldenError::Batch`] of `step`, from any error.
+fn batch_error<E: std::fmt::Display>(step: usize) -> impl FnOnce(E) -> GoldenError {
+    move |e| GoldenError::Batch {
+        step,
+        reason: e.to_string(),
+    }
+}
+
+/// One golden run: the fixed clock, the seeded store, the loaded plugin and
+/// its replicas (by replica number).
+struct GoldenRun<'a> {
+    golden: &'a Golden,
+    clock: FixedClock,
+    store: Arc<dyn Store>,
+    services: HostServices,
+    plugin: Arc<Plugin>,
+    config: Vec<(String, String)>,
+    replicas: BTreeMap<u32, Worker>,
+}
+
+impl<'a> GoldenRun<'a> {
+    /// Seed a store with the file's starting state, load the plugin and
+    /// start replica 0 at the file's clock (others start when first used).
+    async fn set_up(
+        runtime: &Runtime,
+        bytes: Vec<u8>,
+        golden: &'a Golden,
+        limits: Limits,
+    ) -> Result<GoldenRun<'a>, GoldenError> {
+        let clock = FixedClock::new(golden.now_us);
+        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::with_clock({
+            let clock = clock.clone();
+            move || clock.now_us()
+        }));
+        store
+            .apply(&seed_writes(&golden.store, &golden.reference), false)
+            .await
+            .map_err(|e| GoldenError::Setup(e.to_string()))?;
+        let services = HostServices {
+            store: store.clone(),
+            reference: Arc::new(StoreReference::new(store.clone())),
+            clock: Arc::new(clock.clone()),
+        };
+        let options = LoadOptions {
+            name: None,
+            limits,
+            capabilities: Capabilities::unrestricted(),
+            ..LoadOptions::default()
+        };
+        let plugin = Plugin::load(runtime, bytes, options, &services).await?;
+        let config = golden
+            .config
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let mut run = GoldenRun {
+            golden,
+            clock,
+            store,
+            services,
+            plugin,
+            config,
+            replicas: BTreeMap::new(),
+        };
+        let first = run.start(0, None).await?;
+        run.replicas.insert(0, first);
+        Ok(run)
+    }
+
+    /// A new replica, handed `state` (a snapshot) if any.
+    async fn start(&mut self, step: usize, state: Option<Vec<u8>>) -> Result<Worker, GoldenError> {
+        let mut worker = Worker::new(
+            self.plugin.clone(),
+            self.services.clone(),
+            self.config.clone(),
+        );
         if let Some(state) = state {
             worker.hand_over(state);
         }
-        async move {
-            worker.start().await.map_err(|e| GoldenError::Batch {
-                step,
-                reason: e.to_string(),
-            })?;
-            Ok::<Worker, GoldenError>(worker)
-        }
-    };
-    // Replica 0 starts at the file's clock; others when first used.
-    let mut replicas: BTreeMap<u32, Worker> = BTreeMap::new();
-    replicas.insert(0, start(0, None).await?);
-    for (step, s) in golden.steps.iter().enumerate() {
-        clock.set(s.now_us.unwrap_or(golden.now_us));
+        worker.start().await.map_err(batch_error(step))?;
+        Ok(worker)
+    }
+
+    /// Run one step: set its clock and market status, (re)start its replica
+    /// as asked, analyze its events, apply the effects and compare them.
+    async fn step(&mut self, step: usize, s: &GoldenStep) -> Result<(), GoldenError> {
+        self.clock.set(s.now_us.unwrap_or(self.golden.now_us));
         // The step's market status, served by StoreReference from here on.
         if let Some(m) = &s.market {
             let write = Write::Set {
@@ -192,26 +241,12 @@ pub async fn run(
                 value: m.as_str().into(),
                 ttl: None,
             };
-            store
+            self.store
                 .apply(&[write], false)
                 .await
-                .map_err(|e| GoldenError::Batch {
-                    step,
-                    reason: e.to_string(),
-                })?;
+                .map_err(batch_error(step))?;
         }
-        let state = match (s.restart, replicas.remove(&s.replica)) {
-            (Some(GoldenRestart::Snapshot), Some(mut old)) => Some(old.snapshot().await),
-            (None, Some(old)) => {
-                replicas.insert(s.replica, old);
-                None
-            }
-            _ => None,
-        };
-        let worker = match replicas.entry(s.replica) {
-            Entry::Occupied(e) => e.into_mut(),
-            Entry::Vacant(e) => e.insert(start(step, state).await?),
-        };
+        let worker = self.replica(step, s).await?;
         let texts: Vec<String> = s.events.iter().map(|e| e.to_string()).collect();
         let events = s
             .events
@@ -219,31 +254,22 @@ pub async fn run(
             .zip(&texts)
             .map(|(v, t)| convert::decode_value(v, t))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| GoldenError::Batch {
-                step,
-                reason: e.to_string(),
-            })?;
+            .map_err(batch_error(step))?;
         let shared: Vec<Arc<str>> = texts.iter().map(effects::InputText::shared).collect();
         let out = worker
             .analyze_texts(&events, &shared)
             .await
-            .map_err(|e| GoldenError::Batch {
-                step,
-                reason: e.to_string(),
-            })?;
+            .map_err(batch_error(step))?;
         let got: Vec<EffectRecord> = out
             .effects
             .iter()
             .map(|e| effects::record(e, &texts))
             .collect();
         let resolved = effects::resolve(&out.effects, &texts, &Capabilities::unrestricted());
-        store
+        self.store
             .apply(&resolved.writes, true)
             .await
-            .map_err(|e| GoldenError::Batch {
-                step,
-                reason: e.to_string(),
-            })?;
+            .map_err(batch_error(step))?;
         if got != s.effects {
             return Err(GoldenError::Mismatch {
                 step,
@@ -251,8 +277,26 @@ pub async fn run(
                 got: lines(&got),
             });
         }
+        Ok(())
     }
-    Ok(())
+
+    /// The step's replica: the running one, or one restarted (from its
+    /// snapshot or cold) or started for the first time.
+    async fn replica(&mut self, step: usize, s: &GoldenStep) -> Result<&mut Worker, GoldenError> {
+        let state = match (s.restart, self.replicas.remove(&s.replica)) {
+            (Some(GoldenRestart::Snapshot), Some(mut old)) => Some(old.snapshot().await),
+            (None, Some(old)) => {
+                self.replicas.insert(s.replica, old);
+                None
+            }
+            _ => None,
+        };
+        if !self.replicas.contains_key(&s.replica) {
+            let worker = self.start(step, state).await?;
+            self.replicas.insert(s.replica, worker);
+        }
+        Ok(self.replicas.get_mut(&s.replica).expect("present"))
+    }
 }
 
 #[cfg(test)]

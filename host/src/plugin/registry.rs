@@ -285,13 +285,7 @@ impl Registry {
     async fn try_load(&self, name: &str) -> LoadOutcome {
         let wasm = self.dir.join(format!("{name}.wasm"));
         let toml = self.dir.join(format!("{name}.toml"));
-        let slot = {
-            let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-            slots
-                .entry(name.to_string())
-                .or_insert_with(|| PluginSlot::new(name))
-                .clone()
-        };
+        let slot = self.slot_or_new(name);
         if !wasm.exists() {
             if slot.current().is_some() {
                 slot.remove();
@@ -303,56 +297,18 @@ impl Registry {
                 LoadOutcome::Unchanged
             };
         }
-        let manifest = match Manifest::load(&toml) {
-            Ok(m) if m.name == name => m,
-            Ok(m) => {
-                return LoadOutcome::Rejected(format!(
-                    "{} names plugin `{}`",
-                    toml.display(),
-                    m.name
-                ));
-            }
-            Err(e) => return LoadOutcome::Rejected(e.to_string()),
+        let (manifest, bytes, fingerprint) = match read_plugin(name, &wasm, &toml) {
+            Ok(read) => read,
+            Err(reason) => return LoadOutcome::Rejected(reason),
         };
-        let bytes = match std::fs::read(&wasm) {
-            Ok(b) => b,
-            Err(e) => return LoadOutcome::Rejected(format!("cannot read {}: {e}", wasm.display())),
-        };
-        let manifest_text = std::fs::read(&toml).unwrap_or_default();
-        let fingerprint = hex::encode(
-            Sha256::new()
-                .chain_update(&bytes)
-                .chain_update(&manifest_text)
-                .finalize(),
-        );
         if slot.current().is_some_and(|g| g.fingerprint == fingerprint) {
             return LoadOutcome::Unchanged;
         }
         if slot.is_bad(&fingerprint) {
             return LoadOutcome::Rejected("this exact version was rolled back before".into());
         }
-        if let Some(golden_path) = manifest.golden_path() {
-            let golden_run = async {
-                let text = std::fs::read_to_string(&golden_path)
-                    .map_err(|e| format!("golden {}: {e}", golden_path.display()))?;
-                let file = mdp_sdk::wire::Golden::parse(&text)
-                    .map_err(|e| format!("golden {}: {e}", golden_path.display()))?;
-                golden::run(
-                    &self.runtime,
-                    bytes.clone(),
-                    &file,
-                    manifest.load_options().limits,
-                )
-                .await
-                .map_err(|e| match e {
-                    // The component itself is bad: name it, not the golden file.
-                    golden::GoldenError::Load(e) => format!("{}: {e}", wasm.display()),
-                    e => format!("golden {}: {e}", golden_path.display()),
-                })
-            };
-            if let Err(reason) = golden_run.await {
-                return LoadOutcome::Rejected(reason);
-            }
+        if let Err(reason) = self.run_golden(&manifest, &bytes, &wasm).await {
+            return LoadOutcome::Rejected(reason);
         }
         let plugin = match Plugin::load(
             &self.runtime,
@@ -366,6 +322,44 @@ impl Registry {
             Err(e) => return LoadOutcome::Rejected(format!("{}: {e}", wasm.display())),
         };
         LoadOutcome::Published(slot.publish(plugin, manifest, fingerprint))
+    }
+
+    /// The slot of plugin `name`, created empty when new.
+    fn slot_or_new(&self, name: &str) -> Arc<PluginSlot> {
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        slots
+            .entry(name.to_string())
+            .or_insert_with(|| PluginSlot::new(name))
+            .clone()
+    }
+
+    /// Run the golden file the manifest names (if any) through the
+    /// component `bytes` at `wasm`; the reason when it fails.
+    async fn run_golden(
+        &self,
+        manifest: &Manifest,
+        bytes: &[u8],
+        wasm: &Path,
+    ) -> Result<(), String> {
+        let Some(golden_path) = manifest.golden_path() else {
+            return Ok(());
+        };
+        let text = std::fs::read_to_string(&golden_path)
+            .map_err(|e| format!("golden {}: {e}", golden_path.display()))?;
+        let file = mdp_sdk::wire::Golden::parse(&text)
+            .map_err(|e| format!("golden {}: {e}", golden_path.display()))?;
+        golden::run(
+            &self.runtime,
+            bytes.to_vec(),
+            &file,
+            manifest.load_options().limits,
+        )
+        .await
+        .map_err(|e| match e {
+            // The component itself is bad: name it, not the golden file.
+            golden::GoldenError::Load(e) => format!("{}: {e}", wasm.display()),
+            e => format!("golden {}: {e}", golden_path.display()),
+        })
     }
 
     /// Watch the directory and reload plugins as their files change, until
@@ -426,4 +420,27 @@ impl Drop for WatchHandle {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// Read plugin `name`'s manifest (which must name it) and component, and
+/// fingerprint both; the reason when they cannot be read.
+fn read_plugin(
+    name: &str,
+    wasm: &Path,
+    toml: &Path,
+) -> Result<(Manifest, Vec<u8>, String), String> {
+    let manifest = match Manifest::load(toml) {
+        Ok(m) if m.name == name => m,
+        Ok(m) => return Err(format!("{} names plugin `{}`", toml.display(), m.name)),
+        Err(e) => return Err(e.to_string()),
+    };
+    let bytes = std::fs::read(wasm).map_err(|e| format!("cannot read {}: {e}", wasm.display()))?;
+    let manifest_text = std::fs::read(toml).unwrap_or_default();
+    let fingerprint = hex::encode(
+        Sha256::new()
+            .chain_update(&bytes)
+            .chain_update(&manifest_text)
+            .finalize(),
+    );
+    Ok((manifest, bytes, fingerprint))
 }

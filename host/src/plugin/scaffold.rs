@@ -224,12 +224,31 @@ pub fn scaffold(
     if root.exists() {
         return Err(ScaffoldError::Exists(root.display().to_string()));
     }
-    let io = |path: &Path| {
-        let path = path.display().to_string();
-        move |source| ScaffoldError::Io { path, source }
-    };
-    std::fs::create_dir_all(&root).map_err(io(&root))?;
-    let (build, extra) = match lang {
+    std::fs::create_dir_all(&root).map_err(io_error(&root))?;
+    let (files, embedded) = project_files(name, lang, &root, sdk);
+    for (dir, set) in embedded {
+        embedded::write_all(&dir, set).map_err(io_error(&dir))?;
+    }
+    for (file, text) in files {
+        let path = root.join(file);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(io_error(parent))?;
+        }
+        std::fs::write(&path, text).map_err(io_error(&path))?;
+    }
+    Ok(root)
+}
+
+/// A [`ScaffoldError::Io`] on `path`.
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> ScaffoldError {
+    let path = path.display().to_string();
+    move |source| ScaffoldError::Io { path, source }
+}
+
+/// How a project in `lang` is built, and what its README adds about the
+/// vendored SDK (when `sdk` is not given).
+fn build_notes(lang: Lang, sdk: Option<&Path>) -> (&'static str, &'static str) {
+    match lang {
         Lang::Rust => (
             "cargo build --release --target wasm32-wasip2",
             match sdk {
@@ -244,7 +263,19 @@ pub fn scaffold(
             "componentize-js (pinned in package.json; `npm ci` first)",
             "",
         ),
-    };
+    }
+}
+
+/// The files of a new project: its templates filled in (path in the
+/// project, text), and the embedded file sets with the folder each goes to.
+type ProjectFiles = (
+    Vec<(String, String)>,
+    Vec<(PathBuf, &'static [embedded::File])>,
+);
+
+/// The files of project `name` in `lang` at `root`.
+fn project_files(name: &str, lang: Lang, root: &Path, sdk: Option<&Path>) -> ProjectFiles {
+    let (build, extra) = build_notes(lang, sdk);
     let sdk_path = sdk.map_or_else(|| "mdp-sdk".to_string(), |p| p.display().to_string());
     let fill = |t: &str| {
         t.replace("{name}", name)
@@ -256,47 +287,36 @@ pub fn scaffold(
             .replace("{memory}", if lang == Lang::Rust { "32" } else { "256" })
             .replace("{deadline}", if lang == Lang::Rust { "50" } else { "500" })
     };
-    let manifest = format!("{name}.toml");
-    let source = format!("{name}.js");
-    let mut files: Vec<(&str, String)> = vec![
-        (&manifest, fill(MANIFEST)),
+    let mut files: Vec<(String, String)> = vec![
+        (format!("{name}.toml"), fill(MANIFEST)),
         // The golden file's JSON braces are literal; only the name is filled in.
-        ("golden.json", GOLDEN.replace("{name}", name)),
-        ("README.md", fill(README)),
-        (".gitignore", GITIGNORE.to_string()),
+        ("golden.json".into(), GOLDEN.replace("{name}", name)),
+        ("README.md".into(), fill(README)),
+        (".gitignore".into(), GITIGNORE.to_string()),
     ];
-    let mut embedded: Vec<(PathBuf, &[embedded::File])> = vec![(root.join("wit"), embedded::WIT)];
+    let mut embedded: Vec<(PathBuf, &'static [embedded::File])> =
+        vec![(root.join("wit"), embedded::WIT)];
     match lang {
         Lang::Rust => {
-            files.push(("Cargo.toml", fill(RUST_CARGO)));
-            files.push(("src/lib.rs", fill(RUST_LIB)));
+            files.push(("Cargo.toml".into(), fill(RUST_CARGO)));
+            files.push(("src/lib.rs".into(), fill(RUST_LIB)));
             if sdk.is_none() {
-                files.push(("Cargo.lock", embedded::rust_lock(name)));
-                files.push(("mdp-sdk/Cargo.toml", embedded::sdk_manifest()));
+                files.push(("Cargo.lock".into(), embedded::rust_lock(name)));
+                files.push(("mdp-sdk/Cargo.toml".into(), embedded::sdk_manifest()));
                 embedded.push((root.join("mdp-sdk"), embedded::SDK_SOURCES));
             }
         }
         Lang::Python => {
-            files.push(("app.py", fill(PYTHON_APP)));
+            files.push(("app.py".into(), fill(PYTHON_APP)));
             files.push((
-                "requirements.txt",
+                "requirements.txt".into(),
                 embedded::PYTHON_REQUIREMENTS.to_string(),
             ));
         }
         Lang::Js => {
-            files.push((&source, fill(JS_APP)));
-            embedded.push((root.clone(), embedded::JS_TOOLS));
+            files.push((format!("{name}.js"), fill(JS_APP)));
+            embedded.push((root.to_path_buf(), embedded::JS_TOOLS));
         }
     }
-    for (dir, set) in embedded {
-        embedded::write_all(&dir, set).map_err(io(&dir))?;
-    }
-    for (file, text) in files {
-        let path = root.join(file);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(io(parent))?;
-        }
-        std::fs::write(&path, text).map_err(io(&path))?;
-    }
-    Ok(root)
+    (files, embedded)
 }

@@ -22,7 +22,7 @@ pub fn metrics_handle() -> PrometheusHandle {
 
 mod health;
 
-pub use health::Health;
+pub use health::{Health, WatchGuard};
 
 /// Serve `/health` (liveness: 503 once a role task has ended), `/ready`
 /// (200 once started and every dependency check passes, else 503 with a

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::{Backoff, EventBatch};
+use crate::backoff::Backoff;
+use crate::event::EventBatch;
 use crate::plugin::{Capabilities, LiveError, LiveWorker, convert, effects};
 use crate::store::{Message, Store, Topic};
 

@@ -1,14 +1,8 @@
-//! The long-running roles built on the backends and the plugin runtime:
-//! [`processor`] (queue → analyzer → store) and [`scanner`] (pub/sub →
-//! analyzer → store).
+//! [`EventBatch`]: the events one analyzer call receives, with the exact
+//! texts they were decoded from.
 
-pub mod processor;
-pub mod scanner;
-
-pub use crate::backoff::Backoff;
-
-/// Events a role's analyzer saw, as one batch: the plugin events and the
-/// exact texts `Body::Input` refers to.
+/// Events a processor or scanner hands its analyzer, as one batch: the
+/// plugin events and the exact texts `Body::Input` refers to.
 #[derive(Debug, Default)]
 pub struct EventBatch {
     /// Events for the plugin.
