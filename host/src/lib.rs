@@ -19,5 +19,6 @@ pub mod secret;
 pub mod sim;
 pub mod store;
 pub mod telemetry;
+pub mod time;
 pub mod tls;
 pub mod widgets;
