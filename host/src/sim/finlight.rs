@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -26,7 +26,7 @@ use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc};
 
 use super::market::Market;
-use super::{SimClock, SimConfig};
+use super::{SimClock, SimConfig, send_close};
 
 const SOURCES: [&str; 5] = [
     "www.reuters.com",
@@ -437,15 +437,6 @@ fn upgrade(
         session(socket, shared.clone(), raw, rx, id).await;
         shared.sessions().retain(|(i, _, _)| *i != id);
     })
-}
-
-async fn send_close(socket: &mut WebSocket, code: u16, reason: &str) {
-    let _ = socket
-        .send(WsMessage::Close(Some(CloseFrame {
-            code,
-            reason: reason.to_string().into(),
-        })))
-        .await;
 }
 
 /// Go on with the session, or end it.

@@ -347,6 +347,16 @@ pub fn new_york_label(ms: u64) -> String {
         .unwrap_or_else(|| format!("{ms} ms"))
 }
 
+/// Send a close frame with `code` and `reason` (best effort: the client may be gone).
+async fn send_close(socket: &mut axum::extract::ws::WebSocket, code: u16, reason: &str) {
+    use axum::extract::ws::{CloseFrame, Message};
+    let frame = CloseFrame {
+        code,
+        reason: reason.to_string().into(),
+    };
+    let _ = socket.send(Message::Close(Some(frame))).await;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,6 +10,10 @@
 //! backoff 0.5 s doubling to 10 s. Articles go unchanged to the `news` queue
 //! (15 min TTL as the seed); the enhanced stream re-sends the latest article
 //! on every connect, so recent links are de-duplicated as the SDK does.
+//!
+//! Inside: `frame` parses server frames, `settings` holds the config and the
+//! filter, `session` runs one connection, `stats` counts, `admin` serves the
+//! HTTP routes.
 
 mod admin;
 mod frame;

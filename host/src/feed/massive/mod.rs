@@ -19,6 +19,10 @@
 //! 404 or 401 at connect is a configuration error (one ERROR naming the
 //! flag, then the refused wait). An admin API ([`admin_router`]) reports status and changes
 //! feed, market and subscriptions at runtime.
+//!
+//! Inside: `frame` parses frames, `settings` holds the config and what the
+//! admin API may change, `session` runs one connection, `publish` is the
+//! publishing side, `stats` counts, `admin` serves the HTTP routes.
 
 mod admin;
 mod frame;

@@ -10,13 +10,13 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
 use super::{Control, Frame, KINDS, Shared, kind_index};
-use crate::sim::Fault;
+use crate::sim::{Fault, send_close};
 
 /// A frame send blocked this long means the client stopped reading.
 const SEND_TIMEOUT: Duration = Duration::from_secs(3);
@@ -122,23 +122,13 @@ impl Drop for Registered {
     }
 }
 
-/// Send a close frame (best effort).
-async fn close_with(socket: &mut WebSocket, code: u16, reason: &str) {
-    let _ = socket
-        .send(WsMessage::Close(Some(CloseFrame {
-            code,
-            reason: reason.to_string().into(),
-        })))
-        .await;
-}
-
 /// What a fault does to the session: `true` = the session ends.
 async fn apply_fault(socket: &mut WebSocket, fault: Fault, stalled: &mut bool) -> bool {
     match fault {
         Fault::AuthFailure | Fault::RestLie => false,
         Fault::MaxConnections => {
             let _ = socket.send(WsMessage::Text(status("max_connections", "Maximum number of websocket connections exceeded. You have reached the connection limit for your account. Please contact support at https://polygon.io/contact to increase your limit.").into())).await;
-            close_with(socket, 1008, "max connections").await;
+            send_close(socket, 1008, "max connections").await;
             true
         }
         Fault::SlowConsumer => {
@@ -147,7 +137,7 @@ async fn apply_fault(socket: &mut WebSocket, fault: Fault, stalled: &mut bool) -
                     status("slow_consumer", "Slow consumer: send buffer full").into(),
                 ))
                 .await;
-            close_with(socket, 1011, "slow consumer").await;
+            send_close(socket, 1011, "slow consumer").await;
             true
         }
         Fault::ForceDisconnect => {
@@ -156,7 +146,7 @@ async fn apply_fault(socket: &mut WebSocket, fault: Fault, stalled: &mut bool) -
                     status("force_disconnect", "Forced disconnect").into(),
                 ))
                 .await;
-            close_with(socket, 1000, "force disconnect").await;
+            send_close(socket, 1000, "force disconnect").await;
             true
         }
         Fault::Reset => true,
@@ -253,7 +243,7 @@ impl Session {
             "No authentication request received.",
         ))
         .await;
-        close_with(&mut self.socket, 1008, "auth timeout").await;
+        send_close(&mut self.socket, 1008, "auth timeout").await;
         Flow::Break(())
     }
 
@@ -295,7 +285,7 @@ impl Session {
         if !key_ok || shared.take_fault(|f| f == Fault::AuthFailure).is_some() {
             self.send(status("auth_failed", "authentication failed"))
                 .await;
-            close_with(&mut self.socket, 1008, "authentication failed").await;
+            send_close(&mut self.socket, 1008, "authentication failed").await;
             return ControlFlow::Break(());
         }
         self.authed = true;
@@ -407,7 +397,7 @@ impl Session {
         );
         self.send(status("slow_consumer", "Slow consumer: send buffer full"))
             .await;
-        close_with(&mut self.socket, 1011, "slow consumer").await;
+        send_close(&mut self.socket, 1011, "slow consumer").await;
         Flow::Break(())
     }
 }
