@@ -13,10 +13,10 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use mdp::feed::admin::AdminAccess;
-use mdp::feed::finlight::{FinlightArgs, FinlightListener, Outcome};
-use mdp::feed::massive::{MassiveArgs, MassiveListener, parse_frame};
+use mdp::feed::finlight::{FinlightConfig, FinlightListener, Outcome};
+use mdp::feed::massive::{MassiveConfig, MassiveListener, parse_frame};
 use mdp::queue::{EmbeddedQueue, Queue};
-use mdp::sim::{Fault, Profile, SimHandle, SimulateArgs};
+use mdp::sim::{Fault, Profile, SimConfig, SimHandle};
 use serde_json::Value;
 use tokio::sync::watch;
 
@@ -25,8 +25,8 @@ const OPEN_AT: &str = "2026-01-05T14:59:57Z";
 /// Saturday 2026-01-03 noon EST.
 const SATURDAY: &str = "2026-01-03T17:00:00Z";
 
-async fn sim(args: SimulateArgs) -> SimHandle {
-    mdp::sim::start(SimulateArgs {
+async fn sim(args: SimConfig) -> SimHandle {
+    mdp::sim::start(SimConfig {
         at: args.at.clone().or(Some(OPEN_AT.into())),
         ..args
     })
@@ -34,12 +34,12 @@ async fn sim(args: SimulateArgs) -> SimHandle {
     .expect("simulator starts")
 }
 
-fn quiet() -> SimulateArgs {
-    SimulateArgs {
+fn quiet() -> SimConfig {
+    SimConfig {
         symbols: 200,
         profile: Profile::Quiet,
         news_per_min: 0.0,
-        ..SimulateArgs::default()
+        ..SimConfig::default()
     }
 }
 
@@ -79,7 +79,7 @@ impl<L> Running<L> {
     }
 }
 
-fn massive(args: MassiveArgs, queue: Arc<dyn Queue>) -> Running<MassiveListener> {
+fn massive(args: MassiveConfig, queue: Arc<dyn Queue>) -> Running<MassiveListener> {
     let listener = Arc::new(MassiveListener::new(args, queue));
     let (stop, rx) = watch::channel(false);
     let l = listener.clone();
@@ -93,8 +93,8 @@ fn massive(args: MassiveArgs, queue: Arc<dyn Queue>) -> Running<MassiveListener>
     }
 }
 
-fn massive_args(sim: &SimHandle, prefix: &str) -> MassiveArgs {
-    MassiveArgs {
+fn massive_args(sim: &SimHandle, prefix: &str) -> MassiveConfig {
+    MassiveConfig {
         feed_url: sim.ws_url(),
         api_key: Some("test-key".into()),
         subscriptions: "T.*,Q.*,A.*,AM.*,LULD.*,NOI.*".into(),
@@ -104,7 +104,7 @@ fn massive_args(sim: &SimHandle, prefix: &str) -> MassiveArgs {
         max_backoff_ms: 1_000,
         refused_wait_ms: 1_000,
         admin: admin_access(),
-        ..MassiveArgs::default()
+        ..MassiveConfig::default()
     }
 }
 
@@ -140,16 +140,16 @@ async fn drain(q: &Arc<dyn Queue>, queue: &str, expected: u64) -> BTreeMap<Strin
 /// Average profile for a few simulated seconds (crossing a minute), then the
 /// market closes; every event the simulator sent must be on the queues.
 async fn nothing_lost(queue: Arc<dyn Queue>, batch: bool) {
-    let sim = sim(SimulateArgs {
+    let sim = sim(SimConfig {
         symbols: 2000,
         profile: Profile::Average,
         news_per_min: 0.0,
-        ..SimulateArgs::default()
+        ..SimConfig::default()
     })
     .await;
     let prefix = support::unique("e2e");
     let running = massive(
-        MassiveArgs {
+        MassiveConfig {
             batch_frames: batch,
             ..massive_args(&sim, &prefix)
         },
@@ -240,7 +240,7 @@ async fn average_profile_nothing_lost_rabbitmq_frame_batched() {
 
 /// Start a quiet simulator and a streaming listener.
 async fn streaming(
-    extra: impl FnOnce(MassiveArgs) -> MassiveArgs,
+    extra: impl FnOnce(MassiveConfig) -> MassiveConfig,
 ) -> (SimHandle, Running<MassiveListener>) {
     let sim = sim(quiet()).await;
     let args = extra(massive_args(&sim, &support::unique("fault")));
@@ -256,7 +256,7 @@ async fn streaming(
 
 /// Arm `fault`, wait for the reaction counter, then for a new session that streams.
 async fn fault_reconnects(fault: Fault, counter: impl Fn(&MassiveListener) -> u64) {
-    let (sim, running) = streaming(|a| MassiveArgs {
+    let (sim, running) = streaming(|a| MassiveConfig {
         stall_timeout_ms: 2_000,
         ..a
     })
@@ -369,7 +369,7 @@ async fn fault_garbage_and_oversize_frames_are_counted_and_skipped() {
 
 #[tokio::test]
 async fn a_second_connection_with_the_same_key_evicts_the_first() {
-    let (sim, first) = streaming(|a| MassiveArgs {
+    let (sim, first) = streaming(|a| MassiveConfig {
         refused_wait_ms: 600_000,
         ..a
     })
@@ -398,7 +398,7 @@ async fn a_second_connection_with_the_same_key_evicts_the_first() {
 async fn a_client_that_stops_reading_is_dropped_as_a_slow_consumer() {
     use futures_util::SinkExt;
     use tokio_tungstenite::tungstenite::Message;
-    let sim = sim(SimulateArgs {
+    let sim = sim(SimConfig {
         symbols: 500,
         rate: Some(20_000),
         send_buffer_frames: 64,
@@ -427,7 +427,7 @@ async fn a_client_that_stops_reading_is_dropped_as_a_slow_consumer() {
 #[tokio::test]
 async fn a_feed_url_that_already_ends_in_the_market_path_is_accepted() {
     // As `mdp simulate` prints it: ws://127.0.0.1:8090/stocks.
-    let (_sim, running) = streaming(|a| MassiveArgs {
+    let (_sim, running) = streaming(|a| MassiveConfig {
         feed_url: format!("{}/stocks", a.feed_url),
         ..a
     })
@@ -442,12 +442,12 @@ async fn a_feed_url_that_already_ends_in_the_market_path_is_accepted() {
 /// its reason naming `flag`, and waits the long refused wait.
 async fn misconfigured(feed_url: String, flag: &str) {
     let running = massive(
-        MassiveArgs {
+        MassiveConfig {
             feed_url,
             api_key: Some("test-key".into()),
             max_backoff_ms: 50,
             refused_wait_ms: 600_000,
-            ..MassiveArgs::default()
+            ..MassiveConfig::default()
         },
         Arc::new(EmbeddedQueue::new()),
     );
@@ -556,13 +556,13 @@ async fn jump_to(sim: &SimHandle, session: &str) -> Value {
 
 #[tokio::test]
 async fn closed_market_is_polled_not_hammered() {
-    let sim = sim(SimulateArgs {
+    let sim = sim(SimConfig {
         at: Some(SATURDAY.into()),
         ..quiet()
     })
     .await;
     let running = massive(
-        MassiveArgs {
+        MassiveConfig {
             rest_url: Some(sim.rest_url()),
             closed_poll_ms: 100,
             ..massive_args(&sim, &support::unique("closed"))
@@ -590,7 +590,7 @@ async fn closed_market_is_polled_not_hammered() {
 
 #[tokio::test]
 async fn a_market_that_closes_is_not_a_stalled_feed() {
-    let (sim, running) = streaming(|a| MassiveArgs {
+    let (sim, running) = streaming(|a| MassiveConfig {
         rest_url: Some(a.feed_url.replacen("ws://", "http://", 1)),
         stall_timeout_ms: 500,
         closed_poll_ms: 100,
@@ -616,14 +616,14 @@ async fn a_market_that_closes_is_not_a_stalled_feed() {
 
 #[tokio::test]
 async fn a_lying_market_status_is_counted_and_asked_again_not_taken_as_open() {
-    let sim = sim(SimulateArgs {
+    let sim = sim(SimConfig {
         at: Some(SATURDAY.into()),
         fault: vec![Fault::RestLie],
         ..quiet()
     })
     .await;
     let running = massive(
-        MassiveArgs {
+        MassiveConfig {
             rest_url: Some(sim.rest_url()),
             closed_poll_ms: 100,
             stall_timeout_ms: 500,
@@ -770,10 +770,10 @@ async fn massive_admin(l: &Arc<MassiveListener>) -> String {
 /// A streaming listener subscribed to `T.*` (then `extra`), with its admin
 /// API served; returns the simulator, the listener and the API's base URL.
 async fn with_admin(
-    extra: impl FnOnce(MassiveArgs) -> MassiveArgs,
+    extra: impl FnOnce(MassiveConfig) -> MassiveConfig,
 ) -> (SimHandle, Running<MassiveListener>, String) {
     let (sim, running) = streaming(|a| {
-        extra(MassiveArgs {
+        extra(MassiveConfig {
             subscriptions: "T.*".into(),
             ..a
         })
@@ -800,7 +800,7 @@ async fn post(
 
 #[tokio::test]
 async fn admin_writes_are_refused_without_a_configured_token_reads_stay_open() {
-    let (_sim, running, base) = with_admin(|a| MassiveArgs {
+    let (_sim, running, base) = with_admin(|a| MassiveConfig {
         admin: AdminAccess::default(),
         ..a
     })
@@ -914,7 +914,7 @@ async fn the_feed_moves_only_to_allowed_hosts() {
 
     // An explicit allow-list replaces the default (host names, any case).
     let explicit = Arc::new(MassiveListener::new(
-        MassiveArgs {
+        MassiveConfig {
             feed_hosts: vec!["Feed.Example".into(), " other.example ".into()],
             ..massive_args(&sim, &support::unique("hosts"))
         },
@@ -928,7 +928,7 @@ async fn the_feed_moves_only_to_allowed_hosts() {
 
 #[tokio::test]
 async fn admin_changes_are_rate_limited() {
-    let (_sim, running, base) = with_admin(|a| MassiveArgs {
+    let (_sim, running, base) = with_admin(|a| MassiveConfig {
         admin: AdminAccess {
             admin_change_interval_ms: 60_000,
             ..admin_access()
@@ -964,7 +964,7 @@ async fn admin_changes_are_rate_limited() {
 #[tokio::test]
 async fn finlight_filter_changes_are_guarded() {
     let sim = sim(quiet()).await;
-    let args = |admin| FinlightArgs {
+    let args = |admin| FinlightConfig {
         admin,
         ..finlight_args(&sim, &support::unique("guard"))
     };
@@ -1017,7 +1017,7 @@ async fn finlight_filter_changes_are_guarded() {
 async fn record_and_replay_reproduce_the_stream() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("stream.jsonl");
-    let original = sim(SimulateArgs {
+    let original = sim(SimConfig {
         record: Some(file.clone()),
         ..quiet()
     })
@@ -1039,7 +1039,7 @@ async fn record_and_replay_reproduce_the_stream() {
     }
     assert!(recorded > 300);
 
-    let replay = sim(SimulateArgs {
+    let replay = sim(SimConfig {
         replay: Some(file),
         replay_speed: 20.0,
         ..quiet()
@@ -1062,7 +1062,7 @@ async fn record_and_replay_reproduce_the_stream() {
 }
 
 fn finlight(
-    args: FinlightArgs,
+    args: FinlightConfig,
     queue: Arc<dyn Queue>,
 ) -> (
     Arc<FinlightListener>,
@@ -1076,8 +1076,8 @@ fn finlight(
     (listener, stop, task)
 }
 
-fn finlight_args(sim: &SimHandle, prefix: &str) -> FinlightArgs {
-    FinlightArgs {
+fn finlight_args(sim: &SimHandle, prefix: &str) -> FinlightConfig {
+    FinlightConfig {
         url: sim.finlight_url(),
         api_key: Some("news-key".into()),
         ping_interval_ms: 100,
@@ -1087,7 +1087,7 @@ fn finlight_args(sim: &SimHandle, prefix: &str) -> FinlightArgs {
         max_backoff_ms: 500,
         queue_prefix: format!("{prefix}."),
         admin: admin_access(),
-        ..FinlightArgs::default()
+        ..FinlightConfig::default()
     }
 }
 
@@ -1196,7 +1196,7 @@ async fn finlight_end_to_end_rabbitmq() {
 
 #[tokio::test]
 async fn finlight_raw_stream_filters_and_auth() {
-    let sim = sim(SimulateArgs {
+    let sim = sim(SimConfig {
         api_key: Some("news-key".into()),
         ..quiet()
     })
@@ -1204,7 +1204,7 @@ async fn finlight_raw_stream_filters_and_auth() {
     let fl = sim.finlight();
     // A wrong key is refused at the upgrade and retried with backoff.
     let (bad, bad_stop, _t) = finlight(
-        FinlightArgs {
+        FinlightConfig {
             api_key: Some("wrong".into()),
             ..finlight_args(&sim, &support::unique("bad"))
         },
@@ -1230,7 +1230,7 @@ async fn finlight_raw_stream_filters_and_auth() {
     let q: Arc<dyn Queue> = Arc::new(EmbeddedQueue::new());
     let prefix = support::unique("raw");
     let (l, _stop, _task) = finlight(
-        FinlightArgs {
+        FinlightConfig {
             raw: true,
             query: Some(format!("ticker:{wanted}")),
             ..finlight_args(&sim, &prefix)
@@ -1291,7 +1291,7 @@ async fn finlight_raw_stream_filters_and_auth() {
 
 #[tokio::test]
 async fn finlight_connection_lifetime_limit_is_survived() {
-    let sim = sim(SimulateArgs {
+    let sim = sim(SimConfig {
         finlight_max_lifetime_ms: 300,
         ..quiet()
     })
@@ -1312,7 +1312,7 @@ async fn finlight_connection_lifetime_limit_is_survived() {
 #[tokio::test]
 async fn the_listener_is_started_stopped_and_restarted_through_the_control_api() {
     let sim = sim(quiet()).await;
-    let args = MassiveArgs {
+    let args = MassiveConfig {
         auto_start: false,
         ..massive_args(&sim, &support::unique("lifecycle"))
     };

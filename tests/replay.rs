@@ -35,7 +35,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use mdp::feed::RecordedFrame;
-use mdp::feed::massive::{MassiveArgs, MassiveListener};
+use mdp::feed::massive::{MassiveConfig, MassiveListener};
 use mdp::plugin::manifest::Manifest;
 use mdp::plugin::{
     FixedClock, HostServices, LiveWorker, Plugin, PluginSlot, Runtime, RuntimeConfig,
@@ -44,7 +44,7 @@ use mdp::process::{Processor, ProcessorConfig};
 use mdp::queue::{EmbeddedQueue, Queue};
 use mdp::refdata::{MassiveReference, MassiveRestConfig};
 use mdp::scan::{Scanner, ScannerConfig};
-use mdp::sim::{SimHandle, SimulateArgs};
+use mdp::sim::{SimConfig, SimHandle};
 use mdp::store::{EmbeddedStore, Store, Topic};
 use serde_json::{Map, Value, json};
 use tokio::sync::watch;
@@ -537,14 +537,14 @@ async fn replay_matches_independent_reference(p: Pipeline) {
 
     // The replaying simulator: the same market (reference data over REST)
     // as the recording, its clock in the regular session.
-    let sim = mdp::sim::start(SimulateArgs {
+    let sim = mdp::sim::start(SimConfig {
         symbols: SYMBOLS,
         seed: SEED,
         at: Some(p.session.sim_at.into()),
         replay: Some(fixture()),
         replay_speed: 0.0,
         news_per_min: 0.0,
-        ..SimulateArgs::default()
+        ..SimConfig::default()
     })
     .await
     .expect("simulator starts");
@@ -618,7 +618,7 @@ async fn replay_matches_independent_reference(p: Pipeline) {
 
     // The listener declares its queues (with their TTL); then the processors.
     let listener = Arc::new(MassiveListener::new(
-        MassiveArgs {
+        MassiveConfig {
             feed_url: sim.ws_url(),
             api_key: Some("sim".into()),
             subscriptions: "T.*,Q.*,A.*,AM.*".into(),
@@ -626,7 +626,7 @@ async fn replay_matches_independent_reference(p: Pipeline) {
             queue_prefix: format!("{}.", p.prefix),
             stall_timeout_ms: 30_000,
             max_backoff_ms: 1_000,
-            ..MassiveArgs::default()
+            ..MassiveConfig::default()
         },
         p.queue.clone(),
     ));

@@ -122,7 +122,7 @@ fn rest(base_url: String) -> MassiveRestConfig {
 
 #[tokio::test]
 async fn reference_data_is_cached_with_negative_entries_honoured() {
-    let sim = mdp::sim::start(mdp::sim::SimulateArgs {
+    let sim = mdp::sim::start(mdp::sim::SimConfig {
         symbols: 50,
         ..Default::default()
     })
@@ -175,7 +175,7 @@ async fn reference_data_is_cached_with_negative_entries_honoured() {
 
 #[tokio::test]
 async fn concurrent_requests_share_one_fetch() {
-    let sim = mdp::sim::start(mdp::sim::SimulateArgs {
+    let sim = mdp::sim::start(mdp::sim::SimConfig {
         symbols: 50,
         ..Default::default()
     })

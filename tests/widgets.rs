@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use mdp::store::{EmbeddedStore, Store, Write};
-use mdp::widgets::{ServeArgs, WidgetArgs, serve};
+use mdp::widgets::{ServeConfig, WidgetConfig, serve};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -19,7 +19,7 @@ type Ws =
 
 async fn server(
     store: Arc<dyn Store>,
-    args: ServeArgs,
+    args: ServeConfig,
 ) -> (String, tokio::sync::watch::Sender<bool>) {
     let (tx, rx) = tokio::sync::watch::channel(false);
     let handle = serve(store, args, rx).await.expect("serve");
@@ -88,7 +88,7 @@ async fn subscribe_get_unsubscribe_and_invalid_actions() {
         )
         .await
         .unwrap();
-    let (url, _stop) = server(store.clone(), ServeArgs::default()).await;
+    let (url, _stop) = server(store.clone(), ServeConfig::default()).await;
     let mut ws = connect(&url).await;
     send(&mut ws, json!({"action": "get", "cache": "quote:AAA"})).await;
     assert_eq!(
@@ -155,7 +155,7 @@ async fn subscribe_get_unsubscribe_and_invalid_actions() {
 #[tokio::test]
 async fn pattern_subscriptions_deliver() {
     let store: Arc<dyn Store> = Arc::new(EmbeddedStore::new());
-    let (url, _stop) = server(store.clone(), ServeArgs::default()).await;
+    let (url, _stop) = server(store.clone(), ServeConfig::default()).await;
     let mut ws = connect(&url).await;
     send(&mut ws, json!({"action": "subscribe", "feed": "quote:*"})).await;
     recv(&mut ws).await;
@@ -174,14 +174,14 @@ async fn pattern_subscriptions_deliver() {
 
 #[tokio::test]
 async fn shared_key_auth() {
-    let args = ServeArgs {
-        widgets: WidgetArgs {
+    let args = ServeConfig {
+        widgets: WidgetConfig {
             auth_enabled: true,
             auth_api_key: Some("s3cret".into()),
             auth_timeout_secs: 1,
-            ..WidgetArgs::default()
+            ..WidgetConfig::default()
         },
-        ..ServeArgs::default()
+        ..ServeConfig::default()
     };
     let (url, _stop) = server(Arc::new(EmbeddedStore::new()), args).await;
     let mut ok = connect(&url).await;
@@ -212,14 +212,14 @@ async fn shared_key_auth() {
 
 #[tokio::test]
 async fn limits_close_abusive_clients_without_hurting_others() {
-    let args = ServeArgs {
-        widgets: WidgetArgs {
+    let args = ServeConfig {
+        widgets: WidgetConfig {
             max_rate: 20,
             max_subscriptions: 3,
             max_frame: 1024,
-            ..WidgetArgs::default()
+            ..WidgetConfig::default()
         },
-        ..ServeArgs::default()
+        ..ServeConfig::default()
     };
     let store: Arc<dyn Store> = Arc::new(EmbeddedStore::new());
     let (url, _stop) = server(store.clone(), args).await;
@@ -288,12 +288,12 @@ async fn limits_close_abusive_clients_without_hurting_others() {
 
 #[tokio::test]
 async fn a_client_that_never_reads_is_cut_off_and_others_keep_receiving() {
-    let args = ServeArgs {
-        widgets: WidgetArgs {
+    let args = ServeConfig {
+        widgets: WidgetConfig {
             client_queue: 256,
-            ..WidgetArgs::default()
+            ..WidgetConfig::default()
         },
-        ..ServeArgs::default()
+        ..ServeConfig::default()
     };
     let store: Arc<dyn Store> = Arc::new(EmbeddedStore::new());
     let (url, _stop) = server(store.clone(), args).await;
@@ -346,7 +346,7 @@ async fn a_client_that_never_reads_is_cut_off_and_others_keep_receiving() {
 async fn subscriptions_resume_after_a_redis_restart() {
     let mut redis = support::PrivateRedis::start().await;
     let store = mdp::store::open(&redis.url()).await.unwrap();
-    let (url, _stop) = server(store.clone(), ServeArgs::default()).await;
+    let (url, _stop) = server(store.clone(), ServeConfig::default()).await;
     let mut ws = connect(&url).await;
     send(&mut ws, json!({"action": "subscribe", "feed": "quote:*"})).await;
     recv(&mut ws).await;
@@ -416,14 +416,14 @@ async fn auth_reply(url: &str, frame: Value) -> (Ws, Value) {
 
 #[tokio::test]
 async fn signed_tokens_grant_only_their_feeds() {
-    let args = ServeArgs {
-        widgets: WidgetArgs {
+    let args = ServeConfig {
+        widgets: WidgetConfig {
             auth_enabled: true,
             auth_api_key: Some("shared".into()),
             jwt_secret: Some("jwt-secret".into()),
-            ..WidgetArgs::default()
+            ..WidgetConfig::default()
         },
-        ..ServeArgs::default()
+        ..ServeConfig::default()
     };
     let store: Arc<dyn Store> = Arc::new(EmbeddedStore::new());
     store
@@ -553,12 +553,12 @@ async fn eddsa_tokens_and_expiry_during_a_session() {
     let dir = tempfile::tempdir().unwrap();
     let public = dir.path().join("jwt.pub");
     std::fs::write(&public, PUBLIC).unwrap();
-    let args = ServeArgs {
-        widgets: WidgetArgs {
+    let args = ServeConfig {
+        widgets: WidgetConfig {
             jwt_public_key: Some(public),
-            ..WidgetArgs::default()
+            ..WidgetConfig::default()
         },
-        ..ServeArgs::default()
+        ..ServeConfig::default()
     };
     let (url, _stop) = server(Arc::new(EmbeddedStore::new()), args).await;
     let sign = |exp: u64| {
@@ -621,12 +621,12 @@ async fn eddsa_tokens_and_expiry_during_a_session() {
 
 #[tokio::test]
 async fn origin_allow_list() {
-    let args = ServeArgs {
-        widgets: WidgetArgs {
+    let args = ServeConfig {
+        widgets: WidgetConfig {
             allow_origins: vec!["https://dash.example".into()],
-            ..WidgetArgs::default()
+            ..WidgetConfig::default()
         },
-        ..ServeArgs::default()
+        ..ServeConfig::default()
     };
     let (url, _stop) = server(Arc::new(EmbeddedStore::new()), args).await;
     let err = connect_with(&url, &[("Origin", "https://evil.example")])
@@ -646,14 +646,14 @@ async fn origin_allow_list() {
 
 #[tokio::test]
 async fn no_secret_reaches_the_dashboard() {
-    let args = ServeArgs {
-        widgets: WidgetArgs {
+    let args = ServeConfig {
+        widgets: WidgetConfig {
             auth_enabled: true,
             auth_api_key: Some("shared-key-3f9a".into()),
             jwt_secret: Some("jwt-secret-77c1".into()),
-            ..WidgetArgs::default()
+            ..WidgetConfig::default()
         },
-        ..ServeArgs::default()
+        ..ServeConfig::default()
     };
     let (tx, rx) = tokio::sync::watch::channel(false);
     let handle = serve(Arc::new(EmbeddedStore::new()), args, rx)
@@ -688,13 +688,13 @@ async fn no_secret_reaches_the_dashboard() {
 
 #[tokio::test]
 async fn a_conflating_server_keeps_slow_clients_bounded_and_current() {
-    let args = ServeArgs {
-        widgets: WidgetArgs {
+    let args = ServeConfig {
+        widgets: WidgetConfig {
             client_queue: 64,
             slow_client: mdp::widgets::SlowClientPolicy::Conflate,
-            ..WidgetArgs::default()
+            ..WidgetConfig::default()
         },
-        ..ServeArgs::default()
+        ..ServeConfig::default()
     };
     let store: Arc<dyn Store> = Arc::new(EmbeddedStore::new());
     let (url, _stop) = server(store.clone(), args).await;
@@ -783,12 +783,12 @@ fn rss_kib() -> usize {
 
 #[tokio::test]
 async fn a_client_that_never_reads_anything_is_dropped() {
-    let args = ServeArgs {
-        widgets: WidgetArgs {
+    let args = ServeConfig {
+        widgets: WidgetConfig {
             client_queue: 64,
-            ..WidgetArgs::default()
+            ..WidgetConfig::default()
         },
-        ..ServeArgs::default()
+        ..ServeConfig::default()
     };
     let store: Arc<dyn Store> = Arc::new(EmbeddedStore::new());
     let (url, _stop) = server(store.clone(), args).await;
@@ -843,12 +843,12 @@ async fn mdp_widget_token_signs_tokens_the_server_accepts() {
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    let args = ServeArgs {
-        widgets: WidgetArgs {
+    let args = ServeConfig {
+        widgets: WidgetConfig {
             jwt_secret: Some("cli-secret".into()),
-            ..WidgetArgs::default()
+            ..WidgetConfig::default()
         },
-        ..ServeArgs::default()
+        ..ServeConfig::default()
     };
     let (url, _stop) = server(Arc::new(EmbeddedStore::new()), args).await;
     let (mut ws, v) = auth_reply(&url, json!({"action": "auth", "token": token})).await;
@@ -873,12 +873,12 @@ async fn refused_status(url: &str) -> u16 {
 
 #[tokio::test]
 async fn connections_are_capped_per_address_and_in_all() {
-    let per_ip = ServeArgs {
-        widgets: WidgetArgs {
+    let per_ip = ServeConfig {
+        widgets: WidgetConfig {
             max_clients_per_ip: 2,
-            ..WidgetArgs::default()
+            ..WidgetConfig::default()
         },
-        ..ServeArgs::default()
+        ..ServeConfig::default()
     };
     let store: Arc<dyn Store> = Arc::new(EmbeddedStore::new());
     let (url, _stop) = server(store.clone(), per_ip).await;
@@ -900,12 +900,12 @@ async fn connections_are_capped_per_address_and_in_all() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    let total = ServeArgs {
-        widgets: WidgetArgs {
+    let total = ServeConfig {
+        widgets: WidgetConfig {
             max_clients: 1,
-            ..WidgetArgs::default()
+            ..WidgetConfig::default()
         },
-        ..ServeArgs::default()
+        ..ServeConfig::default()
     };
     let (url, _stop) = server(store, total).await;
     let _only = connect(&url).await;
@@ -914,12 +914,12 @@ async fn connections_are_capped_per_address_and_in_all() {
 
 #[tokio::test]
 async fn metrics_need_the_token_when_one_is_set() {
-    let args = ServeArgs {
-        widgets: WidgetArgs {
+    let args = ServeConfig {
+        widgets: WidgetConfig {
             metrics_token: Some("m-tok".into()),
-            ..WidgetArgs::default()
+            ..WidgetConfig::default()
         },
-        ..ServeArgs::default()
+        ..ServeConfig::default()
     };
     let (url, _stop) = server(Arc::new(EmbeddedStore::new()), args).await;
     let metrics = url.replace("ws://", "http://").replace("/ws", "/metrics");
@@ -936,7 +936,7 @@ async fn metrics_need_the_token_when_one_is_set() {
         .unwrap();
     assert_eq!(status(right), 200);
     // Open without a token configured.
-    let (open, _stop) = server(Arc::new(EmbeddedStore::new()), ServeArgs::default()).await;
+    let (open, _stop) = server(Arc::new(EmbeddedStore::new()), ServeConfig::default()).await;
     let open = open.replace("ws://", "http://").replace("/ws", "/metrics");
     assert_eq!(status(http.get(&open).send().await.unwrap()), 200);
 }

@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use mdp::feed::massive::{MassiveArgs, MassiveListener};
-use mdp::sim::SimulateArgs;
+use mdp::feed::massive::{MassiveConfig, MassiveListener};
+use mdp::sim::SimConfig;
 
 struct Step {
     offered: f64,
@@ -25,24 +25,24 @@ struct Step {
 }
 
 async fn step(url: &str, rate: u64, batch: bool, window: Duration) -> anyhow::Result<Step> {
-    let sim = mdp::sim::start(SimulateArgs {
+    let sim = mdp::sim::start(SimConfig {
         symbols: 3000,
         rate: Some(rate / 2),
         quote_rate: Some(rate / 2),
         at: Some("2026-01-05T15:00:00Z".into()),
         news_per_min: 0.0,
-        ..SimulateArgs::default()
+        ..SimConfig::default()
     })
     .await?;
     let queue = mdp::queue::open(url).await?;
     let listener = Arc::new(MassiveListener::new(
-        MassiveArgs {
+        MassiveConfig {
             feed_url: sim.ws_url(),
             api_key: Some("bench".into()),
             subscriptions: "T.*,Q.*,A.*,AM.*".into(),
             batch_frames: batch,
             queue_prefix: format!("bench{}.", std::process::id()),
-            ..MassiveArgs::default()
+            ..MassiveConfig::default()
         },
         queue,
     ));

@@ -20,5 +20,6 @@ pub mod secret;
 pub mod sim;
 pub mod store;
 pub mod telemetry;
+pub mod time;
 pub mod tls;
 pub mod widgets;

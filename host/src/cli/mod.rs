@@ -6,8 +6,11 @@
 pub mod author;
 pub mod config;
 mod dropin;
+pub mod listen;
 mod plugin;
 pub mod roles;
+pub mod serve;
+pub mod simulate;
 pub mod up;
 
 use std::process::ExitCode;
@@ -59,11 +62,11 @@ pub enum Command {
     /// Run the whole pipeline in one process (simulated market, embedded backends by default).
     Up(up::UpArgs),
     /// Serve the widget WebSocket protocol and the dashboard (seed WDS).
-    Serve(crate::widgets::ServeArgs),
+    Serve(serve::ServeArgs),
     /// Serve a simulated Massive market (WebSocket + REST) on loopback.
-    Simulate(crate::sim::SimulateArgs),
+    Simulate(simulate::SimulateArgs),
     /// Sign an HS256 widget token (JWT) for `mdp serve --jwt-secret`.
-    WidgetToken(crate::widgets::auth::TokenArgs),
+    WidgetToken(serve::TokenArgs),
     /// Print the effective configuration of a subcommand (secrets redacted):
     /// `mdp config process --queue quotes --plugin massive-router`.
     #[command(name = "config")]
@@ -74,18 +77,13 @@ pub enum Command {
     },
 }
 
-/// Parse a time given as RFC 3339 or Unix milliseconds; returns Unix milliseconds.
-pub fn parse_at_ms(s: &str) -> anyhow::Result<u64> {
-    Ok(plugin::parse_at(s)? / 1000)
-}
-
 /// `mdp listen ...`.
 #[derive(Debug, Subcommand)]
 pub enum ListenCommand {
     /// The Massive stocks WebSocket (seed MDL + MDQ).
-    Massive(crate::feed::massive::MassiveArgs),
+    Massive(listen::MassiveArgs),
     /// The Finlight news WebSocket (seed FDL + FDQ).
-    Finlight(crate::feed::finlight::FinlightArgs),
+    Finlight(listen::FinlightArgs),
 }
 
 /// Keeps trace export alive; dropping it flushes the spans not yet sent.
@@ -239,23 +237,6 @@ fn show_config(args: &[String], tail: &[String]) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Refuse to dial Massive's own servers without an API key: the listener
-/// would only be refused, over and over. A feed URL elsewhere (a simulator)
-/// needs no key.
-fn refuse_real_feed_without_key(args: &crate::feed::massive::MassiveArgs) -> anyhow::Result<()> {
-    if crate::feed::massive::massive_api_key(args.api_key.as_deref()).is_some() {
-        return Ok(());
-    }
-    let real = crate::feed::massive::is_massive_host(&args.feed_url);
-    if real {
-        anyhow::bail!(
-            "no Massive API key: set MASSIVE_API_KEY (or POLYGON_API_KEY), or point MASSIVE_FEED_URL \
-             (--feed-url) at a simulator such as `mdp simulate`"
-        );
-    }
-    Ok(())
-}
-
 /// Parse arguments and run the chosen subcommand.
 pub fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
@@ -299,21 +280,13 @@ pub fn main() -> ExitCode {
             Command::Plugin(cmd) => plugin::run(cmd).await,
             Command::Process(args) => roles::process(args).await,
             Command::Scan(args) => roles::scan(args).await,
-            Command::Simulate(args) => crate::sim::run(args).await,
-            Command::Serve(args) => crate::widgets::run(args).await,
+            Command::Simulate(args) => simulate::run(args).await,
+            Command::Serve(args) => serve::run(args).await,
             Command::Up(args) => up::run(args).await,
-            Command::Listen(ListenCommand::Massive(mut args)) => {
-                args.resolve_feed_host();
-                args.confirms.require()?;
-                refuse_real_feed_without_key(&args)?;
-                crate::feed::massive::run(args).await
-            }
-            Command::Listen(ListenCommand::Finlight(args)) => {
-                args.confirms.require()?;
-                crate::feed::finlight::run(args).await
-            }
+            Command::Listen(ListenCommand::Massive(args)) => listen::massive(args).await,
+            Command::Listen(ListenCommand::Finlight(args)) => listen::finlight(args).await,
             Command::ShowConfig { .. } => Ok(ExitCode::SUCCESS),
-            Command::WidgetToken(args) => crate::widgets::auth::token_command(args),
+            Command::WidgetToken(args) => serve::token(args),
         }
     });
     match result {

@@ -11,12 +11,13 @@ use std::time::Duration;
 use anyhow::Context;
 
 use super::roles::{AnalyzerHostArgs, shutdown_signal, spawn_processors, spawn_scanner, supervise};
-use crate::feed::massive::{MassiveArgs, MassiveListener};
+use super::serve::WidgetArgs;
+use crate::feed::massive::{MassiveConfig, MassiveListener};
 use crate::process::ProcessorConfig;
 use crate::scan::ScannerConfig;
-use crate::sim::{Profile, SimulateArgs};
+use crate::sim::{Profile, SimConfig};
 use crate::telemetry::Health;
-use crate::widgets::{ServeArgs, WidgetArgs};
+use crate::widgets::ServeConfig;
 
 /// The seed's default wiring: queue → analyzers in order of preference.
 pub const DEFAULT_PROCESSORS: [(&str, &[&str]); 5] = [
@@ -80,17 +81,17 @@ pub async fn run(mut args: UpArgs) -> anyhow::Result<ExitCode> {
     let mut closed_banner = None;
     let _sim = if args.host.api_key().is_none() {
         let now_ms = match &args.now {
-            Some(now) => super::parse_at_ms(now).context("--now")?,
+            Some(now) => crate::time::parse_at_ms(now).context("--now")?,
             None => chrono::Utc::now().timestamp_millis() as u64,
         };
         let (at, banner) = sim_start(args.sim_at.as_deref(), now_ms)?;
         closed_banner = banner;
-        let sim = crate::sim::start(SimulateArgs {
+        let sim = crate::sim::start(SimConfig {
             listen: "127.0.0.1:0".into(),
             symbols: args.symbols,
             profile: args.profile,
             at: Some(at.to_string()),
-            ..SimulateArgs::default()
+            ..SimConfig::default()
         })
         .await
         .context("start the simulator")?;
@@ -124,15 +125,14 @@ pub async fn run(mut args: UpArgs) -> anyhow::Result<ExitCode> {
     }
 
     let listener = MassiveListener::new(
-        MassiveArgs {
+        MassiveConfig {
             feed_url: args.feed_url.clone(),
             api_key: args.host.massive_api_key.clone(),
             subscriptions: "A.*,AM.*,T.*,Q.*,LULD.*".into(),
-            queue_url: args.host.queue_url.clone(),
             message_ttl_ms: args.message_ttl_ms,
             batch_frames: true,
             rest_url,
-            ..MassiveArgs::default()
+            ..MassiveConfig::default()
         },
         queue.clone(),
     );
@@ -187,10 +187,9 @@ pub async fn run(mut args: UpArgs) -> anyhow::Result<ExitCode> {
     tasks.push(("drop-in scanners".into(), dropins));
     let serve = crate::widgets::serve(
         store.clone(),
-        ServeArgs {
+        ServeConfig {
             listen: args.listen.clone(),
-            store_url: String::new(),
-            widgets: args.widgets.clone(),
+            widgets: args.widgets.config(),
         },
         shutdown.clone(),
     )
@@ -203,7 +202,7 @@ pub async fn run(mut args: UpArgs) -> anyhow::Result<ExitCode> {
     // News from the simulated Finlight service onto the `news` queue.
     let news_feed = _sim.as_ref().map(|sim| {
         let news = crate::feed::finlight::FinlightListener::new(
-            crate::feed::finlight::FinlightArgs {
+            crate::feed::finlight::FinlightConfig {
                 url: sim.finlight_url(),
                 api_key: Some("simulated".into()),
                 ..Default::default()
@@ -250,7 +249,7 @@ pub async fn run(mut args: UpArgs) -> anyhow::Result<ExitCode> {
 pub fn sim_start(sim_at: Option<&str>, now_ms: u64) -> anyhow::Result<(u64, Option<String>)> {
     match sim_at.map(str::trim) {
         Some("now") => Ok((now_ms, None)),
-        Some(at) => Ok((super::parse_at_ms(at).context("--sim-at")?, None)),
+        Some(at) => Ok((crate::time::parse_at_ms(at).context("--sim-at")?, None)),
         None => Ok(match crate::sim::last_session_moment(now_ms) {
             Some(at) => (
                 at,

@@ -24,13 +24,11 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 /// Who may change a listener's settings through its admin API, and how often.
-#[derive(Clone, clap::Args)]
+#[derive(Clone)]
 pub struct AdminAccess {
     /// Bearer token the admin API's write routes require; without one they are refused.
-    #[arg(long, env = "MDP_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
     /// Least time between two accepted settings changes, ms (sooner: 429).
-    #[arg(long, env = "MDP_ADMIN_CHANGE_INTERVAL_MS", default_value_t = 10_000)]
     pub admin_change_interval_ms: u64,
 }
 

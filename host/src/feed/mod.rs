@@ -8,6 +8,7 @@ pub mod lifecycle;
 pub mod massive;
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -77,6 +78,32 @@ pub fn list_setting<S: AsRef<str>>(values: &[S]) -> Vec<String> {
         .collect()
 }
 
+/// A Prometheus counter a listener event also bumps (see [`count`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Metric {
+    /// `name{feed}`.
+    Feed(&'static str),
+    /// `name{feed, status}`: a status the feed sent.
+    Status(&'static str, &'static str),
+    /// `name{queue}`: messages put on `queue`.
+    Queue(&'static str, &'static str),
+}
+
+/// Add `n` to a listener's status `counter` and, when the event has one, to
+/// its Prometheus `metric` of `feed`: every listener event is counted by this
+/// one call, so the status document and the metrics cannot disagree.
+pub(crate) fn count(counter: &AtomicU64, n: u64, feed: &'static str, metric: Option<Metric>) {
+    counter.fetch_add(n, Ordering::Relaxed);
+    match metric {
+        None => {}
+        Some(Metric::Feed(name)) => metrics::counter!(name, "feed" => feed).increment(n),
+        Some(Metric::Status(name, status)) => {
+            metrics::counter!(name, "feed" => feed, "status" => status).increment(n)
+        }
+        Some(Metric::Queue(name, queue)) => metrics::counter!(name, "queue" => queue).increment(n),
+    }
+}
+
 /// Unix milliseconds now.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -138,42 +165,6 @@ impl Recorder {
         {
             metrics::counter!("mdp_recorder_dropped_total").increment(1);
             tracing::warn!("recorder behind; frame not recorded");
-        }
-    }
-}
-
-/// The seed's `MDQ_PUBLISHER_CONFIRMS`. mdp's listeners always publish with
-/// confirms (their at-least-once delivery rests on them), so `true` is
-/// accepted and `false` refused rather than silently ignored.
-#[derive(Debug, Clone, clap::Args)]
-pub struct PublisherConfirms {
-    /// Publisher confirms: always on; `false` is refused (seed `MDQ_PUBLISHER_CONFIRMS`).
-    #[arg(long, env = "MDQ_PUBLISHER_CONFIRMS", default_value_t = true, action = clap::ArgAction::Set)]
-    pub publisher_confirms: bool,
-}
-
-impl Default for PublisherConfirms {
-    fn default() -> Self {
-        PublisherConfirms {
-            publisher_confirms: true,
-        }
-    }
-}
-
-/// A listener asked to publish without confirms.
-#[derive(Debug, thiserror::Error)]
-#[error(
-    "MDQ_PUBLISHER_CONFIRMS=false (--publisher-confirms false): mdp's listeners always wait for publisher confirms, which their delivery guarantee rests on; unset it or set it to true"
-)]
-pub struct ConfirmsRequired;
-
-impl PublisherConfirms {
-    /// Refuse a setting mdp does not honour.
-    pub fn require(&self) -> Result<(), ConfirmsRequired> {
-        if self.publisher_confirms {
-            Ok(())
-        } else {
-            Err(ConfirmsRequired)
         }
     }
 }

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -26,7 +26,7 @@ use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc};
 
 use super::market::Market;
-use super::{SimClock, SimulateArgs};
+use super::{SimClock, SimConfig, send_close};
 
 const SOURCES: [&str; 5] = [
     "www.reuters.com",
@@ -89,7 +89,7 @@ pub struct FinlightShared {
 
 impl FinlightShared {
     pub(super) fn new(
-        args: &SimulateArgs,
+        args: &SimConfig,
         market: Arc<Mutex<Market>>,
         clock: SimClock,
     ) -> Arc<FinlightShared> {
@@ -439,15 +439,24 @@ fn upgrade(
     })
 }
 
-async fn send_close(socket: &mut WebSocket, code: u16, reason: &str) {
-    let _ = socket
-        .send(WsMessage::Close(Some(CloseFrame {
-            code,
-            reason: reason.to_string().into(),
-        })))
-        .await;
+/// Go on with the session, or end it.
+type Flow = std::ops::ControlFlow<()>;
+
+/// One admitted client connection: its filter and what the loop keeps.
+struct Session {
+    socket: WebSocket,
+    shared: Arc<FinlightShared>,
+    filter: Filter,
+    raw: bool,
+    /// The last article sent (for the `duplicate` control).
+    last_sent: Option<Value>,
+    /// Pings go unanswered (the `mute` control).
+    muted: bool,
+    /// Closed as idle at this instant unless the client sends something.
+    idle: tokio::time::Instant,
 }
 
+/// Serve one connection: read the filter, admit, then stream.
 async fn session(
     mut socket: WebSocket,
     shared: Arc<FinlightShared>,
@@ -455,24 +464,8 @@ async fn session(
     mut ctl: mpsc::UnboundedReceiver<Ctl>,
     id: u64,
 ) {
-    // First frame: the filter.
-    let first = tokio::time::timeout(Duration::from_secs(10), socket.recv()).await;
-    let filter = match first {
-        Ok(Some(Ok(WsMessage::Text(t)))) => match serde_json::from_str::<Value>(&t) {
-            Ok(v @ Value::Object(_)) => Filter::parse(&v),
-            _ => {
-                let _ = socket
-                    .send(WsMessage::Text(
-                        json!({"action": "error", "error": "invalid subscription"})
-                            .to_string()
-                            .into(),
-                    ))
-                    .await;
-                send_close(&mut socket, 1003, "invalid subscription").await;
-                return;
-            }
-        },
-        _ => return,
+    let Some(filter) = read_filter(&mut socket).await else {
+        return;
     };
     let mut articles = shared.articles.subscribe();
     let admit = json!({"action": "admit", "leaseId": format!("lease-{id}"), "serverNow": shared.clock.now_ms(), "clientNonce": filter.nonce});
@@ -484,101 +477,154 @@ async fn session(
         return;
     }
     shared.stats.admitted.fetch_add(1, Ordering::Relaxed);
-    let mut last_sent: Option<Value> = None;
-    if !raw {
-        let latest = shared
+    let deadline = tokio::time::Instant::now() + shared.max_lifetime;
+    let mut session = Session {
+        socket,
+        idle: tokio::time::Instant::now() + shared.idle_timeout,
+        shared,
+        filter,
+        raw,
+        last_sent: None,
+        muted: false,
+    };
+    if session.send_latest().await.is_break() {
+        return;
+    }
+    loop {
+        let flow = tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => {
+                session.close(1001, "maximum connection lifetime").await
+            }
+            _ = tokio::time::sleep_until(session.idle) => session.close(1001, "idle timeout").await,
+            msg = session.socket.recv() => session.on_message(msg).await,
+            a = articles.recv() => session.on_article(a).await,
+            c = ctl.recv() => match c {
+                Some(c) => session.on_control(c).await,
+                None => Flow::Break(()),
+            },
+        };
+        if flow.is_break() {
+            return;
+        }
+    }
+}
+
+/// The first frame, the filter; `None` (the client told when it is not an
+/// object) ends the connection.
+async fn read_filter(socket: &mut WebSocket) -> Option<Filter> {
+    let first = tokio::time::timeout(Duration::from_secs(10), socket.recv()).await;
+    let Ok(Some(Ok(WsMessage::Text(t)))) = first else {
+        return None;
+    };
+    match serde_json::from_str::<Value>(&t) {
+        Ok(v @ Value::Object(_)) => Some(Filter::parse(&v)),
+        _ => {
+            let error = json!({"action": "error", "error": "invalid subscription"});
+            let _ = socket.send(WsMessage::Text(error.to_string().into())).await;
+            send_close(socket, 1003, "invalid subscription").await;
+            None
+        }
+    }
+}
+
+impl Session {
+    /// Send a text frame; false when the client is gone.
+    async fn send(&mut self, msg: &Value) -> bool {
+        self.socket
+            .send(WsMessage::Text(msg.to_string().into()))
+            .await
+            .is_ok()
+    }
+
+    /// Close with `code` and `reason`; the session ends.
+    async fn close(&mut self, code: u16, reason: &str) -> Flow {
+        send_close(&mut self.socket, code, reason).await;
+        Flow::Break(())
+    }
+
+    /// Send an article shaped for the filter and count it.
+    async fn send_article(&mut self, a: &Value) -> Flow {
+        let msg = self.filter.shape(a, self.raw);
+        if !self.send(&msg).await {
+            return Flow::Break(());
+        }
+        self.shared.stats.sent.fetch_add(1, Ordering::Relaxed);
+        self.last_sent = Some(msg);
+        Flow::Continue(())
+    }
+
+    /// The enhanced stream starts with the latest matching article.
+    async fn send_latest(&mut self) -> Flow {
+        if self.raw {
+            return Flow::Continue(());
+        }
+        let latest = self
+            .shared
             .latest
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
             .rev()
-            .find(|a| filter.matches(a))
+            .find(|a| self.filter.matches(a))
             .cloned();
-        if let Some(a) = latest {
-            let msg = filter.shape(&a, raw);
-            if socket
-                .send(WsMessage::Text(msg.to_string().into()))
-                .await
-                .is_err()
-            {
-                return;
-            }
-            shared.stats.sent.fetch_add(1, Ordering::Relaxed);
-            last_sent = Some(msg);
+        match latest {
+            Some(a) => self.send_article(&a).await,
+            None => Flow::Continue(()),
         }
     }
-    let deadline = tokio::time::Instant::now() + shared.max_lifetime;
-    let mut idle = tokio::time::Instant::now() + shared.idle_timeout;
-    let mut muted = false;
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep_until(deadline) => {
-                send_close(&mut socket, 1001, "maximum connection lifetime").await;
-                return;
+
+    /// A client frame: it keeps the session from idling; a `ping` is answered.
+    async fn on_message(&mut self, msg: Option<Result<WsMessage, axum::Error>>) -> Flow {
+        let Some(Ok(msg)) = msg else {
+            return Flow::Break(());
+        };
+        self.idle = tokio::time::Instant::now() + self.shared.idle_timeout;
+        if let WsMessage::Text(t) = msg
+            && let Ok(v) = serde_json::from_str::<Value>(&t)
+            && v["action"] == "ping"
+            && !self.muted
+        {
+            self.shared.stats.pongs.fetch_add(1, Ordering::Relaxed);
+            if !self.send(&json!({"action": "pong", "t": v["t"]})).await {
+                return Flow::Break(());
             }
-            _ = tokio::time::sleep_until(idle) => {
-                send_close(&mut socket, 1001, "idle timeout").await;
-                return;
+        }
+        Flow::Continue(())
+    }
+
+    /// A published article: sent when the filter matches it.
+    async fn on_article(&mut self, a: Result<Arc<Value>, broadcast::error::RecvError>) -> Flow {
+        match a {
+            Ok(a) if self.filter.matches(&a) => self.send_article(&a).await,
+            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => Flow::Continue(()),
+            Err(broadcast::error::RecvError::Closed) => Flow::Break(()),
+        }
+    }
+
+    /// A control from the admin API.
+    async fn on_control(&mut self, c: Ctl) -> Flow {
+        match c {
+            Ctl::Preempt(reason) => {
+                let m = json!({"action": "preempted", "reason": reason, "newLeaseId": "lease-new"});
+                self.send(&m).await;
+                return self.close(1000, "preempted").await;
             }
-            msg = socket.recv() => {
-                let Some(Ok(msg)) = msg else { return };
-                idle = tokio::time::Instant::now() + shared.idle_timeout;
-                if let WsMessage::Text(t) = msg
-                    && let Ok(v) = serde_json::from_str::<Value>(&t)
-                    && v["action"] == "ping"
-                    && !muted
-                {
-                    shared.stats.pongs.fetch_add(1, Ordering::Relaxed);
-                    let pong = json!({"action": "pong", "t": v["t"]});
-                    if socket.send(WsMessage::Text(pong.to_string().into())).await.is_err() {
-                        return;
-                    }
-                }
+            Ctl::Kick(after) => {
+                self.send(&json!({"action": "admin_kick", "retryAfter": after}))
+                    .await;
             }
-            a = articles.recv() => match a {
-                Ok(a) => {
-                    if filter.matches(&a) {
-                        let msg = filter.shape(&a, raw);
-                        if socket.send(WsMessage::Text(msg.to_string().into())).await.is_err() {
-                            return;
-                        }
-                        shared.stats.sent.fetch_add(1, Ordering::Relaxed);
-                        last_sent = Some(msg);
-                    }
-                }
-                Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(broadcast::error::RecvError::Closed) => return,
-            },
-            c = ctl.recv() => {
-                let Some(c) = c else { return };
-                match c {
-                    Ctl::Preempt(reason) => {
-                        let m = json!({"action": "preempted", "reason": reason, "newLeaseId": "lease-new"});
-                        let _ = socket.send(WsMessage::Text(m.to_string().into())).await;
-                        send_close(&mut socket, 1000, "preempted").await;
-                        return;
-                    }
-                    Ctl::Kick(after) => {
-                        let m = json!({"action": "admin_kick", "retryAfter": after});
-                        let _ = socket.send(WsMessage::Text(m.to_string().into())).await;
-                    }
-                    Ctl::Error(text) => {
-                        let m = json!({"action": "error", "data": text});
-                        let _ = socket.send(WsMessage::Text(m.to_string().into())).await;
-                    }
-                    Ctl::Close(code) => {
-                        send_close(&mut socket, code, "closed by the simulator").await;
-                        return;
-                    }
-                    Ctl::Mute => muted = true,
-                    Ctl::Duplicate => {
-                        if let Some(m) = &last_sent {
-                            let _ = socket.send(WsMessage::Text(m.to_string().into())).await;
-                            shared.stats.sent.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
+            Ctl::Error(text) => {
+                self.send(&json!({"action": "error", "data": text})).await;
+            }
+            Ctl::Close(code) => return self.close(code, "closed by the simulator").await,
+            Ctl::Mute => self.muted = true,
+            Ctl::Duplicate => {
+                if let Some(m) = self.last_sent.clone() {
+                    self.send(&m).await;
+                    self.shared.stats.sent.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }
+        Flow::Continue(())
     }
 }

@@ -9,16 +9,14 @@ mod server;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use mdp_sdk::calendar::{self, Session};
 
 pub use server::{SimHandle, SimStats, start};
 
 /// Load profiles (events/s on one `T.*,Q.*,A.*,AM.*` connection).
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Profile {
     /// Pre/after hours: 200 trades + 800 quotes per second.
@@ -33,6 +31,31 @@ pub enum Profile {
 }
 
 impl Profile {
+    /// Every profile, in the order `--help` lists them.
+    pub const ALL: [Profile; 4] = [
+        Profile::Quiet,
+        Profile::Average,
+        Profile::Open,
+        Profile::Stress,
+    ];
+
+    /// The profile's name (`quiet`, `average`, `open`, `stress`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Profile::Quiet => "quiet",
+            Profile::Average => "average",
+            Profile::Open => "open",
+            Profile::Stress => "stress",
+        }
+    }
+
+    /// The profile named `name` (any case).
+    pub fn from_name(name: &str) -> Option<Profile> {
+        Profile::ALL
+            .into_iter()
+            .find(|p| p.name().eq_ignore_ascii_case(name))
+    }
+
     /// Trades per second (baseline).
     pub fn trades_per_sec(self) -> u64 {
         match self {
@@ -55,7 +78,7 @@ impl Profile {
 /// A scripted fault, armed by `--fault` or `POST /admin/fault`; each one
 /// fires once, on one session (auth failure: at the next `auth`; the others:
 /// on the next streaming session).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
     /// Answer the next `auth` with `auth_failed` and close.
     AuthFailure,
@@ -78,78 +101,95 @@ pub enum Fault {
     RestLie,
 }
 
-/// Settings of the simulator.
-#[derive(Debug, Clone, clap::Args)]
-pub struct SimulateArgs {
+impl Fault {
+    /// Every fault, in the order `--help` lists them.
+    pub const ALL: [Fault; 9] = [
+        Fault::AuthFailure,
+        Fault::MaxConnections,
+        Fault::SlowConsumer,
+        Fault::ForceDisconnect,
+        Fault::Reset,
+        Fault::Garbage,
+        Fault::Oversize,
+        Fault::Stall,
+        Fault::RestLie,
+    ];
+
+    /// The fault's name (`auth-failure`, `max-connections`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            Fault::AuthFailure => "auth-failure",
+            Fault::MaxConnections => "max-connections",
+            Fault::SlowConsumer => "slow-consumer",
+            Fault::ForceDisconnect => "force-disconnect",
+            Fault::Reset => "reset",
+            Fault::Garbage => "garbage",
+            Fault::Oversize => "oversize",
+            Fault::Stall => "stall",
+            Fault::RestLie => "rest-lie",
+        }
+    }
+
+    /// The fault named `name` (any case; `_` taken as `-`).
+    pub fn from_name(name: &str) -> Option<Fault> {
+        let name = name.replace('_', "-");
+        Fault::ALL
+            .into_iter()
+            .find(|f| f.name().eq_ignore_ascii_case(&name))
+    }
+}
+
+/// Settings of the simulator (the `mdp simulate` flags).
+#[derive(Debug, Clone)]
+pub struct SimConfig {
     /// Address to listen on (Massive WebSocket `/stocks`, REST and `/admin/*` on one port).
-    #[arg(long, default_value = "127.0.0.1:8090")]
     pub listen: String,
     /// Address of the Finlight WebSocket (`/` enhanced, `/raw`).
-    #[arg(long, default_value = "127.0.0.1:8091")]
     pub finlight_listen: String,
     /// Number of symbols.
-    #[arg(long, default_value_t = 3000)]
     pub symbols: usize,
     /// Load profile.
-    #[arg(long, value_enum, default_value_t = Profile::Average)]
     pub profile: Profile,
-    /// Explicit trade rate per second (overrides the profile; quotes as many unless `--quote-rate`).
-    #[arg(long)]
+    /// Explicit trade rate per second (overrides the profile; quotes as many unless `quote_rate`).
     pub rate: Option<u64>,
     /// Explicit quote rate per second.
-    #[arg(long)]
     pub quote_rate: Option<u64>,
     /// API key clients must present (any key is accepted when unset).
-    #[arg(long, env = "MDP_SIM_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
     /// Simulated clock start (RFC 3339 or Unix ms); default: now.
-    #[arg(long)]
     pub at: Option<String>,
     /// Simulated seconds per real second.
-    #[arg(long, default_value_t = 1.0)]
     pub speed: f64,
     /// Random seed (the market is deterministic for a seed).
-    #[arg(long, default_value_t = 42)]
     pub seed: u64,
-    /// Scripted faults to arm at start (repeatable).
-    #[arg(long, value_enum)]
+    /// Scripted faults to arm at start.
     pub fault: Vec<Fault>,
     /// Massive connections allowed per key; a newcomer evicts the oldest with `max_connections`.
-    #[arg(long, default_value_t = 1)]
     pub max_connections: usize,
     /// Close a Massive connection that has not authenticated within this many ms (`auth_timeout`).
-    #[arg(long, default_value_t = 10_000)]
     pub auth_timeout_ms: u64,
     /// Finlight articles per minute (0 = only on demand via `POST /admin/finlight`).
-    #[arg(long, default_value_t = 6.0)]
     pub news_per_min: f64,
     /// Finlight connections allowed per key (takeover displaces, otherwise HTTP 429).
-    #[arg(long, default_value_t = 1)]
     pub finlight_max_connections: usize,
     /// Finlight: close sessions that sent nothing (no ping) for this many ms.
-    #[arg(long, default_value_t = 600_000)]
     pub finlight_idle_timeout_ms: u64,
     /// Finlight: maximum connection lifetime, ms (the real service: 2 h).
-    #[arg(long, default_value_t = 7_200_000)]
     pub finlight_max_lifetime_ms: u64,
     /// Frames buffered per Massive connection before it is dropped as a slow consumer.
-    #[arg(long, default_value_t = 4096)]
     pub send_buffer_frames: usize,
     /// Record every Massive frame sent to this JSONL file.
-    #[arg(long)]
     pub record: Option<std::path::PathBuf>,
-    /// Replay a recorded JSONL stream (from `--record` here or on a listener)
-    /// instead of generating a market; starts when the first client subscribes.
-    #[arg(long)]
+    /// Replay a recorded JSONL stream instead of generating a market; starts
+    /// when the first client subscribes.
     pub replay: Option<std::path::PathBuf>,
     /// Replay speed (1 = as recorded, 10 = ten times faster, 0 = as fast as possible).
-    #[arg(long, default_value_t = 1.0)]
     pub replay_speed: f64,
 }
 
-impl Default for SimulateArgs {
+impl Default for SimConfig {
     fn default() -> Self {
-        SimulateArgs {
+        SimConfig {
             listen: "127.0.0.1:0".into(),
             finlight_listen: "127.0.0.1:0".into(),
             symbols: 3000,
@@ -307,18 +347,14 @@ pub fn new_york_label(ms: u64) -> String {
         .unwrap_or_else(|| format!("{ms} ms"))
 }
 
-/// Run `mdp simulate` until ctrl-c.
-pub async fn run(args: SimulateArgs) -> anyhow::Result<std::process::ExitCode> {
-    let handle = start(args).await?;
-    println!(
-        "simulator: Massive WebSocket ws://{}/stocks, REST http://{}, admin http://{}/admin, Finlight WebSocket ws://{}/ (raw: /raw)",
-        handle.addr, handle.addr, handle.addr, handle.finlight_addr
-    );
-    let mut shutdown = crate::cli::roles::shutdown_signal();
-    let _ = shutdown.changed().await;
-    drop(handle);
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    Ok(std::process::ExitCode::SUCCESS)
+/// Send a close frame with `code` and `reason` (best effort: the client may be gone).
+async fn send_close(socket: &mut axum::extract::ws::WebSocket, code: u16, reason: &str) {
+    use axum::extract::ws::{CloseFrame, Message};
+    let frame = CloseFrame {
+        code,
+        reason: reason.to_string().into(),
+    };
+    let _ = socket.send(Message::Close(Some(frame))).await;
 }
 
 #[cfg(test)]

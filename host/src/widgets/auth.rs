@@ -279,39 +279,6 @@ pub fn mint_hs256(
     )
 }
 
-/// `mdp widget-token`: sign an HS256 widget token.
-#[derive(Debug, clap::Args)]
-pub struct TokenArgs {
-    /// The HS256 secret (the server's `--jwt-secret`).
-    #[arg(long, env = "MDP_JWT_SECRET", hide_env_values = true)]
-    pub jwt_secret: String,
-    /// A feed pattern the token allows (repeatable; none = every feed).
-    #[arg(long = "feed")]
-    pub feeds: Vec<String>,
-    /// Validity, seconds.
-    #[arg(long, default_value_t = 3600)]
-    pub ttl: u64,
-    /// Who the token is for.
-    #[arg(long)]
-    pub sub: Option<String>,
-}
-
-/// Print a token for `args`.
-pub fn token_command(args: TokenArgs) -> anyhow::Result<std::process::ExitCode> {
-    if args.jwt_secret.is_empty() {
-        anyhow::bail!("the JWT secret is empty");
-    }
-    let feeds = (!args.feeds.is_empty()).then_some(args.feeds);
-    let token = mint_hs256(
-        &args.jwt_secret,
-        args.sub.as_deref(),
-        feeds,
-        Duration::from_secs(args.ttl),
-    )?;
-    println!("{token}");
-    Ok(std::process::ExitCode::SUCCESS)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -32,92 +32,69 @@ use crate::store::Store;
 use hub::Hub;
 pub use outbox::SlowClientPolicy;
 
-/// Settings of the widget server.
-#[derive(Debug, Clone, clap::Args)]
-pub struct ServeArgs {
+/// Settings of the widget server (the `mdp serve` flags but the store URL).
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
     /// Address to listen on.
-    #[arg(long, env = "MDP_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: String,
-    /// Widget store (WDC): `redis://…`, or `memory://` when given explicitly; required.
-    #[arg(long, env = "WDC_REDIS_URL", default_value_t = String::new(), hide_default_value = true, hide_env_values = true)]
-    pub store_url: String,
     /// Who may connect and what each client may do (shared with `mdp up`).
-    #[command(flatten)]
-    pub widgets: WidgetArgs,
+    pub widgets: WidgetConfig,
 }
 
-impl Default for ServeArgs {
+impl Default for ServeConfig {
     fn default() -> Self {
-        ServeArgs {
+        ServeConfig {
             listen: "127.0.0.1:0".into(),
-            store_url: "memory://".into(),
-            widgets: WidgetArgs::default(),
+            widgets: WidgetConfig::default(),
         }
     }
 }
 
 /// Authentication, origins and limits of the widget endpoint: the same flags
 /// for `mdp serve` and `mdp up`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct WidgetArgs {
+#[derive(Debug, Clone)]
+pub struct WidgetConfig {
     /// Require the first frame to be `auth` with the shared key.
-    #[arg(long, env = "AUTH_ENABLED", default_value_t = false, action = clap::ArgAction::Set)]
     pub auth_enabled: bool,
     /// The shared key clients authenticate with.
-    #[arg(long, env = "AUTH_API_KEY", hide_env_values = true)]
     pub auth_api_key: Option<String>,
     /// Secret of HS256 widget tokens (JWT); turns auth on.
-    #[arg(long, env = "MDP_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
     /// Ed25519 public key (PEM file) of EdDSA widget tokens (JWT); turns auth on.
-    #[arg(long, env = "MDP_JWT_PUBLIC_KEY")]
     pub jwt_public_key: Option<std::path::PathBuf>,
     /// The `iss` a widget token must carry (unchecked when unset).
-    #[arg(long, env = "MDP_JWT_ISSUER")]
     pub jwt_issuer: Option<String>,
     /// The `aud` a widget token must carry (unchecked when unset).
-    #[arg(long, env = "MDP_JWT_AUDIENCE")]
     pub jwt_audience: Option<String>,
     /// Seconds a client has to send its `auth` frame when auth is on.
-    #[arg(long, default_value_t = 10)]
     pub auth_timeout_secs: u64,
     /// Allowed `Origin` values (any when empty).
-    #[arg(long = "allow-origin")]
     pub allow_origins: Vec<String>,
     /// WebSocket clients connected at once, in all (more are refused with 503).
-    #[arg(long, env = "MDP_MAX_CLIENTS", default_value_t = 20_000)]
     pub max_clients: usize,
     /// WebSocket clients connected at once from one IP address (more are
     /// refused with 429).
-    #[arg(long, env = "MDP_MAX_CLIENTS_PER_IP", default_value_t = 500)]
     pub max_clients_per_ip: usize,
     /// Bearer token `/metrics` requires (open when unset).
-    #[arg(long, env = "MDP_METRICS_TOKEN", hide_env_values = true)]
     pub metrics_token: Option<String>,
     /// Frames a client may have queued before the slow-client policy applies.
-    #[arg(long, default_value_t = 4096)]
     pub client_queue: usize,
     /// Payload bytes a client may have queued before the slow-client policy applies.
-    #[arg(long, default_value_t = 8 * 1024 * 1024)]
     pub client_queue_bytes: usize,
     /// What to do with a client that cannot keep up: `disconnect` (close
     /// 1013) or `conflate` (newest payload per channel while behind).
-    #[arg(long, value_enum, default_value_t = SlowClientPolicy::Disconnect)]
     pub slow_client: SlowClientPolicy,
     /// Subscriptions one client may hold.
-    #[arg(long, default_value_t = 256)]
     pub max_subscriptions: usize,
     /// Client frames per second allowed.
-    #[arg(long, default_value_t = 50)]
     pub max_rate: u32,
     /// Largest client frame, bytes.
-    #[arg(long, default_value_t = 16 * 1024)]
     pub max_frame: usize,
 }
 
-impl Default for WidgetArgs {
+impl Default for WidgetConfig {
     fn default() -> Self {
-        WidgetArgs {
+        WidgetConfig {
             auth_enabled: false,
             auth_api_key: None,
             jwt_secret: None,
@@ -144,7 +121,7 @@ pub struct Server {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) hub: Arc<Hub>,
     pub(crate) auth: Option<auth::Authenticator>,
-    pub(crate) args: WidgetArgs,
+    pub(crate) args: WidgetConfig,
     pub(crate) clients: AtomicU64,
     /// Connected clients per IP address.
     pub(crate) per_ip: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
@@ -162,7 +139,7 @@ pub struct ServeHandle {
 /// Start serving on `args.listen` with `store`, until `shutdown` turns true.
 pub async fn serve(
     store: Arc<dyn Store>,
-    args: ServeArgs,
+    args: ServeConfig,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<ServeHandle> {
     // Install the metrics recorder before the first client is counted.
@@ -185,38 +162,7 @@ pub async fn serve(
         per_ip: Default::default(),
         next_id: AtomicU64::new(1),
     });
-    let app = Router::new()
-        .route(
-            "/",
-            get(|| async {
-                dashboard(
-                    "text/html; charset=utf-8",
-                    include_str!("assets/index.html"),
-                )
-            }),
-        )
-        .route(
-            "/app.js",
-            get(|| async {
-                dashboard(
-                    "text/javascript; charset=utf-8",
-                    include_str!("assets/app.js"),
-                )
-            }),
-        )
-        .route(
-            "/feed.js",
-            get(|| async {
-                dashboard(
-                    "text/javascript; charset=utf-8",
-                    include_str!("assets/feed.js"),
-                )
-            }),
-        )
-        .route("/ws", get(ws))
-        .route("/health", get(health))
-        .route("/metrics", get(metrics))
-        .with_state(server.clone());
+    let app = router(server.clone());
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .map_err(|e| {
@@ -249,6 +195,42 @@ pub async fn serve(
     });
     tracing::info!(%addr, "widget server listening");
     Ok(ServeHandle { addr, task })
+}
+
+/// The dashboard, `/ws`, `/health` and `/metrics` of `server`.
+fn router(server: Arc<Server>) -> Router {
+    Router::new()
+        .route(
+            "/",
+            get(|| async {
+                dashboard(
+                    "text/html; charset=utf-8",
+                    include_str!("assets/index.html"),
+                )
+            }),
+        )
+        .route(
+            "/app.js",
+            get(|| async {
+                dashboard(
+                    "text/javascript; charset=utf-8",
+                    include_str!("assets/app.js"),
+                )
+            }),
+        )
+        .route(
+            "/feed.js",
+            get(|| async {
+                dashboard(
+                    "text/javascript; charset=utf-8",
+                    include_str!("assets/feed.js"),
+                )
+            }),
+        )
+        .route("/ws", get(ws))
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .with_state(server)
 }
 
 fn dashboard(content_type: &'static str, body: &'static str) -> Response {
@@ -372,14 +354,4 @@ async fn ws(
             session::run(server, socket).await;
             drop(admission);
         })
-}
-
-/// Run `mdp serve` until ctrl-c.
-pub async fn run(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
-    let store = crate::store::open(&args.store_url).await?;
-    let shutdown = crate::cli::roles::shutdown_signal();
-    let handle = serve(store, args, shutdown).await?;
-    println!("dashboard: http://{}/", handle.addr);
-    handle.task.await?;
-    Ok(std::process::ExitCode::SUCCESS)
 }

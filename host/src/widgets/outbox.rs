@@ -26,7 +26,7 @@ use axum::extract::ws::Utf8Bytes;
 use tokio::sync::Notify;
 
 /// What to do with a client whose queue is full.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SlowClientPolicy {
     /// Close the client's connection (close code 1013).
     Disconnect,

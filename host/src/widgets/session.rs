@@ -12,6 +12,8 @@
 //!   → close 1009; a client whose queue overflows → close 1013.
 
 use std::collections::HashSet;
+use std::ops::ControlFlow;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -125,6 +127,28 @@ fn too_big(e: &axum::Error) -> bool {
         .is_some_and(|e| matches!(e, WsError::Capacity(_)))
 }
 
+/// Go on reading the client, or end its connection.
+type Flow = ControlFlow<()>;
+
+/// One client's connection: what its read loop keeps between frames, one
+/// method per kind of input.
+struct Client {
+    server: Arc<Server>,
+    id: u64,
+    outbox: Arc<Outbox>,
+    /// Feeds subscribed to.
+    feeds: HashSet<String>,
+    /// What the client may read; none until authenticated.
+    grant: Option<Grant>,
+    /// No frame read yet (`auth` must be the first).
+    first: bool,
+    /// The current one-second rate window: its start and frames in it.
+    window: (Instant, u32),
+    /// Until authenticated: the time allowed to authenticate; then the
+    /// credential's expiry (far future when it has none).
+    expiry: Pin<Box<tokio::time::Sleep>>,
+}
+
 /// Serve one client until it leaves.
 pub async fn run(server: Arc<Server>, socket: WebSocket) {
     let id = server.next_id.fetch_add(1, Ordering::Relaxed);
@@ -137,171 +161,37 @@ pub async fn run(server: Arc<Server>, socket: WebSocket) {
         server.args.slow_client,
     );
     let mut writer = tokio::spawn(write(sink, outbox.clone()));
-    let reply = |v: Value| outbox.reply(v.to_string().into());
-    let refuse = |status: &str, code: u16, reason: &'static str| {
-        reply(json!({ "status": status }));
-        outbox.close(code, reason);
-    };
-
-    let mut feeds: HashSet<String> = HashSet::new();
-    let mut grant: Option<Grant> = server.auth.is_none().then(Grant::all);
-    let mut first = true;
-    let mut window = (Instant::now(), 0u32);
-    // Until authenticated: the time allowed to authenticate; then the
-    // credential's expiry (far future when it has none).
-    let mut expiry = Box::pin(tokio::time::sleep(if grant.is_none() {
+    let grant: Option<Grant> = server.auth.is_none().then(Grant::all);
+    let expiry = Box::pin(tokio::time::sleep(if grant.is_none() {
         Duration::from_secs(server.args.auth_timeout_secs)
     } else {
-        Duration::from_secs(86_400 * 365)
+        FAR_FUTURE
     }));
+    let mut client = Client {
+        server: server.clone(),
+        id,
+        outbox,
+        feeds: HashSet::new(),
+        grant,
+        first: true,
+        window: (Instant::now(), 0),
+        expiry,
+    };
     let mut writer_done = false;
     loop {
-        let frame = tokio::select! {
-            f = stream.next() => f,
+        let flow = tokio::select! {
+            f = stream.next() => client.on_read(f).await,
             _ = &mut writer => {
                 writer_done = true;
-                break;
+                Flow::Break(())
             }
-            _ = &mut expiry => {
-                if grant.is_none() {
-                    count("unauthorized");
-                    refuse("unauthorized", 1008, "no auth frame in time");
-                } else {
-                    count("expired");
-                    refuse("token expired", 1008, "token expired");
-                }
-                break;
-            }
+            _ = &mut client.expiry => client.on_expiry(),
         };
-        let raw = match frame {
-            Some(Ok(Message::Text(t))) => t,
-            Some(Ok(Message::Close(_))) | None => break,
-            Some(Ok(_)) => continue,
-            Some(Err(e)) => {
-                if too_big(&e) {
-                    count("frame_size");
-                    outbox.close(1009, "frame too large");
-                } else {
-                    tracing::debug!(client = id, error = %e, "read error");
-                }
-                break;
-            }
-        };
-        if window.0.elapsed() >= Duration::from_secs(1) {
-            window = (Instant::now(), 0);
-        }
-        window.1 += 1;
-        if window.1 > server.args.max_rate {
-            count("rate");
-            refuse("rate limited", 1008, "rate limit exceeded");
-            break;
-        }
-        let Ok(req) = parse_request(&raw) else {
-            count("bad_json");
-            if grant.is_none() {
-                count("unauthorized");
-                refuse("unauthorized", 1008, "unauthorized");
-                break;
-            }
-            reply(json!({"status": "invalid json"}));
-            continue;
-        };
-        let Some(granted) = &grant else {
-            let Some(auth) = server.auth.as_ref() else {
-                break; // unreachable: without auth every client has a grant
-            };
-            let Request::Auth { token, api_key } = req else {
-                count("unauthorized");
-                refuse("unauthorized", 1008, "unauthorized");
-                break;
-            };
-            if !first {
-                count("unauthorized");
-                refuse("unauthorized", 1008, "unauthorized");
-                break;
-            }
-            first = false;
-            let result = match (token, api_key) {
-                (Some(token), _) if auth.accepts_tokens() => auth.check_token(&token),
-                (Some(_), _) => Err(AuthError::InvalidToken("tokens are not enabled".into())),
-                (None, Some(key)) => auth.check_key(&key),
-                (None, None) => Err(AuthError::InvalidKey),
-            };
-            match result {
-                Ok(g) => {
-                    let left = match g.expires {
-                        Some(at) => at
-                            .duration_since(std::time::SystemTime::now())
-                            .unwrap_or_default(),
-                        None => Duration::from_secs(86_400 * 365),
-                    };
-                    expiry.as_mut().reset(tokio::time::Instant::now() + left);
-                    tracing::debug!(client = id, subject = ?g.subject, "authorized");
-                    grant = Some(g);
-                    reply(json!({"status": "authorized"}));
-                    continue;
-                }
-                Err(e) => {
-                    let (status, reason) = match &e {
-                        AuthError::InvalidKey => ("invalid key", "invalid key"),
-                        AuthError::InvalidToken(_) => ("invalid token", "invalid token"),
-                        AuthError::Expired => ("token expired", "token expired"),
-                    };
-                    count("unauthorized");
-                    tracing::info!(client = id, error = %e, "authentication failed");
-                    refuse(status, 1008, reason);
-                    break;
-                }
-            }
-        };
-        first = false;
-        let answer = match req {
-            Request::Subscribe { feed } if feed.is_empty() => None,
-            Request::Subscribe { feed } => {
-                if !granted.allows(&feed) {
-                    count("forbidden");
-                    Some(json!({"status": "forbidden", "feed": feed}))
-                } else if feeds.len() >= server.args.max_subscriptions && !feeds.contains(&feed) {
-                    count("subscriptions");
-                    Some(json!({"status": "too many subscriptions", "feed": feed}))
-                } else {
-                    if feeds.insert(feed.clone()) {
-                        server.hub.subscribe(&feed, id, outbox.clone());
-                    }
-                    Some(json!({"status": "subscribed", "feed": feed}))
-                }
-            }
-            Request::Unsubscribe { feed } => {
-                if feeds.remove(&feed) {
-                    server.hub.unsubscribe(&feed, id);
-                    Some(json!({"status": "unsubscribed", "feed": feed}))
-                } else {
-                    None
-                }
-            }
-            Request::Get { cache, .. } if !granted.allows(&cache) => {
-                count("forbidden");
-                Some(json!({"status": "forbidden", "cache": cache}))
-            }
-            Request::Get { cache, limit } => {
-                Some(json!({"cache": cache, "data": snapshot(&server, &cache, limit).await}))
-            }
-            Request::Auth { .. } | Request::Invalid { .. } => {
-                count("invalid_action");
-                Some(json!({"status": "invalid action"}))
-            }
-        };
-        if let Some(a) = answer
-            && !reply(a)
-        {
+        if flow.is_break() {
             break;
         }
     }
-    for feed in &feeds {
-        server.hub.unsubscribe(feed, id);
-    }
-    // Let the writer send what is queued (the close frame, if any), briefly.
-    outbox.close(1000, "bye");
+    client.leave();
     if !writer_done
         && tokio::time::timeout(Duration::from_secs(5), &mut writer)
             .await
@@ -311,4 +201,199 @@ pub async fn run(server: Arc<Server>, socket: WebSocket) {
     }
     server.clients.fetch_sub(1, Ordering::Relaxed);
     metrics::gauge!("mdp_wds_clients").decrement(1.0);
+}
+
+/// The expiry of a credential without one.
+const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365);
+
+impl Client {
+    /// Queue `v` for the client; false when the client is gone.
+    fn reply(&self, v: Value) -> bool {
+        self.outbox.reply(v.to_string().into())
+    }
+
+    /// Answer with `status`, then close with `code` and `reason`.
+    fn refuse(&self, status: &str, code: u16, reason: &'static str) -> Flow {
+        self.reply(json!({ "status": status }));
+        self.outbox.close(code, reason);
+        Flow::Break(())
+    }
+
+    /// Refuse a client that did not authenticate as it must.
+    fn unauthorized(&self, reason: &'static str) -> Flow {
+        count("unauthorized");
+        self.refuse("unauthorized", 1008, reason)
+    }
+
+    /// The time to authenticate ran out, or the credential expired.
+    fn on_expiry(&self) -> Flow {
+        if self.grant.is_none() {
+            self.unauthorized("no auth frame in time")
+        } else {
+            count("expired");
+            self.refuse("token expired", 1008, "token expired")
+        }
+    }
+
+    /// One read from the socket.
+    async fn on_read(&mut self, frame: Option<Result<Message, axum::Error>>) -> Flow {
+        match frame {
+            Some(Ok(Message::Text(t))) => self.on_frame(&t).await,
+            Some(Ok(Message::Close(_))) | None => Flow::Break(()),
+            Some(Ok(_)) => Flow::Continue(()),
+            Some(Err(e)) => {
+                if too_big(&e) {
+                    count("frame_size");
+                    self.outbox.close(1009, "frame too large");
+                } else {
+                    tracing::debug!(client = self.id, error = %e, "read error");
+                }
+                Flow::Break(())
+            }
+        }
+    }
+
+    /// A text frame: rate limited, parsed, then an `auth` or a request.
+    async fn on_frame(&mut self, raw: &str) -> Flow {
+        if self.window.0.elapsed() >= Duration::from_secs(1) {
+            self.window = (Instant::now(), 0);
+        }
+        self.window.1 += 1;
+        if self.window.1 > self.server.args.max_rate {
+            count("rate");
+            return self.refuse("rate limited", 1008, "rate limit exceeded");
+        }
+        let Ok(req) = parse_request(raw) else {
+            count("bad_json");
+            if self.grant.is_none() {
+                return self.unauthorized("unauthorized");
+            }
+            self.reply(json!({"status": "invalid json"}));
+            return Flow::Continue(());
+        };
+        if self.grant.is_none() {
+            return self.on_auth(req);
+        }
+        self.first = false;
+        self.on_request(req).await
+    }
+
+    /// The frame of a client not yet authenticated: it must be the first, an `auth`.
+    fn on_auth(&mut self, req: Request) -> Flow {
+        let Some(auth) = self.server.auth.as_ref() else {
+            return Flow::Break(()); // unreachable: without auth every client has a grant
+        };
+        let Request::Auth { token, api_key } = req else {
+            return self.unauthorized("unauthorized");
+        };
+        if !self.first {
+            return self.unauthorized("unauthorized");
+        }
+        self.first = false;
+        let result = match (token, api_key) {
+            (Some(token), _) if auth.accepts_tokens() => auth.check_token(&token),
+            (Some(_), _) => Err(AuthError::InvalidToken("tokens are not enabled".into())),
+            (None, Some(key)) => auth.check_key(&key),
+            (None, None) => Err(AuthError::InvalidKey),
+        };
+        match result {
+            Ok(g) => {
+                let left = match g.expires {
+                    Some(at) => at
+                        .duration_since(std::time::SystemTime::now())
+                        .unwrap_or_default(),
+                    None => FAR_FUTURE,
+                };
+                self.expiry
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + left);
+                tracing::debug!(client = self.id, subject = ?g.subject, "authorized");
+                self.grant = Some(g);
+                self.reply(json!({"status": "authorized"}));
+                Flow::Continue(())
+            }
+            Err(e) => {
+                let (status, reason) = match &e {
+                    AuthError::InvalidKey => ("invalid key", "invalid key"),
+                    AuthError::InvalidToken(_) => ("invalid token", "invalid token"),
+                    AuthError::Expired => ("token expired", "token expired"),
+                };
+                count("unauthorized");
+                tracing::info!(client = self.id, error = %e, "authentication failed");
+                self.refuse(status, 1008, reason)
+            }
+        }
+    }
+
+    /// A request of an authenticated client, answered.
+    async fn on_request(&mut self, req: Request) -> Flow {
+        let answer = match req {
+            Request::Subscribe { feed } if feed.is_empty() => None,
+            Request::Subscribe { feed } => Some(self.subscribe(feed)),
+            Request::Unsubscribe { feed } => {
+                if self.feeds.remove(&feed) {
+                    self.server.hub.unsubscribe(&feed, self.id);
+                    Some(json!({"status": "unsubscribed", "feed": feed}))
+                } else {
+                    None
+                }
+            }
+            Request::Get { cache, .. } if !self.allows(&cache) => {
+                count("forbidden");
+                Some(json!({"status": "forbidden", "cache": cache}))
+            }
+            Request::Get { cache, limit } => {
+                let data = snapshot(&self.server, &cache, limit).await;
+                Some(json!({"cache": cache, "data": data}))
+            }
+            Request::Auth { .. } | Request::Invalid { .. } => {
+                count("invalid_action");
+                Some(json!({"status": "invalid action"}))
+            }
+        };
+        match answer {
+            Some(a) => {
+                if self.reply(a) {
+                    Flow::Continue(())
+                } else {
+                    Flow::Break(())
+                }
+            }
+            None => Flow::Continue(()),
+        }
+    }
+
+    /// Whether the client's grant covers `feed`.
+    fn allows(&self, feed: &str) -> bool {
+        self.grant.as_ref().is_some_and(|g| g.allows(feed))
+    }
+
+    /// `subscribe`: within the grant and the subscription cap.
+    fn subscribe(&mut self, feed: String) -> Value {
+        if !self.allows(&feed) {
+            count("forbidden");
+            json!({"status": "forbidden", "feed": feed})
+        } else if self.feeds.len() >= self.server.args.max_subscriptions
+            && !self.feeds.contains(&feed)
+        {
+            count("subscriptions");
+            json!({"status": "too many subscriptions", "feed": feed})
+        } else {
+            if self.feeds.insert(feed.clone()) {
+                self.server
+                    .hub
+                    .subscribe(&feed, self.id, self.outbox.clone());
+            }
+            json!({"status": "subscribed", "feed": feed})
+        }
+    }
+
+    /// The client left: its subscriptions go, and the writer is told to
+    /// send what is queued (the close frame, if any).
+    fn leave(&self) {
+        for feed in &self.feeds {
+            self.server.hub.unsubscribe(feed, self.id);
+        }
+        self.outbox.close(1000, "bye");
+    }
 }
