@@ -1,8 +1,7 @@
 //! One conformance suite for the `Queue` trait, run against the embedded
 //! broker and against a real RabbitMQ server (started by scripts/test).
 
-#[path = "support/mod.rs"]
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::time::Duration;

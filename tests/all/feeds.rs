@@ -5,7 +5,7 @@
 //! Finlight end to end; record and replay. (The seeded fuzz run of the
 //! Massive frame parser is in tests/fuzz.rs.)
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -1,7 +1,6 @@
 //! `mdp plugin test` and `mdp plugin inspect` as an author uses them.
 
-#[path = "support/mod.rs"]
-mod support;
+use crate::support;
 
 use std::process::Command;
 

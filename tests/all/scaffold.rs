@@ -1,8 +1,7 @@
 //! `mdp plugin new` in each language yields a project that builds to a
 //! component and passes its own golden test through the real runtime.
 
-#[path = "support/mod.rs"]
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::process::Command;

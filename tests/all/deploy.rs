@@ -6,8 +6,7 @@
 //! health ports apart from the listeners' control API; `docker compose
 //! config` agrees where docker exists.
 
-#[path = "support/mod.rs"]
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 

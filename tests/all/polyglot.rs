@@ -5,8 +5,7 @@
 //! restarts included. Also
 //! prints how long a load takes cold and with the compiled-artifact cache.
 
-#[path = "support/mod.rs"]
-mod support;
+use crate::support;
 
 use std::time::Instant;
 

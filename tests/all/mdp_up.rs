@@ -2,8 +2,7 @@
 //! client sees leaderboard and quote updates from the simulated market, and
 //! SIGTERM ends it cleanly.
 
-#[path = "support/mod.rs"]
-mod support;
+use crate::support;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

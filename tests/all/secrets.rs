@@ -11,7 +11,7 @@
 //! `--help` of every subcommand (secrets in the environment and in a config
 //! file) is searched for each secret value, and none is found.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

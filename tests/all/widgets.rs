@@ -2,8 +2,7 @@
 //! in-process server: every action and error path, both auth modes, pattern
 //! subscriptions, limits, a slow client, and a store restart.
 
-#[path = "support/mod.rs"]
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::time::Duration;

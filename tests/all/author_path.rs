@@ -12,8 +12,7 @@
 //! (`target/author-path`) with `CARGO_NET_OFFLINE` (the scaffold's
 //! `Cargo.lock` pins crates the host's own build has already fetched).
 
-#[path = "support/mod.rs"]
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

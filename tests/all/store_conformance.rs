@@ -1,8 +1,7 @@
 //! One conformance suite for the `Store` trait, run against the embedded
 //! store and against a real Redis server (started by scripts/test).
 
-#[path = "support/mod.rs"]
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::time::Duration;

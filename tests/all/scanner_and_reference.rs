@@ -2,8 +2,7 @@
 //! the reference-data cache-aside layer against the simulator's REST API and
 //! a misbehaving one.
 
-#[path = "support/mod.rs"]
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};

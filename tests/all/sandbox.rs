@@ -3,8 +3,7 @@
 //! checks that the host survives, that other plugins keep serving, and that
 //! the operator gets one clear reason.
 
-#[path = "support/mod.rs"]
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

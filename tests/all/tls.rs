@@ -4,7 +4,7 @@
 //! the TLS port, and TLS to a plaintext port, fail with an error (never a
 //! silent plaintext connection).
 
-mod support;
+use crate::support;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

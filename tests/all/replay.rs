@@ -25,8 +25,7 @@
 //! `mdp simulate --record stream.jsonl --seed 7 --symbols 40 --at 2026-01-05T14:59:45Z
 //! --rate 250 --quote-rate 400 --speed 10 --news-per-min 0`.
 
-#[path = "support/mod.rs"]
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;

@@ -2,8 +2,7 @@
 //! RabbitMQ + Redis: the router over a known stream, dead-lettering of
 //! poison events, graceful shutdown, and two processors sharing a queue.
 
-#[path = "support/mod.rs"]
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

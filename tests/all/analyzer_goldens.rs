@@ -3,8 +3,7 @@
 //! (built by `scripts/build-plugins`) with `mdp::plugin::golden::check`, the
 //! same files the SDK's native harness runs in `cargo test -p <name>`.
 
-#[path = "support/mod.rs"]
-mod support;
+use crate::support;
 
 use std::path::PathBuf;
 

@@ -3,8 +3,7 @@
 //! the real runtime, and produce identical effects and counters on input the
 //! golden format cannot carry (non-JSON, non-object, typed events).
 
-#[path = "support/mod.rs"]
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 

@@ -20,7 +20,7 @@
 //! (A RabbitMQ crash loses the non-persistent messages it held, as in the
 //! seed; the table shows confirmed vs processed events.)
 
-mod support;
+use crate::support;
 
 use futures_util::{SinkExt, StreamExt};
 use std::collections::BTreeMap;

@@ -5,8 +5,7 @@
 //! scanner end to end on the embedded store and on Redis, and news-feed as
 //! the `news` processor on the embedded backends and on RabbitMQ + Redis.
 
-#[path = "support/mod.rs"]
-mod support;
+use crate::support;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -4,8 +4,7 @@
 //! exactly once by some generation, the bad versions must be rolled back,
 //! state must be handed over, and the consumer must never restart.
 
-#[path = "support/mod.rs"]
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::sync::Arc;

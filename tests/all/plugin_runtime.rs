@@ -2,8 +2,7 @@
 //! golden files through Wasm, and hostile plugins (loops, memory bombs, traps,
 //! wrong worlds, broken files) that must not hurt the host.
 
-#[path = "support/mod.rs"]
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

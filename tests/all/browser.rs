@@ -6,8 +6,7 @@
 //! reconnects after the server restarts. The browser side is
 //! `tests/browser/dashboard.cjs`.
 
-#[path = "support/mod.rs"]
-mod support;
+use crate::support;
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
