@@ -1,7 +1,10 @@
 //! One conformance suite for the `Store` trait, run against the embedded
-//! store and against a real Redis server (started by scripts/test).
+//! store, a real Redis server (started by scripts/test) and the SDK's
+//! in-memory `MemStore` that native plugin tests use (its cache checks).
 
 use crate::support;
+
+mod mem_store;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,6 +53,15 @@ async fn strings_and_expiry(s: Arc<dyn Store>, p: &str) {
     // SET without TTL clears an earlier one, as Redis does.
     s.apply(&[set(&b, "3", None)], false).await.unwrap();
     assert_eq!(s.ttl(&b).await.unwrap(), None);
+    // Expiry.
+    s.apply(&[set(&a, "4", Some(Duration::from_secs(1)))], false)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(s.get(&a).await.unwrap(), None, "expired");
+}
+
+async fn locks_expire_and_release_by_value(s: Arc<dyn Store>, p: &str) {
     // Short expiry through SET NX PX.
     let lock = format!("{p}:lock");
     assert!(s.set_nx_px(&lock, "me", 300).await.unwrap());
@@ -128,7 +140,7 @@ async fn sorted_sets_keep_the_top_with_redis_ties(s: Arc<dyn Store>, p: &str) {
     assert_eq!(s.ztop(&k, 0).await.unwrap(), vec![]);
 }
 
-async fn hashes_scan_and_delete(s: Arc<dyn Store>, p: &str) {
+async fn hashes_and_delete(s: Arc<dyn Store>, p: &str) {
     let h = format!("{p}:h");
     s.apply(
         &[Write::HSet {
@@ -161,9 +173,6 @@ async fn hashes_scan_and_delete(s: Arc<dyn Store>, p: &str) {
         s.ttl(&h).await.unwrap().is_some(),
         "an HSET without ttl keeps the expiry"
     );
-    let keys = s.scan_prefix(&format!("{p}:")).await.unwrap();
-    assert!(keys.contains(&h));
-    assert!(keys.iter().all(|k| k.starts_with(&format!("{p}:"))));
     s.apply(
         &[Write::Del {
             keys: vec![h.clone()],
@@ -173,6 +182,16 @@ async fn hashes_scan_and_delete(s: Arc<dyn Store>, p: &str) {
     .await
     .unwrap();
     assert_eq!(s.hgetall(&h).await.unwrap(), vec![]);
+}
+
+async fn scan_finds_keys_by_prefix(s: Arc<dyn Store>, p: &str) {
+    let (h, other) = (format!("{p}:h"), format!("{p}x:h"));
+    s.apply(&[set(&h, "1", None), set(&other, "2", None)], false)
+        .await
+        .unwrap();
+    let keys = s.scan_prefix(&format!("{p}:")).await.unwrap();
+    assert!(keys.contains(&h));
+    assert!(keys.iter().all(|k| k.starts_with(&format!("{p}:"))));
 }
 
 async fn wrong_types_are_typed_errors(s: Arc<dyn Store>, p: &str) {
@@ -260,24 +279,37 @@ async fn pubsub_patterns_order_and_fan_out(s: Arc<dyn Store>, p: &str) {
     assert_eq!(&*recv(&mut one).await.payload, "after");
 }
 
+/// One test per backend and check: the `cache` checks (what a plugin sees
+/// through its effects and reads) on every store, the SDK's `MemStore`
+/// included; the `host` checks (locks, scans, typed errors, pub/sub) on the
+/// host's stores.
 macro_rules! suite {
-    ($($name:ident),*) => {
+    (cache: $($cache:ident),*; host: $($host:ident),*) => {
         mod embedded_backend {
-            $(#[tokio::test] async fn $name() { super::$name(super::embedded(), &super::support::unique("c")).await; })*
+            $(#[tokio::test] async fn $cache() { super::$cache(super::embedded(), &super::support::unique("c")).await; })*
+            $(#[tokio::test] async fn $host() { super::$host(super::embedded(), &super::support::unique("c")).await; })*
         }
         mod redis_backend {
-            $(#[tokio::test] async fn $name() { super::$name(super::redis().await, &super::support::unique("c")).await; })*
+            $(#[tokio::test] async fn $cache() { super::$cache(super::redis().await, &super::support::unique("c")).await; })*
+            $(#[tokio::test] async fn $host() { super::$host(super::redis().await, &super::support::unique("c")).await; })*
+        }
+        mod mem_store_backend {
+            $(#[tokio::test] async fn $cache() { super::$cache(super::mem_store::open(), &super::support::unique("c")).await; })*
         }
     };
 }
 
 suite!(
-    strings_and_expiry,
-    lists_are_capped_newest_first,
-    sorted_sets_keep_the_top_with_redis_ties,
-    hashes_scan_and_delete,
-    wrong_types_are_typed_errors,
-    pubsub_patterns_order_and_fan_out
+    cache:
+        strings_and_expiry,
+        lists_are_capped_newest_first,
+        sorted_sets_keep_the_top_with_redis_ties,
+        hashes_and_delete;
+    host:
+        locks_expire_and_release_by_value,
+        scan_finds_keys_by_prefix,
+        wrong_types_are_typed_errors,
+        pubsub_patterns_order_and_fan_out
 );
 
 /// Kill the Redis server under traffic, restart it on the same port: commands
