@@ -3,9 +3,14 @@
 //! `cargo test -p mdp --test all feeds::`. The OpenTelemetry export is its
 //! own binary (`tests/otel.rs`): it needs the `otel` cargo feature.
 //!
-//! The modules share one process: a test that changes process-wide state
-//! (the tracing subscriber, the Prometheus recorder) keeps it scoped or
-//! additive, so the others never see it.
+//! The modules share one process, so what a test sets for the whole process
+//! must not change what another one sees: `hot_reload` installs a global
+//! tracing subscriber only to show its logs (`try_init`, output captured per
+//! test), `sandbox` captures logs with a subscriber scoped to its own thread
+//! and reads the Prometheus recorder's samples of its own plugin only, and
+//! `tls` adds its throwaway CA to the trusted roots (the plaintext brokers
+//! of every other test do not use them). No test changes the environment
+//! or the working directory.
 
 #[path = "../support/mod.rs"]
 mod support;
