@@ -137,6 +137,37 @@ async fn drain(q: &Arc<dyn Queue>, queue: &str, expected: u64) -> BTreeMap<Strin
     counts
 }
 
+/// Start a quiet simulator and a streaming listener.
+async fn streaming(
+    extra: impl FnOnce(MassiveArgs) -> MassiveArgs,
+) -> (SimHandle, Running<MassiveListener>) {
+    let sim = sim(quiet()).await;
+    let args = extra(massive_args(&sim, &support::unique("fault")));
+    let running = massive(args, Arc::new(EmbeddedQueue::new()));
+    let l = running.listener.clone();
+    assert!(
+        eventually(20, || l.stats.events.load(Ordering::Relaxed) > 0).await,
+        "listener streams: {}",
+        l.status_json()
+    );
+    (sim, running)
+}
+
+/// POST `body` to `url` with `token` (none: no `Authorization`); status and JSON body.
+async fn post(
+    url: &str,
+    token: Option<&str>,
+    body: Value,
+) -> (u16, Value, reqwest::header::HeaderMap) {
+    let mut r = reqwest::Client::new().post(url).json(&body);
+    if let Some(t) = token {
+        r = r.bearer_auth(t);
+    }
+    let r = r.send().await.unwrap();
+    let (code, headers) = (r.status().as_u16(), r.headers().clone());
+    (code, r.json().await.unwrap_or(Value::Null), headers)
+}
+
 mod admin;
 mod connect;
 mod finlight;

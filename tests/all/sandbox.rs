@@ -115,6 +115,20 @@ fn cached_runtime(dir: &std::path::Path, key: &[u8]) -> Runtime {
 // ---------------------------------------------------------------------------
 // 1. The compiled-artifact cache
 
+/// Put `hostile` into a fresh plugin directory with this manifest text.
+fn plugin_dir_with_hostile(manifest: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        support::plugin_wasm("hostile"),
+        dir.path().join("hostile.wasm"),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("hostile.toml"), manifest).unwrap();
+    dir
+}
+
+const HOSTILE: &str = "name = \"hostile\"\nwit = \"mdp:analyzer@1.0.0\"\nconsumes = [\"q\"]\n";
+
 mod artifacts;
 mod capabilities;
 mod memory;

@@ -133,21 +133,6 @@ async fn with_admin(
     (sim, running, base)
 }
 
-/// POST `body` to `url` with `token` (none: no `Authorization`); status and JSON body.
-async fn post(
-    url: &str,
-    token: Option<&str>,
-    body: Value,
-) -> (u16, Value, reqwest::header::HeaderMap) {
-    let mut r = reqwest::Client::new().post(url).json(&body);
-    if let Some(t) = token {
-        r = r.bearer_auth(t);
-    }
-    let r = r.send().await.unwrap();
-    let (code, headers) = (r.status().as_u16(), r.headers().clone());
-    (code, r.json().await.unwrap_or(Value::Null), headers)
-}
-
 #[tokio::test]
 async fn admin_writes_are_refused_without_a_configured_token_reads_stay_open() {
     let (_sim, running, base) = with_admin(|a| MassiveArgs {

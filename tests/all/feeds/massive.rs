@@ -104,22 +104,6 @@ async fn average_profile_nothing_lost_rabbitmq_frame_batched() {
     nothing_lost(q, true).await;
 }
 
-/// Start a quiet simulator and a streaming listener.
-async fn streaming(
-    extra: impl FnOnce(MassiveArgs) -> MassiveArgs,
-) -> (SimHandle, Running<MassiveListener>) {
-    let sim = sim(quiet()).await;
-    let args = extra(massive_args(&sim, &support::unique("fault")));
-    let running = massive(args, Arc::new(EmbeddedQueue::new()));
-    let l = running.listener.clone();
-    assert!(
-        eventually(20, || l.stats.events.load(Ordering::Relaxed) > 0).await,
-        "listener streams: {}",
-        l.status_json()
-    );
-    (sim, running)
-}
-
 /// Arm `fault`, wait for the reaction counter, then for a new session that streams.
 async fn fault_reconnects(fault: Fault, counter: impl Fn(&MassiveListener) -> u64) {
     let (sim, running) = streaming(|a| MassiveArgs {

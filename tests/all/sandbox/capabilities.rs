@@ -3,20 +3,6 @@
 
 use super::*;
 
-/// Put `hostile` into a fresh plugin directory with this manifest text.
-fn plugin_dir_with_hostile(manifest: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(
-        support::plugin_wasm("hostile"),
-        dir.path().join("hostile.wasm"),
-    )
-    .unwrap();
-    std::fs::write(dir.path().join("hostile.toml"), manifest).unwrap();
-    dir
-}
-
-const HOSTILE: &str = "name = \"hostile\"\nwit = \"mdp:analyzer@1.0.0\"\nconsumes = [\"q\"]\n";
-
 /// A manifest without `[capabilities]` no longer means "write anything": the
 /// plugin may write only under its own name.
 #[tokio::test]
