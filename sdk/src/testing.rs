@@ -136,6 +136,11 @@ impl MemStore {
         self.live(key)
             .and(self.entries.get(key).and_then(|(_, e)| *e))
     }
+    /// Set the clock expiry is measured against (Unix ms; the harness sets
+    /// it from its test clock).
+    pub fn set_now_ms(&mut self, now_ms: u64) {
+        self.now_ms = now_ms;
+    }
     /// Set a string (test setup).
     pub fn set(&mut self, key: &str, value: &str, ttl_secs: Option<u32>) {
         let exp = ttl_secs.map(|t| self.now_ms + u64::from(t) * 1000);

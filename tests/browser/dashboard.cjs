@@ -1,4 +1,4 @@
-// Drives headless Chromium against the mdp dashboard; run by tests/browser.rs.
+// Drives headless Chromium against the mdp dashboard; run by tests/all/browser.rs.
 //   node dashboard.cjs <dashboard url>          boards, sorting, quote card, reconnect
 //   node dashboard.cjs --auth <url> <token>     token auth: live with it, refused without
 // env MDP_PLAYWRIGHT_CORE: path of the installed playwright-core package.

@@ -34,68 +34,41 @@ pub fn amqp_url() -> String {
     server_url("MDP_TEST_AMQP_URL", "rabbitmq-server")
 }
 
-/// Path of a built plugin component (`target/plugins/<name>.wasm`, or
-/// `target/test-plugins/<name>.wasm` for test fixtures). Runs
-/// `scripts/build-plugins` (incremental) once per test binary when the file
-/// is missing or older than any plugin, fixture, SDK or WIT source, so a test
-/// never runs a stale component.
+/// Path of a built plugin component by crate or directory name. The shipped
+/// Rust plugins (in the plugin directory [`mdp_test_artifacts::PLUGIN_DIR`],
+/// beside their manifests) and the test fixtures are built by the
+/// `mdp-test-artifacts` build script whenever their sources change; the
+/// Python and JavaScript plugins (`*-py`, `*-js`) by [`polyglot_wasm`].
 pub fn plugin_wasm(name: &str) -> PathBuf {
-    static BUILT: OnceLock<()> = OnceLock::new();
-    let file = format!("{name}.wasm");
-    let find = || {
-        [
-            "target/plugins",
-            "target/test-plugins",
-            "target/polyglot-plugins",
-        ]
-        .iter()
-        .map(|d| repo_root().join(d).join(&file))
-        .find(|p| p.exists())
-    };
-    let built_at = find().and_then(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
-    static NEWEST_SOURCE: OnceLock<Option<std::time::SystemTime>> = OnceLock::new();
-    let newest = *NEWEST_SOURCE.get_or_init(newest_plugin_source);
-    let stale = built_at.is_none_or(|at| newest.is_some_and(|src| src > at));
-    if stale {
-        BUILT.get_or_init(|| {
-            let status = std::process::Command::new(repo_root().join("scripts/build-plugins"))
-                .status()
-                .expect("run scripts/build-plugins");
-            assert!(status.success(), "scripts/build-plugins failed");
-        });
+    if name.ends_with("-py") || name.ends_with("-js") {
+        return polyglot_wasm(name);
     }
-    find().unwrap_or_else(|| panic!("plugin {name} was not built (scripts/build-plugins)"))
+    let path = mdp_test_artifacts::component(name)
+        .unwrap_or_else(|| panic!("no plugin or test fixture is named {name}"));
+    PathBuf::from(path)
 }
 
-/// When a plugin's sources last changed: the newest file under `wit/`,
-/// `sdk/`, `plugins/` and `tests/fixtures/plugins/` (build outputs and
-/// installed packages skipped).
-fn newest_plugin_source() -> Option<std::time::SystemTime> {
-    fn walk(dir: &std::path::Path, newest: &mut Option<std::time::SystemTime>) {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let skip = path.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
-                matches!(n, "target" | "node_modules" | "__pycache__" | ".venv")
-                    || n.starts_with('.')
-            });
-            if skip {
-                continue;
-            }
-            if path.is_dir() {
-                walk(&path, newest);
-            } else if let Ok(modified) = entry.metadata().and_then(|m| m.modified()) {
-                *newest = (*newest).max(Some(modified));
-            }
-        }
-    }
-    let mut newest = None;
-    for dir in ["wit", "sdk", "plugins", "tests/fixtures/plugins"] {
-        walk(&repo_root().join(dir), &mut newest);
-    }
-    newest
+/// Path of a Python or JavaScript plugin in `target/polyglot-plugins/`. The
+/// first call in a process runs `scripts/build-plugins polyglot`, which
+/// rebuilds each one whose sources or WIT changed (and fails, saying what
+/// to install, when componentize-py or componentize-js is missing), so a
+/// test never runs a stale one.
+pub fn polyglot_wasm(name: &str) -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let output = std::process::Command::new(repo_root().join("scripts/build-plugins"))
+            .arg("polyglot")
+            .output()
+            .expect("run scripts/build-plugins polyglot");
+        assert!(
+            output.status.success(),
+            "scripts/build-plugins polyglot failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    });
+    let path = repo_root().join(format!("target/polyglot-plugins/{name}.wasm"));
+    assert!(path.exists(), "{} was not built", path.display());
+    path
 }
 
 /// A minimal trade in the seed's queue JSON.

@@ -1,5 +1,5 @@
 //! Fuzz the Finlight frame parser: the properties are
-//! `mdp::fuzz::finlight_frame`'s (also run, seeded, by tests/fuzz.rs).
+//! `mdp::fuzz::finlight_frame`'s (also run, seeded, by tests/all/fuzz.rs).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

@@ -1,5 +1,5 @@
 //! Fuzz the plugin manifest parser: the properties are
-//! `mdp::fuzz::manifest`'s (also run, seeded, by tests/fuzz.rs).
+//! `mdp::fuzz::manifest`'s (also run, seeded, by tests/all/fuzz.rs).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

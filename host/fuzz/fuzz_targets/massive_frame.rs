@@ -1,5 +1,5 @@
 //! Fuzz the Massive frame parser: the properties are
-//! `mdp::fuzz::massive_frame`'s (also run, seeded, by tests/fuzz.rs).
+//! `mdp::fuzz::massive_frame`'s (also run, seeded, by tests/all/fuzz.rs).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

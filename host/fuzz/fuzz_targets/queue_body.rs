@@ -1,5 +1,5 @@
 //! Fuzz the queue-message decoder: the properties are
-//! `mdp::fuzz::queue_body`'s (also run, seeded, by tests/fuzz.rs).
+//! `mdp::fuzz::queue_body`'s (also run, seeded, by tests/all/fuzz.rs).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

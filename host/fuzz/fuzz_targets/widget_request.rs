@@ -1,5 +1,5 @@
 //! Fuzz the widget protocol's client-frame parser: the properties are
-//! `mdp::fuzz::widget_request`'s (also run, seeded, by tests/fuzz.rs).
+//! `mdp::fuzz::widget_request`'s (also run, seeded, by tests/all/fuzz.rs).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

@@ -1,0 +1,198 @@
+//! The dashboard in a real browser: headless Chromium (Debian `chromium`)
+//! driven by Playwright (`playwright-core`, installed by `scripts/setup` into
+//! `target/tools/browser`) loads the page served by `mdp up` running as a
+//! subprocess on a free port, and checks that the three boards fill, update
+//! and sort, that the quote card follows a clicked symbol, and that the page
+//! reconnects after the server restarts. The browser side is
+//! `tests/browser/dashboard.cjs`.
+
+use crate::support;
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A child process, killed if still running when dropped.
+struct Up(Child);
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `mdp up` on `port` with the built plugins; returns once `/health` answers.
+fn start_up(port: u16, plugins: &std::path::Path, cache: &std::path::Path) -> Up {
+    let up = Up(Command::new(env!("CARGO_BIN_EXE_mdp"))
+        .args([
+            "up",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--symbols",
+            "300",
+            // A Tuesday, 10:00 in New York: the simulated market is open.
+            "--sim-at",
+            "2026-11-24T15:00:00Z",
+        ])
+        .arg("--plugin-dir")
+        .arg(plugins)
+        .env_remove("MASSIVE_API_KEY")
+        .env_remove("POLYGON_API_KEY")
+        .env("MDP_PLUGIN_CACHE", cache)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start mdp up"));
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            use std::io::{Read, Write};
+            let _ = s.write_all(b"GET /health HTTP/1.0\r\n\r\n");
+            let mut out = String::new();
+            let _ = s.read_to_string(&mut out);
+            if out.starts_with("HTTP/1.0 200") || out.starts_with("HTTP/1.1 200") {
+                return up;
+            }
+        }
+        assert!(Instant::now() < deadline, "mdp up did not become ready");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn stop(up: &mut Up) {
+    let child = &mut up.0;
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().ok().flatten().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.wait();
+}
+
+#[test]
+fn dashboard_fills_updates_sorts_and_reconnects_in_chromium() {
+    let root = support::repo_root();
+    let playwright: PathBuf = root.join("target/tools/browser/node_modules/playwright-core");
+    assert!(
+        playwright.exists() && std::path::Path::new("/usr/bin/chromium").exists(),
+        "the browser test needs chromium and playwright-core: run scripts/setup"
+    );
+    let plugins = support::plugin_wasm("leaderboard")
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let cache = tempfile::tempdir().unwrap();
+    let port = support::free_port();
+    let mut up = start_up(port, &plugins, cache.path());
+
+    let mut node = Command::new("node")
+        .arg(root.join("tests/browser/dashboard.cjs"))
+        .arg(format!("http://127.0.0.1:{port}/"))
+        .env("MDP_PLAYWRIGHT_CORE", &playwright)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("node");
+    let stderr = node.stderr.take().unwrap();
+    let errors = std::thread::spawn(move || {
+        let mut s = String::new();
+        use std::io::Read;
+        let _ = BufReader::new(stderr).read_to_string(&mut s);
+        s
+    });
+    let mut phases = Vec::new();
+    for line in BufReader::new(node.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        eprintln!("browser: {line}");
+        if line == "ready-for-restart" {
+            // Take the server away and bring it back on the same port.
+            stop(&mut up);
+            std::thread::sleep(Duration::from_secs(2));
+            up = start_up(port, &plugins, cache.path());
+        }
+        phases.push(line);
+    }
+    let status = node.wait().unwrap();
+    stop(&mut up);
+    let errors = errors.join().unwrap();
+    assert!(status.success(), "browser checks failed: {errors}");
+    let phases = phases.join("\n");
+    for want in [
+        "live",
+        "filled top_gainers",
+        "filled top_gappers",
+        "filled top_volume",
+        "updated top_volume",
+        "sorted",
+        "quote ",
+        "saw-disconnect",
+        "reconnected",
+        "done",
+    ] {
+        assert!(
+            phases.contains(want),
+            "missing phase {want:?} in:\n{phases}"
+        );
+    }
+}
+
+#[test]
+fn dashboard_authenticates_with_a_token_from_its_address() {
+    let root = support::repo_root();
+    let playwright: PathBuf = root.join("target/tools/browser/node_modules/playwright-core");
+    assert!(
+        playwright.exists(),
+        "the browser test needs playwright-core: run scripts/setup"
+    );
+    let port = support::free_port();
+    let _serve = Up(Command::new(env!("CARGO_BIN_EXE_mdp"))
+        .args([
+            "serve",
+            "--store-url",
+            "memory://",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .env("MDP_JWT_SECRET", "browser-secret")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start mdp serve"));
+    let token = Command::new(env!("CARGO_BIN_EXE_mdp"))
+        .args(["widget-token", "--feed", "scanners:*", "--feed", "quote:*"])
+        .args(["--feed", "daily_range_*", "--feed", "news:*"])
+        .env("MDP_JWT_SECRET", "browser-secret")
+        .output()
+        .unwrap();
+    assert!(token.status.success());
+    let token = String::from_utf8(token.stdout).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "mdp serve did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = Command::new("node")
+        .arg(root.join("tests/browser/dashboard.cjs"))
+        .arg("--auth")
+        .arg(format!("http://127.0.0.1:{port}/"))
+        .arg(token.trim())
+        .env("MDP_PLAYWRIGHT_CORE", &playwright)
+        .output()
+        .expect("node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("refused-without-token"), "{stdout}");
+    assert!(stdout.contains("live-with-token"), "{stdout}");
+}
