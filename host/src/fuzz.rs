@@ -1,6 +1,6 @@
 //! The properties the parsers of untrusted input must keep, in one place
 //! for the cargo-fuzz targets (`host/fuzz`) and the seeded run of the test
-//! suite (`tests/fuzz.rs`).
+//! suite (`tests/all/fuzz.rs`).
 //!
 //! Each check takes arbitrary bytes and panics when a property breaks:
 //! the parser never panics; what it accepts re-serializes to text it parses

@@ -11,6 +11,10 @@
 //! `tls` adds its throwaway CA to the trusted roots (the plaintext brokers
 //! of every other test do not use them). No test changes the environment
 //! or the working directory.
+//!
+//! A test reads best as one scenario from set-up to assertions, so the
+//! workspace's function-length lint does not apply here.
+#![allow(clippy::too_many_lines)]
 
 #[path = "../support/mod.rs"]
 mod support;

@@ -250,13 +250,7 @@ async fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
     };
     let (store, _clock, services) = offline_services(now_us);
     if let Some(path) = &args.fixture {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        let fixture: Fixture =
-            serde_json::from_str(&text).with_context(|| format!("fixture {}", path.display()))?;
-        store
-            .apply(&seed_writes(&fixture.store, &fixture.reference), false)
-            .await?;
+        seed_fixture(&store, path).await?;
     }
     let texts = read_events(events)?;
     let limits = Limits {
@@ -270,47 +264,80 @@ async fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
         .start()
         .await
         .with_context(|| format!("{}: init", args.plugin.display()))?;
-    let mut faults = Vec::new();
-    let (mut n_effects, mut n_rejects) = (0usize, 0usize);
+    let run = run_events(&mut worker, &store, &texts, args.batch.max(1)).await?;
+    eprintln!(
+        "{}: {} events, {} effects ({} rejects), counters {:?}",
+        plugin.name,
+        texts.len(),
+        run.effects,
+        run.rejects,
+        worker.counters()
+    );
+    if run.faults.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        for f in &run.faults {
+            eprintln!("mdp: {}: {f}", args.plugin.display());
+        }
+        Ok(ExitCode::from(2))
+    }
+}
+
+/// Load a `--fixture` file's store and reference data into `store`.
+async fn seed_fixture(store: &Arc<dyn Store>, path: &Path) -> anyhow::Result<()> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let fixture: Fixture =
+        serde_json::from_str(&text).with_context(|| format!("fixture {}", path.display()))?;
+    store
+        .apply(&seed_writes(&fixture.store, &fixture.reference), false)
+        .await?;
+    Ok(())
+}
+
+/// What `mdp plugin test --events` saw: effects, rejects among them, faults.
+struct EventsRun {
+    effects: usize,
+    rejects: usize,
+    faults: Vec<crate::plugin::CallFault>,
+}
+
+/// Run `texts` through `worker` in batches of `batch`, apply the effects to
+/// `store` and print each as a JSON line on stdout.
+async fn run_events(
+    worker: &mut Worker,
+    store: &Arc<dyn Store>,
+    texts: &[String],
+    batch: usize,
+) -> anyhow::Result<EventsRun> {
+    use std::io::Write as _;
+    let mut run = EventsRun {
+        effects: 0,
+        rejects: 0,
+        faults: Vec::new(),
+    };
     let stdout = std::io::stdout();
-    for chunk in texts.chunks(args.batch.max(1)) {
+    for chunk in texts.chunks(batch) {
         let events = chunk
             .iter()
             .map(|t| convert::decode(t))
             .collect::<Result<Vec<_>, _>>()?;
-        let shared: Vec<std::sync::Arc<str>> =
-            chunk.iter().map(effects::InputText::shared).collect();
+        let shared: Vec<Arc<str>> = chunk.iter().map(effects::InputText::shared).collect();
         let out = worker.analyze_texts(&events, &shared).await?;
         let resolved = effects::resolve(&out.effects, chunk, &Capabilities::unrestricted());
         store.apply(&resolved.writes, true).await?;
         let mut lock = stdout.lock();
         for e in &out.effects {
-            use std::io::Write as _;
             let record = effects::record(e, chunk);
-            n_effects += 1;
+            run.effects += 1;
             if matches!(record, mdp_sdk::wire::EffectRecord::Reject { .. }) {
-                n_rejects += 1;
+                run.rejects += 1;
             }
             writeln!(lock, "{}", serde_json::to_string(&record)?)?;
         }
-        faults.extend(out.faults);
+        run.faults.extend(out.faults);
     }
-    eprintln!(
-        "{}: {} events, {} effects ({} rejects), counters {:?}",
-        plugin.name,
-        texts.len(),
-        n_effects,
-        n_rejects,
-        worker.counters()
-    );
-    if faults.is_empty() {
-        Ok(ExitCode::SUCCESS)
-    } else {
-        for f in &faults {
-            eprintln!("mdp: {}: {f}", args.plugin.display());
-        }
-        Ok(ExitCode::from(2))
-    }
+    Ok(run)
 }
 
 async fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {

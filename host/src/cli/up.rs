@@ -74,37 +74,12 @@ pub struct UpArgs {
 /// Run everything until ctrl-c / SIGTERM.
 pub async fn run(mut args: UpArgs) -> anyhow::Result<ExitCode> {
     let shutdown = shutdown_signal();
-    // With the simulator, the listener asks it for the session (a closed
-    // simulated market is not a stalled feed).
-    let mut rest_url = None;
     // Simulated market unless real credentials are configured.
-    let mut closed_banner = None;
-    let _sim = if args.host.api_key().is_none() {
-        let now_ms = match &args.now {
-            Some(now) => crate::time::parse_at_ms(now).context("--now")?,
-            None => chrono::Utc::now().timestamp_millis() as u64,
-        };
-        let (at, banner) = sim_start(args.sim_at.as_deref(), now_ms)?;
-        closed_banner = banner;
-        let sim = crate::sim::start(SimConfig {
-            listen: "127.0.0.1:0".into(),
-            symbols: args.symbols,
-            profile: args.profile,
-            at: Some(at.to_string()),
-            ..SimConfig::default()
-        })
-        .await
-        .context("start the simulator")?;
-        rest_url = Some(sim.rest_url());
-        args.feed_url = sim.ws_url();
-        args.host.massive_rest_url = sim.rest_url();
-        args.host.massive_api_key = Some("simulated".into());
-        tracing::info!(feed = %args.feed_url, "no Massive API key: using the simulated market");
-        Some(sim)
+    let sim = if args.host.api_key().is_none() {
+        Some(start_simulator(&mut args).await?)
     } else {
         None
     };
-
     // `mdp up` is the one role that runs on the embedded backends by default.
     for url in [&mut args.host.queue_url, &mut args.host.store_url] {
         if url.trim().is_empty() {
@@ -123,7 +98,6 @@ pub async fn run(mut args: UpArgs) -> anyhow::Result<ExitCode> {
             args.host.plugin_dir.display()
         );
     }
-
     let listener = MassiveListener::new(
         MassiveConfig {
             feed_url: args.feed_url.clone(),
@@ -131,60 +105,17 @@ pub async fn run(mut args: UpArgs) -> anyhow::Result<ExitCode> {
             subscriptions: "A.*,AM.*,T.*,Q.*,LULD.*".into(),
             message_ttl_ms: args.message_ttl_ms,
             batch_frames: true,
-            rest_url,
+            // With the simulator, the listener asks it for the session (a
+            // closed simulated market is not a stalled feed).
+            rest_url: sim.as_ref().map(|s| s.handle.rest_url()),
             ..MassiveConfig::default()
         },
         queue.clone(),
     );
     listener.declare_queues().await?;
-
-    let loaded = host.registry.names();
-    let mut pairs = Vec::new();
-    for (queue_name, candidates) in DEFAULT_PROCESSORS {
-        match candidates.iter().find(|c| loaded.iter().any(|l| l == *c)) {
-            Some(plugin) => pairs.push((queue_name.to_string(), plugin.to_string())),
-            None => {
-                tracing::warn!(queue = queue_name, wanted = ?candidates, "no analyzer for this queue")
-            }
-        }
-    }
-    let ttl = Some(Duration::from_millis(args.message_ttl_ms));
     let health = Health::new("up");
     super::roles::admin(&args.host, &health).await?;
-    let config = ProcessorConfig::default();
-    let mut tasks = spawn_processors(&host, &pairs, &config, ttl, &shutdown, &health).await?;
-    if loaded.iter().any(|l| l == "news-feed") {
-        // The seed's news queue keeps messages 15 minutes (FDL default).
-        let news = [("news".to_string(), "news-feed".to_string())];
-        let ttl = Some(Duration::from_millis(NEWS_MESSAGE_TTL_MS));
-        tasks.extend(spawn_processors(&host, &news, &config, ttl, &shutdown, &health).await?);
-        pairs.extend(news);
-    }
-    if loaded.iter().any(|l| l == "daily-range") {
-        tasks.push(
-            spawn_scanner(
-                &host,
-                &["quote:*".to_string()],
-                "daily-range",
-                ScannerConfig::default(),
-                &shutdown,
-                &health,
-            )
-            .await?,
-        );
-    }
-    // Plugins dropped into the plugin directory (now or later) that consume store channels.
-    let mut assigned: std::collections::BTreeSet<String> =
-        pairs.iter().map(|(_, p)| p.clone()).collect();
-    assigned.insert("daily-range".into());
-    let dropins = super::dropin::spawn(
-        host.registry.clone(),
-        host.services.clone(),
-        store.clone(),
-        assigned,
-        shutdown.clone(),
-    );
-    tasks.push(("drop-in scanners".into(), dropins));
+    let (mut tasks, pairs) = spawn_analyzers(&host, &store, &args, &shutdown, &health).await?;
     let serve = crate::widgets::serve(
         store.clone(),
         ServeConfig {
@@ -199,38 +130,18 @@ pub async fn run(mut args: UpArgs) -> anyhow::Result<ExitCode> {
         tokio::spawn(async move { listener.run(shutdown).await })
     };
     tasks.push(("listen massive".into(), feed));
-    // News from the simulated Finlight service onto the `news` queue.
-    let news_feed = _sim.as_ref().map(|sim| {
-        let news = crate::feed::finlight::FinlightListener::new(
-            crate::feed::finlight::FinlightConfig {
-                url: sim.finlight_url(),
-                api_key: Some("simulated".into()),
-                ..Default::default()
-            },
-            queue.clone(),
-        );
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move { news.run(shutdown).await.map(|_| ()) })
-    });
-    if let Some(news) = news_feed {
-        tasks.push(("listen finlight".into(), news));
+    if let Some(sim) = &sim {
+        tasks.push(("listen finlight".into(), simulated_news(sim, &queue, &shutdown)));
     }
     println!(
         "mdp is up: dashboard at http://{}/  (ctrl-c to stop)",
         serve.addr
     );
-    if let Some(banner) = &closed_banner {
+    if let Some(banner) = sim.as_ref().and_then(|s| s.closed_banner.as_deref()) {
         println!("{banner}");
     }
-    println!(
-        "analyzers: {}",
-        pairs
-            .iter()
-            .map(|(q, p)| format!("{q}→{p}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-
+    let wiring: Vec<String> = pairs.iter().map(|(q, p)| format!("{q}→{p}")).collect();
+    println!("analyzers: {}", wiring.join(", "));
     health.started();
     let code = supervise(tasks, &health, &shutdown).await?;
     if code != ExitCode::SUCCESS {
@@ -241,6 +152,115 @@ pub async fn run(mut args: UpArgs) -> anyhow::Result<ExitCode> {
     let _ = serve.task.await;
     println!("mdp stopped cleanly");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The simulated market `mdp up` runs without a real API key.
+struct Simulated {
+    handle: crate::sim::SimHandle,
+    /// The line saying a closed market made it replay the last session.
+    closed_banner: Option<String>,
+}
+
+/// Start the simulator and point the feed, REST and key settings at it.
+async fn start_simulator(args: &mut UpArgs) -> anyhow::Result<Simulated> {
+    let now_ms = match &args.now {
+        Some(now) => crate::time::parse_at_ms(now).context("--now")?,
+        None => chrono::Utc::now().timestamp_millis() as u64,
+    };
+    let (at, closed_banner) = sim_start(args.sim_at.as_deref(), now_ms)?;
+    let handle = crate::sim::start(SimConfig {
+        listen: "127.0.0.1:0".into(),
+        symbols: args.symbols,
+        profile: args.profile,
+        at: Some(at.to_string()),
+        ..SimConfig::default()
+    })
+    .await
+    .context("start the simulator")?;
+    args.feed_url = handle.ws_url();
+    args.host.massive_rest_url = handle.rest_url();
+    args.host.massive_api_key = Some("simulated".into());
+    tracing::info!(feed = %args.feed_url, "no Massive API key: using the simulated market");
+    Ok(Simulated {
+        handle,
+        closed_banner,
+    })
+}
+
+/// News from the simulated Finlight service onto the `news` queue.
+fn simulated_news(
+    sim: &Simulated,
+    queue: &std::sync::Arc<dyn crate::queue::Queue>,
+    shutdown: &tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+    let news = crate::feed::finlight::FinlightListener::new(
+        crate::feed::finlight::FinlightConfig {
+            url: sim.handle.finlight_url(),
+            api_key: Some("simulated".into()),
+            ..Default::default()
+        },
+        queue.clone(),
+    );
+    let shutdown = shutdown.clone();
+    tokio::spawn(async move { news.run(shutdown).await.map(|_| ()) })
+}
+
+/// The seed's default analyzers for what is loaded: one processor per queue
+/// (news-feed on `news` when loaded), the daily-range scanner, and the
+/// drop-in scanners. Returns the tasks and the queue → analyzer pairs.
+async fn spawn_analyzers(
+    host: &super::roles::AnalyzerHost,
+    store: &std::sync::Arc<dyn crate::store::Store>,
+    args: &UpArgs,
+    shutdown: &tokio::sync::watch::Receiver<bool>,
+    health: &Health,
+) -> anyhow::Result<(Vec<super::roles::RoleTask>, Vec<(String, String)>)> {
+    let loaded = host.registry.names();
+    let mut pairs = default_pairs(&loaded);
+    let ttl = Some(Duration::from_millis(args.message_ttl_ms));
+    let config = ProcessorConfig::default();
+    let mut tasks = spawn_processors(host, &pairs, &config, ttl, shutdown, health).await?;
+    if loaded.iter().any(|l| l == "news-feed") {
+        // The seed's news queue keeps messages 15 minutes (FDL default).
+        let news = [("news".to_string(), "news-feed".to_string())];
+        let ttl = Some(Duration::from_millis(NEWS_MESSAGE_TTL_MS));
+        tasks.extend(spawn_processors(host, &news, &config, ttl, shutdown, health).await?);
+        pairs.extend(news);
+    }
+    if loaded.iter().any(|l| l == "daily-range") {
+        let channels = ["quote:*".to_string()];
+        let scanner = ScannerConfig::default();
+        let task = spawn_scanner(host, &channels, "daily-range", scanner, shutdown, health);
+        tasks.push(task.await?);
+    }
+    // Plugins dropped into the plugin directory (now or later) that consume store channels.
+    let mut assigned: std::collections::BTreeSet<String> =
+        pairs.iter().map(|(_, p)| p.clone()).collect();
+    assigned.insert("daily-range".into());
+    let dropins = super::dropin::spawn(
+        host.registry.clone(),
+        host.services.clone(),
+        store.clone(),
+        assigned,
+        shutdown.clone(),
+    );
+    tasks.push(("drop-in scanners".into(), dropins));
+    Ok((tasks, pairs))
+}
+
+/// [`DEFAULT_PROCESSORS`] narrowed to the `loaded` plugins: each queue gets
+/// its first loaded candidate (a queue with none is skipped, with a warning).
+fn default_pairs(loaded: &[String]) -> Vec<(String, String)> {
+    let mut pairs = Vec::new();
+    for (queue_name, candidates) in DEFAULT_PROCESSORS {
+        match candidates.iter().find(|c| loaded.iter().any(|l| l == *c)) {
+            Some(plugin) => pairs.push((queue_name.to_string(), plugin.to_string())),
+            None => {
+                tracing::warn!(queue = queue_name, wanted = ?candidates, "no analyzer for this queue")
+            }
+        }
+    }
+    pairs
 }
 
 /// The simulator's start (Unix ms) for `--sim-at` (`now`, a time, or unset)
