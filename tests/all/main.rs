@@ -28,6 +28,7 @@ mod feeds;
 mod fixtures;
 mod fuzz;
 mod hot_reload;
+mod layout;
 mod mdp_up;
 mod plugin_cli;
 mod plugin_runtime;

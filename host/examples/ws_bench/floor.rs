@@ -20,7 +20,9 @@ pub(crate) enum Job {
 /// pre-encoded frames that queued up, from plain threads (one per core), with
 /// no runtime, queues or store. What the clients measure against it is this machine's
 /// floor for the same load.
-pub(crate) fn start_floor(channels: usize) -> anyhow::Result<(u16, Vec<std::sync::mpsc::Sender<Job>>)> {
+pub(crate) fn start_floor(
+    channels: usize,
+) -> anyhow::Result<(u16, Vec<std::sync::mpsc::Sender<Job>>)> {
     use tokio_tungstenite::tungstenite::accept;
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let port = listener.local_addr()?.port();

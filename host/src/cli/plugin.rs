@@ -84,6 +84,23 @@ pub struct NewArgs {
     pub sdk: Option<PathBuf>,
 }
 
+impl clap::ValueEnum for crate::plugin::scaffold::Lang {
+    fn value_variants<'a>() -> &'a [Self] {
+        use crate::plugin::scaffold::Lang;
+        &[Lang::Rust, Lang::Python, Lang::Js]
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        use crate::plugin::scaffold::Lang;
+        use clap::builder::PossibleValue;
+        Some(match self {
+            Lang::Rust => PossibleValue::new("rust").help("Rust, with the `mdp-sdk` crate"),
+            Lang::Python => PossibleValue::new("python").help("Python, built with componentize-py"),
+            Lang::Js => PossibleValue::new("js").help("JavaScript, built with componentize-js"),
+        })
+    }
+}
+
 /// `mdp plugin test`.
 #[derive(Debug, clap::Args)]
 pub struct TestArgs {

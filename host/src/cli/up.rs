@@ -131,7 +131,10 @@ pub async fn run(mut args: UpArgs) -> anyhow::Result<ExitCode> {
     };
     tasks.push(("listen massive".into(), feed));
     if let Some(sim) = &sim {
-        tasks.push(("listen finlight".into(), simulated_news(sim, &queue, &shutdown)));
+        tasks.push((
+            "listen finlight".into(),
+            simulated_news(sim, &queue, &shutdown),
+        ));
     }
     println!(
         "mdp is up: dashboard at http://{}/  (ctrl-c to stop)",

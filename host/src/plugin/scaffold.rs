@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use super::embedded;
 
 /// The language of a new analyzer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lang {
     /// Rust, with the `mdp-sdk` crate.
     Rust,
