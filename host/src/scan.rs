@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::backoff::Backoff;
-use crate::event::EventBatch;
+use crate::plugin::EventBatch;
 use crate::plugin::{Capabilities, LiveError, LiveWorker, convert, effects};
 use crate::store::{Message, Store, Topic};
 

@@ -1,13 +1,9 @@
 //! Market-data events as they travel through queues: the seed's queue JSON.
 //! [`massive`] converts Massive WebSocket short-key objects into it;
 //! [`split_body`] cuts a queue message body (one object, an array of
-//! objects, or a raw JSON scalar) into events; an [`EventBatch`] is what one
-//! analyzer call receives.
+//! objects, or a raw JSON scalar) into events.
 
-mod batch;
 pub mod massive;
-
-pub use batch::EventBatch;
 
 use serde_json::Value;
 

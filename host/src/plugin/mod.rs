@@ -10,6 +10,7 @@
 //! - [`effects`]: effects → store writes, capabilities enforced.
 
 pub mod artifact_cache;
+mod batch;
 pub mod bindings;
 mod capability;
 mod clock;
@@ -30,6 +31,7 @@ pub mod share;
 mod worker;
 
 pub use artifact_cache::{ArtifactCache, ArtifactCacheError, CacheKey};
+pub use batch::EventBatch;
 pub use capability::{Capabilities, Denied};
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use engine::{Compiled, Runtime, RuntimeConfig, wasmtime_version};

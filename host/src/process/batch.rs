@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::Processor;
-use crate::event::EventBatch;
+use crate::plugin::EventBatch;
 use crate::plugin::bindings::Event;
 use crate::plugin::{LiveError, convert, effects};
 use crate::queue::{Acker, Consumer, Delivery};

@@ -22,7 +22,7 @@ pub enum ServerMessage {
         /// The server's reason (`preempted` when it gave none).
         reason: String,
     },
-    /// `admin_kick`: reconnect only after `retry_after_ms` (see [`kick_wait`]).
+    /// `admin_kick`: reconnect only after `retry_after_ms` (see [`super::session::kick_wait`]).
     AdminKick {
         /// The server's `retryAfter`, ms.
         retry_after_ms: Option<u64>,

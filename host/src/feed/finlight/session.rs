@@ -34,7 +34,7 @@ const KICK_WAIT_MS: u64 = 900_000;
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
 
 /// How long to wait after an `admin_kick` asking for `retry_after` ms: that,
-/// capped at [`MAX_RETRY_AFTER`] (logged when capped), or [`KICK_WAIT_MS`]
+/// capped at [`MAX_RETRY_AFTER`] (logged when capped), or `KICK_WAIT_MS`
 /// when the server gave none.
 pub fn kick_wait(retry_after: Option<u64>) -> Duration {
     let Some(ms) = retry_after else {

@@ -84,7 +84,7 @@ impl Frame {
 /// Counters of the simulator.
 #[derive(Debug, Default)]
 pub struct SimStats {
-    /// Events sent to clients, per kind in [`KINDS`] order.
+    /// Events sent to clients, per kind in `KINDS` order.
     pub sent: [AtomicU64; 7],
     /// Frames sent to clients.
     pub frames: AtomicU64,

@@ -6,7 +6,6 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::memory::str_cost;
 use crate::store::{StoreError, StoreResult, Write};
 
 /// A value of one of the Redis types the store keeps.
@@ -240,4 +239,9 @@ pub(super) fn ranked(set: &HashMap<String, f64>) -> Vec<(String, f64)> {
     let mut all: Vec<(String, f64)> = set.iter().map(|(m, s)| (m.clone(), *s)).collect();
     all.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| b.0.cmp(&a.0)));
     all
+}
+
+/// Estimated heap cost of a string: its bytes, header and allocator overhead.
+pub(super) fn str_cost(s: &str) -> usize {
+    s.len() + 40
 }

@@ -4,12 +4,7 @@
 
 use std::time::Instant;
 
-use super::keyspace::{Data, Entry, Value};
-
-/// Estimated heap cost of a string: its bytes, header and allocator overhead.
-pub(super) fn str_cost(s: &str) -> usize {
-    s.len() + 40
-}
+use super::keyspace::{Data, Entry, Value, str_cost};
 
 impl Value {
     /// Estimated heap bytes held by the value.

@@ -6,7 +6,7 @@
 #[derive(Debug, Default)]
 pub struct EventBatch {
     /// Events for the plugin.
-    pub events: Vec<crate::plugin::bindings::Event>,
+    pub events: Vec<super::bindings::Event>,
     /// The JSON text of each event.
     pub texts: Vec<String>,
 }
