@@ -15,7 +15,8 @@ use mdp::plugin::{
 };
 use mdp::store::{EmbeddedStore, Store};
 
-fn limits() -> Limits {
+/// Limits for the Python and JavaScript components (larger and slower than Rust ones).
+pub(crate) fn limits() -> Limits {
     Limits {
         memory_bytes: 256 << 20,
         deadline_base: std::time::Duration::from_millis(500),

@@ -8,21 +8,15 @@ use crate::support;
 use std::sync::Arc;
 
 use mdp::plugin::{
-    FixedClock, HostServices, Limits, LoadOptions, Plugin, Runtime, RuntimeConfig, StoreReference,
-    Worker, convert, effects, golden,
+    FixedClock, HostServices, LoadOptions, Plugin, Runtime, RuntimeConfig, StoreReference, Worker,
+    convert, effects, golden,
 };
 use mdp::store::{EmbeddedStore, Store};
 use mdp_sdk::wire::EffectRecord;
 
-const TWINS: [&str; 3] = ["news-feed", "news-feed-py", "news-feed-js"];
+use super::polyglot::limits;
 
-fn limits() -> Limits {
-    Limits {
-        memory_bytes: 256 << 20,
-        deadline_base: std::time::Duration::from_millis(500),
-        ..Limits::default()
-    }
-}
+const TWINS: [&str; 3] = ["news-feed", "news-feed-py", "news-feed-js"];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_and_javascript_twins_pass_the_rust_news_feed_golden_file() {

@@ -236,3 +236,31 @@ pub fn valid_ws_url(s: &str) -> Result<(), String> {
         .map(|_| ())
         .map_err(|e| format!("`{s}` is not a usable URL: {e}"))
 }
+
+/// Implement [`ListenerStatus`] and [`super::lifecycle::Controlled`] for a
+/// listener with the fields every listener has (`lifecycle`, `stats.connected`,
+/// `queue`) and an inherent `status_json`.
+macro_rules! listener_traits {
+    ($listener:ty) => {
+        impl $crate::feed::lifecycle::Controlled for $listener {
+            fn lifecycle(&self) -> &$crate::feed::lifecycle::Lifecycle {
+                &self.lifecycle
+            }
+        }
+
+        impl $crate::feed::admin::ListenerStatus for $listener {
+            fn status_json(&self) -> serde_json::Value {
+                <$listener>::status_json(self)
+            }
+            fn connected(&self) -> bool {
+                self.stats
+                    .connected
+                    .load(std::sync::atomic::Ordering::Relaxed)
+            }
+            fn broker_connected(&self) -> bool {
+                self.queue.connected()
+            }
+        }
+    };
+}
+pub(crate) use listener_traits;

@@ -77,22 +77,4 @@ fn changed_filter(mut f: FinlightFilter, body: &Value) -> Result<FinlightFilter,
     Ok(f)
 }
 
-impl crate::feed::lifecycle::Controlled for FinlightListener {
-    fn lifecycle(&self) -> &crate::feed::lifecycle::Lifecycle {
-        &self.lifecycle
-    }
-}
-
-impl crate::feed::admin::ListenerStatus for FinlightListener {
-    fn status_json(&self) -> Value {
-        FinlightListener::status_json(self)
-    }
-    fn connected(&self) -> bool {
-        self.stats
-            .connected
-            .load(std::sync::atomic::Ordering::Relaxed)
-    }
-    fn broker_connected(&self) -> bool {
-        self.queue.connected()
-    }
-}
+crate::feed::admin::listener_traits!(FinlightListener);

@@ -84,22 +84,4 @@ pub fn admin_router(listener: Arc<MassiveListener>) -> Router {
     crate::feed::admin::guarded(router, &access)
 }
 
-impl crate::feed::lifecycle::Controlled for MassiveListener {
-    fn lifecycle(&self) -> &crate::feed::lifecycle::Lifecycle {
-        &self.lifecycle
-    }
-}
-
-impl crate::feed::admin::ListenerStatus for MassiveListener {
-    fn status_json(&self) -> Value {
-        MassiveListener::status_json(self)
-    }
-    fn connected(&self) -> bool {
-        self.stats
-            .connected
-            .load(std::sync::atomic::Ordering::Relaxed)
-    }
-    fn broker_connected(&self) -> bool {
-        self.queue.connected()
-    }
-}
+crate::feed::admin::listener_traits!(MassiveListener);

@@ -109,12 +109,11 @@ async fn ratios(
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     guard!(shared, headers, q);
-    let ticker = q.get("ticker").cloned().unwrap_or_default();
-    let market = shared.market();
-    let results: Vec<Value> = market
-        .ticker(&ticker)
-        .map(|t| vec![json!({"ticker": t.symbol, "date": "2026-01-02", "price": t.prev_close, "average_volume": t.avg_volume})])
-        .unwrap_or_default();
+    let results = ticker_results(
+        &shared,
+        &q,
+        |t| json!({"ticker": t.symbol, "date": "2026-01-02", "price": t.prev_close, "average_volume": t.avg_volume}),
+    );
     Json(json!({"status": "OK", "request_id": "sim", "count": results.len(), "results": results}))
         .into_response()
 }
@@ -125,11 +124,26 @@ async fn float(
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     guard!(shared, headers, q);
-    let ticker = q.get("ticker").cloned().unwrap_or_default();
-    let market = shared.market();
-    let results: Vec<Value> = market
-        .ticker(&ticker)
-        .map(|t| vec![json!({"ticker": t.symbol, "free_float": t.free_float, "free_float_percent": 90.0, "effective_date": "2026-01-02"})])
-        .unwrap_or_default();
+    let results = ticker_results(
+        &shared,
+        &q,
+        |t| json!({"ticker": t.symbol, "free_float": t.free_float, "free_float_percent": 90.0, "effective_date": "2026-01-02"}),
+    );
     Json(json!({"status": "OK", "request_id": "sim", "results": results})).into_response()
+}
+
+/// The results array of a reference endpoint: one row for the `ticker`
+/// query parameter's symbol, none for an unknown one.
+fn ticker_results(
+    shared: &Shared,
+    q: &HashMap<String, String>,
+    row: impl Fn(&crate::sim::market::Ticker) -> Value,
+) -> Vec<Value> {
+    let ticker = q.get("ticker").map(String::as_str).unwrap_or_default();
+    shared
+        .market()
+        .ticker(ticker)
+        .map(&row)
+        .into_iter()
+        .collect()
 }
