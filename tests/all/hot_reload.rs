@@ -18,31 +18,7 @@ use mdp::plugin::{
 use mdp::process::{Processor, ProcessorConfig};
 use mdp::queue::{EmbeddedQueue, Queue, QueueSpec};
 use mdp::store::{EmbeddedStore, Store};
-
-/// The same component with a custom section appended: other bytes, same behaviour.
-fn variant(bytes: &[u8], tag: &str) -> Vec<u8> {
-    fn leb(mut n: usize, out: &mut Vec<u8>) {
-        loop {
-            let b = (n & 0x7f) as u8;
-            n >>= 7;
-            if n == 0 {
-                out.push(b);
-                break;
-            }
-            out.push(b | 0x80);
-        }
-    }
-    let name = b"mdp-test";
-    let mut payload = Vec::new();
-    leb(name.len(), &mut payload);
-    payload.extend_from_slice(name);
-    payload.extend_from_slice(tag.as_bytes());
-    let mut out = bytes.to_vec();
-    out.push(0);
-    leb(payload.len(), &mut out);
-    out.extend_from_slice(&payload);
-    out
-}
+use mdp_test_artifacts::variant;
 
 fn manifest(generation: u32, trap: bool) -> String {
     format!(

@@ -334,20 +334,6 @@ impl Results {
     }
 }
 
-/// `bytes` with a custom section appended: a valid component with another
-/// fingerprint (a "new version" of the same plugin).
-fn new_version(bytes: &[u8]) -> Vec<u8> {
-    let name = b"mdp-test";
-    let payload = b"v2";
-    let mut out = bytes.to_vec();
-    out.push(0); // custom section id
-    out.push((1 + name.len() + payload.len()) as u8);
-    out.push(name.len() as u8);
-    out.extend_from_slice(name);
-    out.extend_from_slice(payload);
-    out
-}
-
 /// Write `bytes` to `dir/name` atomically (temp name + rename), as an
 /// operator's deploy step would.
 fn drop_in(dir: &Path, name: &str, bytes: &[u8]) {

@@ -280,7 +280,11 @@ async fn the_distributed_topology_survives_faults_and_loses_nothing_it_confirmed
         .iter()
         .map(|r| r.child.as_ref().unwrap().id())
         .collect();
-    drop_in(&plugins, "leaderboard.wasm", &new_version(&wasm));
+    drop_in(
+        &plugins,
+        "leaderboard.wasm",
+        &mdp_test_artifacts::variant(&wasm, "v2"),
+    );
     let dropped = Instant::now();
     let after = loop {
         let now = top.generations("process-aggregate").await;

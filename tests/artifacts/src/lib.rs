@@ -21,3 +21,30 @@ pub fn component(name: &str) -> Option<&'static str> {
         .find(|(crate_name, _)| *crate_name == name)
         .map(|(_, path)| *path)
 }
+
+/// The component `bytes` with a custom section (`mdp-variant`, holding
+/// `tag`) appended: other bytes, hence another fingerprint, and the same
+/// behaviour. Tests and benchmarks deploy such variants as new versions.
+pub fn variant(bytes: &[u8], tag: &str) -> Vec<u8> {
+    fn leb(mut n: usize, out: &mut Vec<u8>) {
+        loop {
+            let b = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(b);
+                return;
+            }
+            out.push(b | 0x80);
+        }
+    }
+    let name = b"mdp-variant";
+    let mut payload = Vec::new();
+    leb(name.len(), &mut payload);
+    payload.extend_from_slice(name);
+    payload.extend_from_slice(tag.as_bytes());
+    let mut out = bytes.to_vec();
+    out.push(0);
+    leb(payload.len(), &mut out);
+    out.extend_from_slice(&payload);
+    out
+}

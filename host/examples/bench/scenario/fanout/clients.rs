@@ -1,4 +1,4 @@
-//! The benchmark's clients: WebSocket readers on one epoll loop per
+//! The scenario's clients: WebSocket readers on one epoll loop per
 //! thread, and the latency histogram they fill.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -16,23 +16,27 @@ pub(crate) struct Histogram {
 const BUCKET_US: u64 = 50;
 
 impl Histogram {
+    /// An empty histogram.
     pub(crate) fn new() -> Histogram {
         Histogram {
             buckets: vec![0; 100_000],
         }
     }
 
+    /// Count one latency of `us` microseconds.
     pub(crate) fn record(&mut self, us: u64) {
         let i = ((us / BUCKET_US) as usize).min(self.buckets.len() - 1);
         self.buckets[i] += 1;
     }
 
+    /// Add `other`'s counts to this one's.
     pub(crate) fn merge(&mut self, other: &Histogram) {
         for (a, b) in self.buckets.iter_mut().zip(&other.buckets) {
             *a += b;
         }
     }
 
+    /// Latencies counted.
     pub(crate) fn total(&self) -> u64 {
         self.buckets.iter().sum()
     }
@@ -55,6 +59,7 @@ impl Histogram {
 pub(crate) struct Window {
     /// Messages published in `[from, until)` (ns since the epoch) are measured.
     pub(crate) from: AtomicU64,
+    /// End of the measured span (ns since the epoch, exclusive).
     pub(crate) until: AtomicU64,
     /// Deliveries received so far (all messages).
     pub(crate) received: AtomicU64,
@@ -62,10 +67,12 @@ pub(crate) struct Window {
     pub(crate) connected: AtomicUsize,
     /// Clients whose connection ended during the run.
     pub(crate) closed: AtomicUsize,
+    /// Tells the reader threads and the publisher to end.
     pub(crate) stop: AtomicBool,
 }
 
 impl Window {
+    /// Nothing measured yet: the span starts at the end of time.
     pub(crate) fn new() -> Window {
         Window {
             from: AtomicU64::new(u64::MAX),
@@ -208,6 +215,7 @@ pub(crate) fn drain(ws: &mut Client, span: (u64, u64), hist: &mut Histogram) -> 
     }
 }
 
+/// Nanoseconds since the Unix epoch (the clock the payloads carry).
 pub(crate) fn now_ns() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -1,4 +1,5 @@
-//! `--floor`: the least any server must do for the same load.
+//! The floor: the least any server must do for the same load, run as a
+//! child process (`bench --floor-server <channels>`).
 
 use std::sync::Arc;
 
@@ -15,7 +16,7 @@ pub(crate) enum Job {
     Frame(usize, Arc<[u8]>),
 }
 
-/// `--floor`: the least any server must do — the same WebSocket handshake
+/// The floor: the least any server must do — the same WebSocket handshake
 /// and subscription, then one blocking `write` per client per round of the
 /// pre-encoded frames that queued up, from plain threads (one per core), with
 /// no runtime, queues or store. What the clients measure against it is this machine's
@@ -85,10 +86,10 @@ pub(crate) fn start_floor(
     Ok((port, writers))
 }
 
-/// Run as the `--floor` child: serve the floor on a free port (printed on
+/// Run as the floor child (`bench --floor-server <channels>`): serve the floor on a free port (printed on
 /// stdout) and write each stdin line `<channel> <payload>` to the clients of
 /// that channel, until stdin closes.
-pub(crate) fn floor_server(channels: usize) -> anyhow::Result<()> {
+pub fn floor_server(channels: usize) -> anyhow::Result<()> {
     use std::io::BufRead as _;
     use tokio_tungstenite::tungstenite::protocol::frame::Frame;
     use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
