@@ -209,19 +209,42 @@ pub fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
+/// Call `check` every `every` until it gives a value or `within` has
+/// passed (`None`): the one waiting loop of the scenarios.
+pub async fn poll_until<T>(
+    within: Duration,
+    every: Duration,
+    mut check: impl AsyncFnMut() -> Option<T>,
+) -> Option<T> {
+    let until = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(value) = check().await {
+            return Some(value);
+        }
+        if tokio::time::Instant::now() > until {
+            return None;
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
 /// Wait until `127.0.0.1:port` accepts connections.
 pub async fn wait_port(port: u16, within: Duration) -> anyhow::Result<()> {
-    let until = tokio::time::Instant::now() + within;
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+    let listening = async || {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()
+            .map(drop)
+    };
+    poll_until(within, Duration::from_millis(50), listening)
         .await
-        .is_err()
-    {
-        if tokio::time::Instant::now() > until {
-            bail!("nothing listens on 127.0.0.1:{port} after {within:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Ok(())
+        .with_context(|| format!("nothing listens on 127.0.0.1:{port} after {within:?}"))
+}
+
+/// Whether a GET of `url` answers 2xx (within 2 s).
+pub async fn http_ok(http: &reqwest::Client, url: &str) -> bool {
+    let sent = http.get(url).timeout(Duration::from_secs(2)).send().await;
+    sent.is_ok_and(|r| r.status().is_success())
 }
 
 /// A process's resource use from `/proc/<pid>`.

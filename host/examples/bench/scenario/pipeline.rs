@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 
-use super::{Ctx, Kill, free_port};
+use super::{Ctx, Kill, free_port, http_ok, poll_until};
 
 /// The simulated session time every scenario pins the market to: Monday
 /// 2026-01-05 10:00 New York, hours before the close, so a long run stays in
@@ -107,21 +107,16 @@ pub async fn wait_http(
     within: Duration,
     log: &Path,
 ) -> anyhow::Result<()> {
-    let until = tokio::time::Instant::now() + within;
-    loop {
-        let ok = http.get(url).timeout(Duration::from_secs(2)).send().await;
-        if ok.is_ok_and(|r| r.status().is_success()) {
-            return Ok(());
-        }
-        if tokio::time::Instant::now() > until {
-            bail!(
+    let ready = async || http_ok(http, url).await.then_some(());
+    poll_until(within, Duration::from_millis(100), ready)
+        .await
+        .with_context(|| {
+            format!(
                 "{url} not ready after {within:?}; log {}:\n{}",
                 log.display(),
                 tail(log)
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+            )
+        })
 }
 
 /// Wait for a JSON log line whose message contains `message` and return its field `field`.
@@ -131,27 +126,25 @@ async fn wait_log_field(
     field: &str,
     within: Duration,
 ) -> anyhow::Result<String> {
-    let until = tokio::time::Instant::now() + within;
-    loop {
+    let found = async || {
         let text = std::fs::read_to_string(log).unwrap_or_default();
-        for line in text.lines().filter(|l| l.contains(message)) {
-            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
-                continue;
-            };
-            let value = v["fields"][field].as_str().or_else(|| v[field].as_str());
-            if let Some(value) = value {
-                return Ok(value.to_string());
-            }
-        }
-        if tokio::time::Instant::now() > until {
-            bail!(
+        text.lines()
+            .filter(|l| l.contains(message))
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find_map(|v| {
+                let value = v["fields"][field].as_str().or_else(|| v[field].as_str());
+                value.map(str::to_string)
+            })
+    };
+    poll_until(within, Duration::from_millis(100), found)
+        .await
+        .with_context(|| {
+            format!(
                 "no `{message}` with {field} in {}:\n{}",
                 log.display(),
                 tail(log)
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+            )
+        })
 }
 
 /// The body of a GET.

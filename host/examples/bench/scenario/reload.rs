@@ -282,16 +282,13 @@ impl Flow {
         self.latencies_since(from)
     }
 
-    /// The latencies observed since `from`, sorted.
+    /// The latencies observed since `from`.
     fn latencies_since(&self, from: Instant) -> Vec<f64> {
         let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        let mut v: Vec<f64> = seen
-            .iter()
+        seen.iter()
             .filter(|(at, _)| *at >= from)
             .map(|(_, ms)| *ms)
-            .collect();
-        v.sort_by(f64::total_cmp);
-        v
+            .collect()
     }
 
     /// Stop publishing and wait (≤ 60 s) until the last tracer is applied:

@@ -38,7 +38,7 @@ use anyhow::{Context, bail};
 use mdp::store::Write;
 
 use crate::report::{self, Recorder, Sample, Target};
-use crate::scenario::{Ctx, Kill, free_port, procfs, wait_port};
+use crate::scenario::{Ctx, Kill, free_port, http_ok, poll_until, procfs, wait_port};
 use clients::{Histogram, Window, now_ns, read_clients};
 
 pub use floor::floor_server;
@@ -276,21 +276,11 @@ async fn start_serve(mdp: &Path, clients: usize) -> anyhow::Result<Served> {
             .stdout(Stdio::null()),
     )?;
     let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(r) = http
-            .get(format!("http://127.0.0.1:{port}/health"))
-            .send()
-            .await
-            && r.status().is_success()
-        {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!("mdp serve did not become ready");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let health = format!("http://127.0.0.1:{port}/health");
+    let ready = async || http_ok(&http, &health).await.then_some(());
+    poll_until(Duration::from_secs(30), Duration::from_millis(100), ready)
+        .await
+        .context("mdp serve did not become ready")?;
     let store = mdp::store::open(&redis_url).await?;
     Ok(Served {
         _redis: redis,
