@@ -149,5 +149,6 @@ fn quote(sym: &str, i: usize) -> String {
 }
 
 mod faults;
+mod idle_tick;
 mod pipeline;
 mod reference;

@@ -56,6 +56,12 @@ pub struct UpArgs {
     /// Message TTL of the market-data queues, ms.
     #[arg(long, env = "MARKET_DATA_MESSAGE_TTL", default_value_t = 5000)]
     pub message_ttl_ms: u64,
+    /// Longest wait of the processors and scanners for a batch to fill, ms.
+    /// 0 (the default) takes what has already arrived: the feed comes in
+    /// frames, and batches grow from what queues up while the previous one
+    /// is analyzed, so waiting adds latency without saving work.
+    #[arg(long, env = "MDP_LINGER_MS", default_value_t = 0)]
+    pub linger_ms: u64,
     /// Start of the simulated market's clock (RFC 3339, or `now` for the
     /// real clock, where a closed market sends nothing), when the simulator
     /// runs; default: now while the regular session is open, otherwise the
@@ -221,7 +227,11 @@ async fn spawn_analyzers(
     let loaded = host.registry.names();
     let mut pairs = default_pairs(&loaded);
     let ttl = Some(Duration::from_millis(args.message_ttl_ms));
-    let config = ProcessorConfig::default();
+    let linger = Duration::from_millis(args.linger_ms);
+    let config = ProcessorConfig {
+        linger,
+        ..ProcessorConfig::default()
+    };
     let mut tasks = spawn_processors(host, &pairs, &config, ttl, shutdown, health).await?;
     if loaded.iter().any(|l| l == "news-feed") {
         // The seed's news queue keeps messages 15 minutes (FDL default).
@@ -232,7 +242,10 @@ async fn spawn_analyzers(
     }
     if loaded.iter().any(|l| l == "daily-range") {
         let channels = ["quote:*".to_string()];
-        let scanner = ScannerConfig::default();
+        let scanner = ScannerConfig {
+            linger,
+            ..ScannerConfig::default()
+        };
         let task = spawn_scanner(host, &channels, "daily-range", scanner, shutdown, health);
         tasks.push(task.await?);
     }

@@ -50,6 +50,11 @@ pub struct Limits {
     /// with `input` bodies counted at their input's length, members, fields);
     /// more is a fault of the plugin.
     pub max_output_bytes: usize,
+    /// Idle tick: when set, a queue processor that has analyzed a batch and
+    /// then receives nothing for this long calls `analyze` once with an
+    /// empty batch, so the plugin can do deferred work (boards, flushes)
+    /// after a burst instead of in the middle of it.
+    pub idle_tick: Option<Duration>,
 }
 
 impl Default for Limits {
@@ -66,6 +71,7 @@ impl Default for Limits {
             isolation_time: DEFAULT_ISOLATION_TIME,
             max_effects: DEFAULT_MAX_EFFECTS,
             max_output_bytes: DEFAULT_MAX_OUTPUT_MIB << 20,
+            idle_tick: None,
         }
     }
 }

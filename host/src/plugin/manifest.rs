@@ -17,6 +17,7 @@
 //! isolation_ms = 10000              # bisection time per failing batch (default)
 //! max_effects = 100000              # per call (default)
 //! max_output_mib = 32               # resolved output per call (default)
+//! idle_tick_ms = 10                 # processors: analyze([]) once the queue idles this long
 //! [capabilities]                    # absent: writes only under "<name>:", reads any key
 //! key_prefixes = ["quote:", "scanners:"]   # default ["<name>:"]; [""] allows every key
 //! channels = ["quote:", "scanners:"]       # default ["<name>:"]
@@ -81,6 +82,9 @@ pub struct ManifestLimits {
     /// Most resolved output per call, MiB (default
     /// [`super::DEFAULT_MAX_OUTPUT_MIB`]).
     pub max_output_mib: Option<u32>,
+    /// After a batch, a processor that receives nothing for this long calls
+    /// `analyze` with an empty batch once (see [`Limits::idle_tick`]).
+    pub idle_tick_ms: Option<u64>,
 }
 
 /// Capabilities in a manifest. Writes default to the plugin's own
@@ -229,7 +233,8 @@ impl Manifest {
                 || l.isolation_calls == Some(0)
                 || l.isolation_ms == Some(0)
                 || l.max_effects == Some(0)
-                || l.max_output_mib == Some(0))
+                || l.max_output_mib == Some(0)
+                || l.idle_tick_ms == Some(0))
         {
             return Err("limits must be positive".into());
         }
@@ -311,6 +316,7 @@ impl Manifest {
             if let Some(m) = l.max_output_mib {
                 limits.max_output_bytes = (m as usize) << 20;
             }
+            limits.idle_tick = l.idle_tick_ms.map(Duration::from_millis);
         }
         LoadOptions {
             name: Some(self.name.clone()),
@@ -377,6 +383,7 @@ a = "1"
 [limits]
 memory_mib = 32
 deadline_ms = 20
+idle_tick_ms = 15
 [capabilities]
 key_prefixes = ["stocks:"]
 channels = ["stocks:"]
@@ -386,6 +393,22 @@ channels = ["stocks:"]
         let o = m.load_options();
         assert_eq!(o.limits.memory_bytes, 32 << 20);
         assert_eq!(o.limits.deadline_base, Duration::from_millis(20));
+        assert_eq!(o.limits.idle_tick, Some(Duration::from_millis(15)));
+        let zero = "name = \"p\"\nwit = \"mdp:analyzer@1.0.0\"\nconsumes = [\"q\"]\n[limits]\nidle_tick_ms = 0\n";
+        assert_eq!(
+            Manifest::parse(zero),
+            Err(ManifestParseError::Invalid(
+                "limits must be positive".into()
+            ))
+        );
+        assert_eq!(
+            Manifest::parse(&zero.replace("idle_tick_ms = 0\n", ""))
+                .unwrap()
+                .load_options()
+                .limits
+                .idle_tick,
+            None
+        );
         assert!(o.capabilities.check_key("quote:x").is_err());
         assert_eq!(m.config_pairs(), vec![("a".to_string(), "1".to_string())]);
         assert!(m.wasm_path().ends_with("p.wasm"));

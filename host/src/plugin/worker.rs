@@ -265,7 +265,8 @@ impl Worker {
             Err(fault) => {
                 fatal(&fault)?;
                 out.faults.push(fault.clone());
-                if !isolate {
+                // An empty batch (an idle tick) has no event to isolate.
+                if !isolate || batch.is_empty() {
                     return Ok(out);
                 }
                 tracing::warn!(plugin = %self.plugin.name, %fault, events = batch.len(), "batch failed; retrying once on a fresh instance");

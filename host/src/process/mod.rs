@@ -1,6 +1,8 @@
 //! `mdp process`: consume a queue, cut batches by size or linger time, run
 //! the analyzer once per batch, apply all effects of the batch in one store
-//! pipeline, then acknowledge the batch.
+//! pipeline, then acknowledge the batch. A plugin whose manifest sets
+//! `idle_tick_ms` is also called once with an empty batch when the queue
+//! goes idle that long after a batch (its effects applied the same way).
 //!
 //! Failure semantics:
 //! - an event the analyzer rejects: its message is dead-lettered (broker DLX
@@ -312,12 +314,23 @@ impl Processor {
         backoff: &mut Backoff,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Ended {
+        // A batch was analyzed since the last idle tick.
+        let mut tick_due = false;
         loop {
             if *shutdown.borrow() {
                 return Ended::Stop;
             }
+            let idle = self.worker.plugin().limits.idle_tick.filter(|_| tick_due);
             let first = tokio::select! {
                 d = c.consumer.next() => d,
+                () = idle_timer(idle) => {
+                    tick_due = false;
+                    metrics::counter!("mdp_idle_ticks_total", "queue" => self.config.queue.clone()).increment(1);
+                    if self.dispatch(c, Pending::default(), checks, backoff, shutdown).await.is_break() {
+                        return Ended::Stop;
+                    }
+                    continue;
+                }
                 _ = shutdown.changed() => return Ended::Stop,
             };
             let first = match first {
@@ -337,6 +350,7 @@ impl Processor {
             if pending.deliveries.is_empty() {
                 continue;
             }
+            tick_due = true;
             if self
                 .dispatch(c, pending, checks, backoff, shutdown)
                 .await
@@ -401,6 +415,14 @@ impl Processor {
         self.capabilities = (*self.worker.plugin().capabilities).clone();
         self.counters.set_plugin(self.worker.plugin().name.clone());
         Ok(())
+    }
+}
+
+/// Sleep for the idle tick's time; never, without one.
+async fn idle_timer(idle: Option<Duration>) {
+    match idle {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -33,14 +33,25 @@
 //! Config: `board_size` (default 500), `publish_every_ms` (default 1000),
 //! `hash_every_ms` (default 1000: how often a replica refreshes a symbol's
 //! `symbol:{SYM}:data` hash; the seed wrote it on every event, but only the
-//! once-a-second boards read it).
+//! once-a-second boards read it), `boards_on_idle` (default false: boards
+//! and hashes are built on the batch that wins the once-a-second election;
+//! true: on the host's idle tick after a burst — the manifest's
+//! `idle_tick_ms` — so the burst's quotes do not wait for them, and on a
+//! batch only when no tick came for two publish periods).
 
 use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
 
 use mdp_sdk::calendar::{TradingDay, trading_day};
 use mdp_sdk::prelude::*;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
+use serde_json::Value;
+
+mod board;
+mod quote;
+pub use board::{Row, SeedValue, seed_value};
+pub use quote::py_float;
+use quote::{Field, QuoteFields};
 
 /// TTL of `quote:{SYM}` and `scanners:*` (4 days).
 pub const QUOTE_TTL: u32 = 345_600;
@@ -93,150 +104,9 @@ struct Reference {
     retry_at_us: Option<u64>,
 }
 
-/// A float as Python's `str()`/`repr()` writes it (what the seed's Redis
-/// client stores in hashes): `11.0`, `0.5`, `1e-05`, `1.5e+16`.
-pub fn py_float(v: f64) -> String {
-    if v.is_nan() {
-        return "nan".into();
-    }
-    if v.is_infinite() {
-        return if v > 0.0 { "inf" } else { "-inf" }.into();
-    }
-    if v == 0.0 {
-        return if v.is_sign_negative() { "-0.0" } else { "0.0" }.into();
-    }
-    if (1e-4..1e16).contains(&v.abs()) {
-        // Fixed notation: Rust's shortest round-trip digits are Python's.
-        let mut s = format!("{v}");
-        if !s.contains('.') {
-            s.push_str(".0");
-        }
-        return s;
-    }
-    let e = format!("{v:e}");
-    let (mant, exp) = e.split_once('e').unwrap_or((&e, "0"));
-    let exp: i32 = exp.parse().unwrap_or(0);
-    let sign = if v < 0.0 { "-" } else { "" };
-    let digits: String = mant.chars().filter(char::is_ascii_digit).collect();
-    if !(-4..16).contains(&exp) {
-        let m = if digits.len() > 1 {
-            format!("{}.{}", &digits[..1], &digits[1..])
-        } else {
-            digits
-        };
-        let es = if exp < 0 { '-' } else { '+' };
-        format!("{sign}{m}e{es}{:02}", exp.abs())
-    } else if exp >= 0 {
-        let int_len = exp as usize + 1;
-        if digits.len() > int_len {
-            format!("{sign}{}.{}", &digits[..int_len], &digits[int_len..])
-        } else {
-            format!("{sign}{digits}{}.0", "0".repeat(int_len - digits.len()))
-        }
-    } else {
-        format!("{sign}0.{}{digits}", "0".repeat((-exp - 1) as usize))
-    }
-}
-
-/// A hash value read back as the seed does when building boards: a string
-/// containing `.` becomes a float, else an int, else it stays a string.
-pub fn seed_value(text: &str) -> Value {
-    if text.contains('.') {
-        if let Ok(f) = text.trim().parse::<f64>()
-            && let Some(n) = serde_json::Number::from_f64(f)
-        {
-            return Value::Number(n);
-        }
-    } else if let Ok(i) = text.trim().parse::<i64>() {
-        return json!(i);
-    }
-    Value::String(text.to_string())
-}
-
 /// An aggregate the quote can be computed from: a symbol and a positive close.
 fn usable(a: &Aggregate) -> bool {
     a.close.is_finite() && a.close > 0.0 && !a.symbol.is_empty()
-}
-
-fn num(v: f64) -> Value {
-    serde_json::Number::from_f64(v)
-        .map(Value::Number)
-        .unwrap_or(json!(0))
-}
-
-/// One quote field: its JSON value and its hash (Python `str`) text.
-#[derive(Clone)]
-enum Field {
-    Int(u64),
-    Float(f64),
-    Text(String),
-}
-
-impl Field {
-    /// A count the seed receives as a JSON integer (share volumes, free
-    /// float, average trade size) and so writes as one (`6878801595`, not
-    /// `6878801595.0`): whole values become [`Field::Int`].
-    fn whole(v: f64) -> Field {
-        if v.is_finite() && v >= 0.0 && v.fract() == 0.0 && v < u64::MAX as f64 {
-            Field::Int(v as u64)
-        } else {
-            Field::Float(v)
-        }
-    }
-
-    fn hash_text(&self) -> String {
-        match self {
-            Field::Int(i) => i.to_string(),
-            Field::Float(f) => py_float(if f.is_finite() { *f } else { 0.0 }),
-            Field::Text(s) => s.clone(),
-        }
-    }
-}
-
-/// A computed quote: the seed's 26 fields in the seed's order.
-#[derive(Clone)]
-struct QuoteFields(Vec<(&'static str, Field)>);
-
-impl QuoteFields {
-    /// The quote as JSON text, fields in the seed's order.
-    fn json(&self) -> String {
-        let mut out: Vec<u8> = Vec::with_capacity(768);
-        out.push(b'{');
-        for (n, (k, f)) in self.0.iter().enumerate() {
-            if n > 0 {
-                out.push(b',');
-            }
-            out.push(b'"');
-            out.extend_from_slice(k.as_bytes());
-            out.extend_from_slice(b"\":");
-            let written = match f {
-                Field::Int(i) => serde_json::to_writer(&mut out, i),
-                Field::Float(x) if x.is_finite() => serde_json::to_writer(&mut out, x),
-                Field::Float(_) => serde_json::to_writer(&mut out, &0),
-                Field::Text(t) => serde_json::to_writer(&mut out, t),
-            };
-            debug_assert!(written.is_ok());
-        }
-        out.push(b'}');
-        String::from_utf8(out).unwrap_or_default()
-    }
-    fn hash(&self) -> Vec<(String, String)> {
-        self.0
-            .iter()
-            .map(|(k, f)| (k.to_string(), f.hash_text()))
-            .collect()
-    }
-    fn score(&self, field: &str) -> f64 {
-        self.0
-            .iter()
-            .find(|(k, _)| *k == field)
-            .map(|(_, f)| match f {
-                Field::Int(i) => *i as f64,
-                Field::Float(x) if x.is_finite() => *x,
-                _ => 0.0,
-            })
-            .unwrap_or(0.0)
-    }
 }
 
 /// In-memory state handed to the next generation on hot reload.
@@ -250,15 +120,32 @@ struct State {
     open_price: HashMap<String, f64>,
 }
 
+/// This replica's latest quote of a symbol.
+struct Known {
+    quote: QuoteFields,
+    /// When it was computed (host clock, µs).
+    at_us: u64,
+    /// When this replica last wrote the symbol's hash, µs.
+    written_us: Option<u64>,
+    /// The quote is not in the hash yet.
+    pending: bool,
+    /// The quote as a board row, built when a board first needs it.
+    row: Option<Rc<Row>>,
+}
+
 /// The analyzer.
 pub struct Leaderboard {
     board_size: u32,
     publish_every_ms: u32,
     hash_every_us: u64,
-    /// When this replica last wrote each symbol's hash, µs.
-    hash_written: HashMap<String, u64>,
-    /// Quotes not yet written to their hash.
-    hash_pending: HashMap<String, QuoteFields>,
+    /// Latest quote per symbol this replica computed, with its hash state.
+    known: HashMap<String, Known>,
+    /// Boards and hashes wait for the host's idle tick (`boards_on_idle`).
+    boards_on_idle: bool,
+    /// Scores since the last boards (with `boards_on_idle`).
+    since_boards: BTreeMap<String, [f64; 3]>,
+    /// When boards and hashes were last due (with `boards_on_idle`), µs.
+    last_work_us: u64,
     state: State,
 }
 
@@ -487,27 +374,51 @@ impl Leaderboard {
         effects
     }
 
-    /// The boards from the shared sorted sets and hashes, with this batch's
-    /// quotes (`latest`, not yet written) merged in.
+    /// Keep `quote` as this replica's latest for `symbol`, due for its hash.
+    fn remember(&mut self, symbol: &str, quote: QuoteFields, now_us: u64) {
+        match self.known.get_mut(symbol) {
+            Some(k) => {
+                k.quote = quote;
+                k.at_us = now_us;
+                k.pending = true;
+                k.row = None;
+            }
+            None => {
+                self.known.insert(
+                    symbol.to_string(),
+                    Known {
+                        quote,
+                        at_us: now_us,
+                        written_us: None,
+                        pending: true,
+                        row: None,
+                    },
+                );
+            }
+        }
+    }
+
     /// Write the `symbol:{SYM}:data` hashes that are due. The hashes only
     /// feed the boards (built at most once per `publish_every_ms`), so a
     /// symbol's hash is refreshed at most every `hash_every_ms`; its latest
     /// quote waits in memory until then (and the boards of this replica
     /// read it from there).
-    fn flush_hashes(&mut self, now_us: u64) -> Vec<Effect> {
-        let every = self.hash_every_us;
-        let written = &mut self.hash_written;
+    fn flush_hashes(&mut self, now_us: u64, every: u64) -> Vec<Effect> {
         let mut effects = Vec::new();
-        self.hash_pending.retain(|s, q| {
-            let due = written
-                .get(s)
-                .is_none_or(|t| now_us.saturating_sub(*t) >= every);
+        for (s, k) in &mut self.known {
+            let due = k.pending
+                && k.written_us
+                    .is_none_or(|t| now_us.saturating_sub(t) >= every);
             if due {
-                written.insert(s.clone(), now_us);
-                effects.push(hset(format!("symbol:{s}:data"), q.hash(), Some(SYMBOL_TTL)));
+                k.written_us = Some(now_us);
+                k.pending = false;
+                effects.push(hset(
+                    format!("symbol:{s}:data"),
+                    k.quote.hash(),
+                    Some(SYMBOL_TTL),
+                ));
             }
-            !due
-        });
+        }
         effects.sort_by(|a, b| match (a, b) {
             (Effect::Hset(a), Effect::Hset(b)) => a.key.cmp(&b.key),
             _ => std::cmp::Ordering::Equal,
@@ -515,19 +426,42 @@ impl Leaderboard {
         effects
     }
 
-    /// `cleared` are the sorted sets this batch deletes (read as empty).
-    fn boards(&self, latest: &BTreeMap<String, QuoteFields>, cleared: &[String]) -> Vec<Effect> {
+    /// The row a board shows for `symbol`: this replica's quote when it is
+    /// not yet in the hash or no older than `hash_every_ms` (the hash itself
+    /// lags by up to that much), else the store's hash.
+    fn board_row(&mut self, symbol: &str, now_us: u64) -> Rc<Row> {
+        let every = self.hash_every_us;
+        if let Some(k) = self.known.get_mut(symbol)
+            && (k.pending || now_us.saturating_sub(k.at_us) <= every)
+        {
+            return Rc::clone(k.row.get_or_insert_with(|| Rc::new(k.quote.row())));
+        }
+        Rc::new(Row::from_hash(&cache::hgetall(&format!(
+            "symbol:{symbol}:data"
+        ))))
+    }
+
+    /// The boards from the shared sorted sets merged with this batch's
+    /// scores (`latest`, not yet written). `cleared` are the sorted sets this
+    /// batch deletes (read as empty).
+    fn boards(
+        &mut self,
+        latest: &[(String, [f64; 3])],
+        cleared: &[String],
+        now_us: u64,
+    ) -> Vec<Effect> {
         let mut effects = Vec::new();
         let tops: Vec<Vec<(String, f64)>> = BOARDS
             .iter()
-            .map(|(z, _, field)| {
+            .enumerate()
+            .map(|(b, (z, _, _))| {
                 let mut top: HashMap<String, f64> = if cleared.iter().any(|c| c == z) {
                     HashMap::new()
                 } else {
                     cache::ztop(z, self.board_size).into_iter().collect()
                 };
-                for (s, q) in latest {
-                    top.insert(s.clone(), q.score(field));
+                for (s, scores) in latest {
+                    top.insert(s.clone(), scores[b]);
                 }
                 let mut top: Vec<(String, f64)> = top.into_iter().collect();
                 top.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| b.0.cmp(&a.0)));
@@ -535,38 +469,58 @@ impl Leaderboard {
                 top
             })
             .collect();
-        let mut hashes: HashMap<&str, Vec<(String, String)>> = HashMap::new();
+        let mut rows: HashMap<&str, Rc<Row>> = HashMap::new();
         for (symbol, _) in tops.iter().flatten() {
-            if hashes.contains_key(symbol.as_str()) {
-                continue;
+            if !rows.contains_key(symbol.as_str()) {
+                let row = self.board_row(symbol, now_us);
+                rows.insert(symbol.as_str(), row);
             }
-            // This batch's quote, else this replica's unwritten one, else the store's.
-            let fields = match latest.get(symbol).or_else(|| self.hash_pending.get(symbol)) {
-                Some(q) => q.hash(),
-                None => cache::hgetall(&format!("symbol:{symbol}:data")),
-            };
-            hashes.insert(symbol.as_str(), fields);
         }
         for ((_, key, field), top) in BOARDS.iter().zip(&tops) {
-            let mut board = Vec::with_capacity(top.len());
-            for (rank, (symbol, score)) in top.iter().enumerate() {
-                let Some(fields) = hashes.get(symbol.as_str()).filter(|f| !f.is_empty()) else {
-                    continue;
-                };
-                let mut entry = Map::new();
-                entry.insert("rank".into(), json!(rank + 1));
-                entry.insert("symbol".into(), json!(symbol));
-                // As the seed: the score, then the hash's fields over it.
-                entry.insert(field.to_string(), num(*score));
-                for (k, v) in fields {
-                    entry.insert(k.clone(), seed_value(v));
-                }
-                board.push(Value::Object(entry));
-            }
-            if !board.is_empty() {
-                effects.extend(put_and_publish(key, json(&board), Some(QUOTE_TTL)));
+            let entries = top.iter().enumerate().filter_map(|(n, (symbol, score))| {
+                let row = rows.get(symbol.as_str()).filter(|r| !r.is_empty())?;
+                Some((n + 1, symbol.as_str(), *score, &**row))
+            });
+            let board = board::board_json(field, entries);
+            if board.len() > 2 {
+                effects.extend(put_and_publish(key, Body::Json(board), Some(QUOTE_TTL)));
             }
         }
+        host::counter("lba.published", effects.len() as u64 / 2);
+        effects
+    }
+
+    /// With `boards_on_idle`: the boards and hashes of everything since the
+    /// last time, on an idle tick (`tick`, an empty batch) or, when no tick
+    /// came for two publish periods, on this batch. The periods get a tenth
+    /// of slack, as ticks come once per burst rather than on a timer.
+    fn deferred_work(
+        &mut self,
+        tick: bool,
+        latest: BTreeMap<String, [f64; 3]>,
+        cleared: &[String],
+        now_us: u64,
+    ) -> Vec<Effect> {
+        self.since_boards.extend(latest);
+        let period_us = u64::from(self.publish_every_ms) * 1000;
+        if self.last_work_us == 0 {
+            // The periods count from the first batch.
+            self.last_work_us = now_us;
+        }
+        if !tick && now_us.saturating_sub(self.last_work_us) < 2 * period_us {
+            return Vec::new();
+        }
+        self.last_work_us = now_us;
+        let mut effects = Vec::new();
+        // Scores since the last boards, whose sorted-set writes may still be
+        // in flight; when another replica wins the election, its boards read
+        // them from the sorted sets.
+        let latest: Vec<(String, [f64; 3])> =
+            std::mem::take(&mut self.since_boards).into_iter().collect();
+        if !latest.is_empty() && cache::try_acquire(PUBLISH_KEY, self.publish_every_ms * 9 / 10) {
+            effects.extend(self.boards(&latest, cleared, now_us));
+        }
+        effects.extend(self.flush_hashes(now_us, self.hash_every_us * 9 / 10));
         effects
     }
 }
@@ -591,8 +545,10 @@ impl Analyzer for Leaderboard {
             board_size: config.parse_or("board_size", 500)?,
             publish_every_ms: config.parse_or("publish_every_ms", 1000)?,
             hash_every_us: config.parse_or::<u64>("hash_every_ms", 1000)? * 1000,
-            hash_written: HashMap::new(),
-            hash_pending: HashMap::new(),
+            known: HashMap::new(),
+            boards_on_idle: config.parse_or("boards_on_idle", false)?,
+            since_boards: BTreeMap::new(),
+            last_work_us: 0,
             state,
         })
     }
@@ -610,9 +566,10 @@ impl Analyzer for Leaderboard {
             .flatten()
             .collect();
         effects.extend(self.open_prices(batch, &seg, now_us));
-        // Latest quote per symbol in this batch, for the sorted sets, hashes
-        // and boards; every event's quote is published.
-        let mut latest: BTreeMap<String, QuoteFields> = BTreeMap::new();
+        // Latest scores per symbol in this batch, for the sorted sets and
+        // boards; every event's quote is published, the latest is remembered
+        // for the hashes and boards.
+        let mut latest: BTreeMap<String, [f64; 3]> = BTreeMap::new();
         for (i, event) in batch.iter().enumerate() {
             let Event::Aggregate(a) = event else {
                 let kind = match event {
@@ -644,27 +601,25 @@ impl Analyzer for Leaderboard {
                 Body::Json(q.json()),
                 Some(QUOTE_TTL),
             ));
-            latest.insert(a.symbol.clone(), q);
+            latest.insert(a.symbol.clone(), BOARDS.map(|(_, _, field)| q.score(field)));
+            self.remember(&a.symbol, q, now_us);
         }
-        if !latest.is_empty() {
-            for (zset, _, field) in BOARDS {
-                let members = latest
-                    .iter()
-                    .map(|(s, q)| (s.clone(), q.score(field)))
-                    .collect();
-                effects.push(zadd(zset, members, Some(self.board_size), None));
-            }
-            for (s, q) in &latest {
-                self.hash_pending.insert(s.clone(), q.clone());
-            }
-
-            if cache::try_acquire(PUBLISH_KEY, self.publish_every_ms) {
-                let boards = self.boards(&latest, &cleared);
-                host::counter("lba.published", boards.len() as u64 / 2);
-                effects.extend(boards);
-            }
+        for (b, (zset, _, _)) in BOARDS.iter().enumerate().filter(|_| !latest.is_empty()) {
+            let members = latest
+                .iter()
+                .map(|(s, scores)| (s.clone(), scores[b]))
+                .collect();
+            effects.push(zadd(*zset, members, Some(self.board_size), None));
         }
-        effects.extend(self.flush_hashes(now_us));
+        if self.boards_on_idle {
+            effects.extend(self.deferred_work(batch.is_empty(), latest, &cleared, now_us));
+        } else {
+            if !latest.is_empty() && cache::try_acquire(PUBLISH_KEY, self.publish_every_ms) {
+                let latest: Vec<(String, [f64; 3])> = latest.into_iter().collect();
+                effects.extend(self.boards(&latest, &cleared, now_us));
+            }
+            effects.extend(self.flush_hashes(now_us, self.hash_every_us));
+        }
         host::counter("lba.processed", batch.len() as u64);
         Ok(effects)
     }

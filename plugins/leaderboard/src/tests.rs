@@ -1,5 +1,6 @@
 use super::*;
 use mdp_sdk::testing::{Harness, resolve_body, with_host};
+use serde_json::json;
 
 /// Run a second replica on the shared test store, applying its effects.
 fn feed(b: &mut Leaderboard, batch: &[Event]) -> Vec<Effect> {
@@ -464,4 +465,50 @@ fn golden_files_pass_natively() {
         env!("CARGO_MANIFEST_DIR"),
         "/golden"
     ));
+}
+
+#[test]
+fn boards_on_idle_wait_for_the_tick_or_two_silent_periods() {
+    let mut h = Harness::<Leaderboard>::new().at_us(MORNING);
+    h.init(&[("boards_on_idle", "true")]).unwrap();
+    let hset_count = |effects: &[Effect]| {
+        effects
+            .iter()
+            .filter(|e| matches!(e, Effect::Hset(_)))
+            .count()
+    };
+    // A batch of the burst: quotes and sorted sets only.
+    let burst = h
+        .analyze(vec![agg("AAA", 11.0, 2000), agg("BBB", 5.0, 100)])
+        .unwrap();
+    assert_eq!(published(&burst, "quote:"), vec!["quote:AAA", "quote:BBB"]);
+    assert!(published(&burst, "scanners:").is_empty());
+    assert_eq!(hset_count(&burst), 0);
+    // The idle tick after it: the boards (with both symbols, though the
+    // sorted-set writes could still be in flight) and the hashes.
+    h.set_clock_us(MORNING + SEC / 100);
+    let tick = h.analyze(vec![]).unwrap();
+    assert_eq!(published(&tick, "scanners:").len(), 3);
+    assert_eq!(hset_count(&tick), 2);
+    let board: Value =
+        serde_json::from_str(&h.host(|h| h.store.get("scanners:top_volume")).unwrap()).unwrap();
+    assert_eq!(board.as_array().unwrap().len(), 2);
+    // A tick with nothing new does nothing.
+    h.set_clock_us(MORNING + SEC / 50);
+    assert!(h.analyze(vec![]).unwrap().is_empty());
+    // The next burst and tick a second later: boards again, although the
+    // tick came a little early for the one-second election.
+    h.set_clock_us(MORNING + SEC);
+    h.analyze(vec![agg("CCC", 1.0, 1)]).unwrap();
+    let tick = h.analyze(vec![]).unwrap();
+    assert_eq!(published(&tick, "scanners:").len(), 3);
+    assert_eq!(hset_count(&tick), 1);
+    // Without ticks, a batch two periods after the last work does it.
+    h.set_clock_us(MORNING + 2 * SEC);
+    let quiet = h.analyze(vec![agg("AAA", 12.0, 2100)]).unwrap();
+    assert!(published(&quiet, "scanners:").is_empty());
+    h.set_clock_us(MORNING + 3 * SEC);
+    let overdue = h.analyze(vec![agg("BBB", 6.0, 200)]).unwrap();
+    assert_eq!(published(&overdue, "scanners:").len(), 3);
+    assert_eq!(hset_count(&overdue), 2);
 }
