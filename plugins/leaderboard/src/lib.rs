@@ -40,7 +40,6 @@
 //! batch only when no tick came for two publish periods).
 
 use std::collections::{BTreeMap, HashMap};
-use std::rc::Rc;
 
 use mdp_sdk::calendar::{TradingDay, trading_day};
 use mdp_sdk::prelude::*;
@@ -129,8 +128,6 @@ struct Known {
     written_us: Option<u64>,
     /// The quote is not in the hash yet.
     pending: bool,
-    /// The quote as a board row, built when a board first needs it.
-    row: Option<Rc<Row>>,
 }
 
 /// The analyzer.
@@ -381,7 +378,6 @@ impl Leaderboard {
                 k.quote = quote;
                 k.at_us = now_us;
                 k.pending = true;
-                k.row = None;
             }
             None => {
                 self.known.insert(
@@ -391,7 +387,6 @@ impl Leaderboard {
                         at_us: now_us,
                         written_us: None,
                         pending: true,
-                        row: None,
                     },
                 );
             }
@@ -429,23 +424,20 @@ impl Leaderboard {
     /// The row a board shows for `symbol`: this replica's quote when it is
     /// not yet in the hash or no older than `hash_every_ms` (the hash itself
     /// lags by up to that much), else the store's hash.
-    fn board_row(&mut self, symbol: &str, now_us: u64) -> Rc<Row> {
-        let every = self.hash_every_us;
-        if let Some(k) = self.known.get_mut(symbol)
-            && (k.pending || now_us.saturating_sub(k.at_us) <= every)
+    fn board_row(&self, symbol: &str, now_us: u64) -> Row {
+        if let Some(k) = self.known.get(symbol)
+            && (k.pending || now_us.saturating_sub(k.at_us) <= self.hash_every_us)
         {
-            return Rc::clone(k.row.get_or_insert_with(|| Rc::new(k.quote.row())));
+            return k.quote.row();
         }
-        Rc::new(Row::from_hash(&cache::hgetall(&format!(
-            "symbol:{symbol}:data"
-        ))))
+        Row::from_hash(&cache::hgetall(&format!("symbol:{symbol}:data")))
     }
 
     /// The boards from the shared sorted sets merged with this batch's
     /// scores (`latest`, not yet written). `cleared` are the sorted sets this
     /// batch deletes (read as empty).
     fn boards(
-        &mut self,
+        &self,
         latest: &[(String, [f64; 3])],
         cleared: &[String],
         now_us: u64,
@@ -469,7 +461,7 @@ impl Leaderboard {
                 top
             })
             .collect();
-        let mut rows: HashMap<&str, Rc<Row>> = HashMap::new();
+        let mut rows: HashMap<&str, Row> = HashMap::new();
         for (symbol, _) in tops.iter().flatten() {
             if !rows.contains_key(symbol.as_str()) {
                 let row = self.board_row(symbol, now_us);
@@ -479,7 +471,7 @@ impl Leaderboard {
         for ((_, key, field), top) in BOARDS.iter().zip(&tops) {
             let entries = top.iter().enumerate().filter_map(|(n, (symbol, score))| {
                 let row = rows.get(symbol.as_str()).filter(|r| !r.is_empty())?;
-                Some((n + 1, symbol.as_str(), *score, &**row))
+                Some((n + 1, symbol.as_str(), *score, row))
             });
             let board = board::board_json(field, entries);
             if board.len() > 2 {
