@@ -148,6 +148,15 @@ fn quote(sym: &str, i: usize) -> String {
     )
 }
 
+/// A second bar (`A`) of `sym` closing at `price`, with `accumulated`
+/// volume, covering the second from `start_ms`.
+fn bar(sym: &str, price: f64, accumulated: u64, start_ms: u64) -> String {
+    format!(
+        r#"{{"event_type":"A","symbol":"{sym}","volume":100,"accumulated_volume":{accumulated},"official_open_price":{price},"vwap":{price},"open":{price},"close":{price},"high":{price},"low":{price},"aggregate_vwap":{price},"average_size":50,"start_timestamp":{start_ms},"end_timestamp":{end},"otc":false}}"#,
+        end = start_ms + 1000
+    )
+}
+
 mod faults;
 mod idle_tick;
 mod pipeline;

@@ -438,7 +438,7 @@ impl Leaderboard {
     /// batch deletes (read as empty).
     fn boards(
         &self,
-        latest: &[(String, [f64; 3])],
+        latest: &BTreeMap<String, [f64; 3]>,
         cleared: &[String],
         now_us: u64,
     ) -> Vec<Effect> {
@@ -507,8 +507,7 @@ impl Leaderboard {
         // Scores since the last boards, whose sorted-set writes may still be
         // in flight; when another replica wins the election, its boards read
         // them from the sorted sets.
-        let latest: Vec<(String, [f64; 3])> =
-            std::mem::take(&mut self.since_boards).into_iter().collect();
+        let latest = std::mem::take(&mut self.since_boards);
         if !latest.is_empty() && cache::try_acquire(PUBLISH_KEY, self.publish_every_ms * 9 / 10) {
             effects.extend(self.boards(&latest, cleared, now_us));
         }
@@ -596,18 +595,19 @@ impl Analyzer for Leaderboard {
             latest.insert(a.symbol.clone(), BOARDS.map(|(_, _, field)| q.score(field)));
             self.remember(&a.symbol, q, now_us);
         }
-        for (b, (zset, _, _)) in BOARDS.iter().enumerate().filter(|_| !latest.is_empty()) {
-            let members = latest
-                .iter()
-                .map(|(s, scores)| (s.clone(), scores[b]))
-                .collect();
-            effects.push(zadd(*zset, members, Some(self.board_size), None));
+        if !latest.is_empty() {
+            for (b, (zset, _, _)) in BOARDS.iter().enumerate() {
+                let members = latest
+                    .iter()
+                    .map(|(s, scores)| (s.clone(), scores[b]))
+                    .collect();
+                effects.push(zadd(*zset, members, Some(self.board_size), None));
+            }
         }
         if self.boards_on_idle {
             effects.extend(self.deferred_work(batch.is_empty(), latest, &cleared, now_us));
         } else {
             if !latest.is_empty() && cache::try_acquire(PUBLISH_KEY, self.publish_every_ms) {
-                let latest: Vec<(String, [f64; 3])> = latest.into_iter().collect();
                 effects.extend(self.boards(&latest, &cleared, now_us));
             }
             effects.extend(self.flush_hashes(now_us, self.hash_every_us));

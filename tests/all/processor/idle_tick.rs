@@ -8,14 +8,6 @@
 
 use super::*;
 
-fn bar(sym: &str, i: usize) -> Bytes {
-    let price = 10.0 + i as f64;
-    Bytes::from(format!(
-        r#"{{"event_type":"A","symbol":"{sym}","volume":100,"accumulated_volume":{v},"official_open_price":{price},"vwap":{price},"open":{price},"close":{price},"high":{price},"low":{price},"aggregate_vwap":{price},"average_size":50,"start_timestamp":1767225599000,"end_timestamp":1767225600000,"otc":false}}"#,
-        v = 1000 * (i + 1)
-    ))
-}
-
 /// Publish three bars, and wait until they are processed; the hashes (and,
 /// on a `private` store, the board) are there afterwards exactly when `tick`
 /// is set.
@@ -33,7 +25,18 @@ async fn boards_follow_the_idle_tick(b: Backends, private: bool, tick: Option<Du
     )
     .await;
     let syms: Vec<String> = (0..3).map(|i| format!("{}T{i}", b.prefix)).collect();
-    let bodies: Vec<Bytes> = syms.iter().enumerate().map(|(i, s)| bar(s, i)).collect();
+    let bodies: Vec<Bytes> = syms
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            Bytes::from(bar(
+                s,
+                10.0 + i as f64,
+                1000 * (i as u64 + 1),
+                1767225599000,
+            ))
+        })
+        .collect();
     b.queue.publish(&q, &bodies).await.unwrap();
     let (stop, task) = spawn(&b, &q, None, worker);
     let store = b.store.clone();

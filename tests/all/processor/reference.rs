@@ -170,10 +170,7 @@ async fn with_mdc_and_wdc_apart_every_key_is_in_the_seeds_database() {
     let (mut aggs, mut trades) = (Vec::new(), Vec::new());
     for (i, sym) in symbols.iter().enumerate() {
         let price = 10.0 + i as f64;
-        aggs.push(Bytes::from(format!(
-            r#"{{"event_type":"A","symbol":"{sym}","volume":100,"accumulated_volume":5000,"official_open_price":{price},"vwap":{price},"open":{price},"close":{price},"high":{price},"low":{price},"aggregate_vwap":{price},"average_size":50,"start_timestamp":{now_ms},"end_timestamp":{end},"otc":false}}"#,
-            end = now_ms + 1000
-        )));
+        aggs.push(Bytes::from(bar(sym, price, 5000, now_ms)));
         trades.push(Bytes::from(format!(
             r#"{{"event_type":"T","symbol":"{sym}","exchange":4,"id":"1","tape":3,"price":{price},"size":100,"conditions":[0],"timestamp":{now_ms},"sequence_number":1,"trf_id":null,"trf_timestamp":null}}"#
         )));

@@ -100,6 +100,11 @@ pub fn tail(log: &Path) -> String {
     lines[lines.len().saturating_sub(8)..].join("\n")
 }
 
+/// `what`, then the log's path and its last lines.
+fn with_log(what: String, log: &Path) -> String {
+    format!("{what}; log {}:\n{}", log.display(), tail(log))
+}
+
 /// Wait until `url` answers 2xx.
 pub async fn wait_http(
     http: &reqwest::Client,
@@ -110,13 +115,7 @@ pub async fn wait_http(
     let ready = async || http_ok(http, url).await.then_some(());
     poll_until(within, Duration::from_millis(100), ready)
         .await
-        .with_context(|| {
-            format!(
-                "{url} not ready after {within:?}; log {}:\n{}",
-                log.display(),
-                tail(log)
-            )
-        })
+        .with_context(|| with_log(format!("{url} not ready after {within:?}"), log))
 }
 
 /// Wait for a JSON log line whose message contains `message` and return its field `field`.
@@ -138,13 +137,7 @@ async fn wait_log_field(
     };
     poll_until(within, Duration::from_millis(100), found)
         .await
-        .with_context(|| {
-            format!(
-                "no `{message}` with {field} in {}:\n{}",
-                log.display(),
-                tail(log)
-            )
-        })
+        .with_context(|| with_log(format!("no `{message}` with {field}"), log))
 }
 
 /// The body of a GET.
