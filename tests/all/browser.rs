@@ -2,7 +2,12 @@
 //! driven by Playwright (`playwright-core`, installed by `scripts/setup` into
 //! `target/tools/browser`) loads the page served by `mdp up` running as a
 //! subprocess on a free port, and checks that the three boards fill, update
-//! and sort, that the quote card follows a clicked symbol, and that the page
+//! and sort; that the quote card follows a clicked symbol, with a session
+//! chart (from the `minute-bars` analyzer, a companion of the leaderboard)
+//! that grows and marks the session highs and lows of `daily_range:{SYM}`;
+//! linking, filters and columns; that the layout survives a reload and a
+//! narrow screen gets one column; that no long task over 50 ms happens in
+//! 30 s; that the boards turn amber when the feed stalls; and that the page
 //! reconnects after the server restarts. The browser side is
 //! `tests/browser/dashboard.cjs`.
 
@@ -23,8 +28,19 @@ impl Drop for Up {
     }
 }
 
-/// `mdp up` on `port` with the built plugins; returns once `/health` answers.
-fn start_up(port: u16, plugins: &std::path::Path, cache: &std::path::Path) -> Up {
+/// `mdp up` on `port` with the built plugins, logging to `log`; returns
+/// once `/health` answers.
+fn start_up(
+    port: u16,
+    plugins: &std::path::Path,
+    cache: &std::path::Path,
+    log: &std::path::Path,
+) -> Up {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
     let up = Up(Command::new(env!("CARGO_BIN_EXE_mdp"))
         .args([
             "up",
@@ -42,7 +58,7 @@ fn start_up(port: u16, plugins: &std::path::Path, cache: &std::path::Path) -> Up
         .env_remove("POLYGON_API_KEY")
         .env("MDP_PLUGIN_CACHE", cache)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .expect("start mdp up"));
     let deadline = Instant::now() + Duration::from_secs(90);
@@ -59,6 +75,69 @@ fn start_up(port: u16, plugins: &std::path::Path, cache: &std::path::Path) -> Up
         assert!(Instant::now() < deadline, "mdp up did not become ready");
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// A plugin directory of the built Rust plugins and the JavaScript
+/// `minute-bars` (the chart's history), each with its golden files (the
+/// registry runs them before serving a plugin), copied so that the test
+/// never depends on what `scripts/build-plugins` last installed.
+fn plugin_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let rust = support::plugin_wasm("leaderboard");
+    let polyglot = support::polyglot_wasm("minute-bars");
+    let (rust, polyglot) = (rust.parent().unwrap(), polyglot.parent().unwrap());
+    for name in [
+        "leaderboard",
+        "massive-router",
+        "top-trades",
+        "news-feed",
+        "daily-range",
+    ] {
+        copy_plugin(rust, name, dir.path());
+    }
+    copy_plugin(polyglot, "minute-bars", dir.path());
+    dir
+}
+
+/// Plugin `name` (component, manifest, `golden/<name>/`) from plugin directory `from` into `to`.
+fn copy_plugin(from: &std::path::Path, name: &str, to: &std::path::Path) {
+    for ext in ["wasm", "toml"] {
+        let file = format!("{name}.{ext}");
+        std::fs::copy(from.join(&file), to.join(&file)).unwrap();
+    }
+    let mut dirs = vec![std::path::PathBuf::from(format!("golden/{name}"))];
+    while let Some(rel) = dirs.pop() {
+        std::fs::create_dir_all(to.join(&rel)).unwrap();
+        for entry in std::fs::read_dir(from.join(&rel)).unwrap() {
+            let entry = entry.unwrap();
+            let rel = rel.join(entry.file_name());
+            if entry.file_type().unwrap().is_dir() {
+                dirs.push(rel);
+            } else {
+                std::fs::copy(entry.path(), to.join(&rel)).unwrap();
+            }
+        }
+    }
+}
+
+/// The simulator's base URL, from `mdp up`'s log line naming its feed.
+fn sim_url(log: &std::path::Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap();
+    let at = text
+        .find("ws://127.0.0.1:")
+        .unwrap_or_else(|| panic!("no simulator URL in the log:\n{text}"));
+    let port: String = text[at + "ws://127.0.0.1:".len()..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    format!("http://127.0.0.1:{port}")
+}
+
+/// The last 30 lines of `mdp up`'s log.
+fn log_tail(log: &std::path::Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
 }
 
 fn stop(up: &mut Up) {
@@ -85,18 +164,19 @@ fn dashboard_fills_updates_sorts_and_reconnects_in_chromium() {
         playwright.exists() && std::path::Path::new("/usr/bin/chromium").exists(),
         "the browser test needs chromium and playwright-core: run scripts/setup"
     );
-    let plugins = support::plugin_wasm("leaderboard")
-        .parent()
-        .unwrap()
-        .to_path_buf();
+    let plugins = plugin_dir();
+    let plugins = plugins.path().to_path_buf();
     let cache = tempfile::tempdir().unwrap();
+    let log = cache.path().join("mdp-up.log");
     let port = support::free_port();
-    let mut up = start_up(port, &plugins, cache.path());
+    let mut up = start_up(port, &plugins, cache.path(), &log);
+    let sim = sim_url(&log);
 
     let mut node = Command::new("node")
         .arg(root.join("tests/browser/dashboard.cjs"))
         .arg(format!("http://127.0.0.1:{port}/"))
         .env("MDP_PLAYWRIGHT_CORE", &playwright)
+        .env("MDP_SIM_URL", &sim)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -116,15 +196,19 @@ fn dashboard_fills_updates_sorts_and_reconnects_in_chromium() {
             // Take the server away and bring it back on the same port.
             stop(&mut up);
             std::thread::sleep(Duration::from_secs(2));
-            up = start_up(port, &plugins, cache.path());
+            up = start_up(port, &plugins, cache.path(), &log);
         }
         phases.push(line);
     }
     let status = node.wait().unwrap();
     stop(&mut up);
     let errors = errors.join().unwrap();
-    assert!(status.success(), "browser checks failed: {errors}");
     let phases = phases.join("\n");
+    assert!(
+        status.success(),
+        "browser checks failed: {errors}\nphases:\n{phases}\nmdp up log (last lines):\n{}",
+        log_tail(&log)
+    );
     for want in [
         "live",
         "filled top_gainers",
@@ -133,6 +217,15 @@ fn dashboard_fills_updates_sorts_and_reconnects_in_chromium() {
         "updated top_volume",
         "sorted",
         "quote ",
+        "chart ",
+        "linked ",
+        "filtered board",
+        "filtered alerts",
+        "searched news",
+        "layout persisted",
+        "no long task over 50 ms",
+        "chart grew",
+        "stale",
         "saw-disconnect",
         "reconnected",
         "done",

@@ -30,6 +30,7 @@ mod fuzz;
 mod hot_reload;
 mod layout;
 mod mdp_up;
+mod minute_bars;
 mod plugin_cli;
 mod plugin_runtime;
 mod polyglot;

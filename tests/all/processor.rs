@@ -157,6 +157,7 @@ fn bar(sym: &str, price: f64, accumulated: u64, start_ms: u64) -> String {
     )
 }
 
+mod companion;
 mod faults;
 mod idle_tick;
 mod pipeline;

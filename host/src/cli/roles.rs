@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 use tokio::sync::watch;
 
 use crate::plugin::{HostServices, LiveWorker, Registry, Runtime, RuntimeConfig, SystemClock};
-use crate::process::{Processor, ProcessorConfig};
+use crate::process::{Companion, Processor, ProcessorConfig};
 use crate::queue::{Queue, QueueSpec};
 use crate::refdata::{MassiveReference, MassiveRestConfig};
 use crate::scan::{Scanner, ScannerConfig};
@@ -199,7 +199,8 @@ pub struct ProcessArgs {
     /// Queue to consume (repeat with --plugin for several pairs).
     #[arg(long = "queue", required = true)]
     pub queues: Vec<String>,
-    /// Plugin to run on the queue at the same position.
+    /// Plugin to run on the queue at the same position; `a,b` runs `b` as a
+    /// companion of `a` on every batch (`a` decides the messages' fate).
     #[arg(long = "plugin", required = true)]
     pub plugins: Vec<String>,
     /// Most events per analyzer call.
@@ -310,17 +311,21 @@ pub async fn spawn_processors(
                 })
                 .await?;
         }
-        let (mut worker, store) = host.worker(plugin)?;
-        worker
-            .start()
-            .await
-            .with_context(|| format!("plugin `{plugin}`: init"))?;
+        let mut names = plugin.split(',').map(str::trim);
+        let primary = names.next().unwrap_or_default();
+        let (worker, store) = started_worker(host, primary).await?;
+        let mut companions = Vec::new();
+        for name in names {
+            let (worker, store) = started_worker(host, name).await?;
+            companions.push(Companion::new(worker, store));
+        }
         let config = ProcessorConfig {
             queue: queue.clone(),
             ..config.clone()
         };
-        let mut processor =
-            Processor::new(config, broker.clone(), store, worker).with_health(health.clone());
+        let mut processor = Processor::new(config, broker.clone(), store, worker)
+            .with_companions(companions)
+            .with_health(health.clone());
         let shutdown = shutdown.clone();
         let task = tokio::spawn(async move {
             let stats = processor.run(shutdown).await?;
@@ -332,6 +337,19 @@ pub async fn spawn_processors(
     Ok(tasks)
 }
 
+/// `plugin`'s worker, `init`ed, and the store its writes go to.
+async fn started_worker(
+    host: &AnalyzerHost,
+    plugin: &str,
+) -> anyhow::Result<(LiveWorker, Arc<dyn Store>)> {
+    let (mut worker, store) = host.worker(plugin)?;
+    worker
+        .start()
+        .await
+        .with_context(|| format!("plugin `{plugin}`: init"))?;
+    Ok((worker, store))
+}
+
 /// Start a scanner, reporting to `health`.
 pub async fn spawn_scanner(
     host: &AnalyzerHost,
@@ -341,11 +359,7 @@ pub async fn spawn_scanner(
     shutdown: &watch::Receiver<bool>,
     health: &Health,
 ) -> anyhow::Result<RoleTask> {
-    let (mut worker, store) = host.worker(plugin)?;
-    worker
-        .start()
-        .await
-        .with_context(|| format!("plugin `{plugin}`: init"))?;
+    let (worker, store) = started_worker(host, plugin).await?;
     let config = ScannerConfig {
         topics: topics.iter().map(|t| Topic::parse(t)).collect(),
         ..config

@@ -226,6 +226,7 @@ async fn spawn_analyzers(
 ) -> anyhow::Result<(Vec<super::roles::RoleTask>, Vec<(String, String)>)> {
     let loaded = host.registry.names();
     let mut pairs = default_pairs(&loaded);
+    add_companions(&mut pairs, &host.registry);
     let ttl = Some(Duration::from_millis(args.message_ttl_ms));
     let linger = Duration::from_millis(args.linger_ms);
     let config = ProcessorConfig {
@@ -250,8 +251,11 @@ async fn spawn_analyzers(
         tasks.push(task.await?);
     }
     // Plugins dropped into the plugin directory (now or later) that consume store channels.
-    let mut assigned: std::collections::BTreeSet<String> =
-        pairs.iter().map(|(_, p)| p.clone()).collect();
+    let mut assigned: std::collections::BTreeSet<String> = pairs
+        .iter()
+        .flat_map(|(_, p)| p.split(','))
+        .map(String::from)
+        .collect();
     assigned.insert("daily-range".into());
     let dropins = super::dropin::spawn(
         host.registry.clone(),
@@ -277,6 +281,28 @@ fn default_pairs(loaded: &[String]) -> Vec<(String, String)> {
         }
     }
     pairs
+}
+
+/// Plugins loaded at start that no built-in role runs and whose manifest
+/// consumes a queue the processors consume run as companions of that queue's
+/// analyzer (`leaderboard,minute-bars`): a queue's messages reach one consumer.
+fn add_companions(pairs: &mut [(String, String)], registry: &crate::plugin::Registry) {
+    let builtin = |name: &str| {
+        ["news-feed", "daily-range"].contains(&name)
+            || DEFAULT_PROCESSORS.iter().any(|(_, c)| c.contains(&name))
+    };
+    for name in registry.names().into_iter().filter(|n| !builtin(n)) {
+        let Some(generation) = registry.slot(&name).and_then(|s| s.current()) else {
+            continue;
+        };
+        for (queue, plugin) in pairs.iter_mut() {
+            if generation.manifest.consumes.iter().any(|c| c == queue) {
+                tracing::info!(%queue, primary = %plugin, companion = %name, "companion analyzer");
+                plugin.push(',');
+                plugin.push_str(&name);
+            }
+        }
+    }
 }
 
 /// The simulator's start (Unix ms) for `--sim-at` (`now`, a time, or unset)

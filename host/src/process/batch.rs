@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use super::Processor;
+use super::companion::CompanionWrites;
 use crate::plugin::EventBatch;
 use crate::plugin::bindings::Event;
 use crate::plugin::{LiveError, convert, effects};
@@ -33,6 +34,8 @@ pub(super) struct Analyzed {
     pub(super) pending: Pending,
     pub(super) writes: Vec<Write>,
     pub(super) rejects: Vec<(usize, String)>,
+    /// The companions' writes, applied before `writes`.
+    pub(super) companions: Vec<CompanionWrites>,
 }
 
 impl Processor {
@@ -184,10 +187,20 @@ impl Processor {
                 &resolved.denied,
             );
         }
+        let mut companions = Vec::new();
+        // Idle ticks are the primary's: companions see only events.
+        let ticked = pending.batch.events.is_empty();
+        for companion in self.companions.iter_mut().filter(|_| !ticked) {
+            let events = &pending.batch.events;
+            if let Some(writes) = companion.analyze(&self.config.queue, events, &texts).await {
+                companions.push(writes);
+            }
+        }
         Ok(Analyzed {
             pending,
             writes: resolved.writes,
             rejects: resolved.rejects,
+            companions,
         })
     }
 }

@@ -31,6 +31,10 @@
 //!   counted as a decoding error;
 //! - shutdown: stop consuming, finish the batches in flight, apply, ack, return.
 //!
+//! Companions (`mdp process --plugin primary,companion`): further analyzers
+//! of the same batches, whose failures never hold up the queue (see
+//! [`Companion`]).
+//!
 //! Pipelining: while one batch's writes are applied and its messages
 //! acknowledged, the next batch is already being collected and decoded; a
 //! plugin whose manifest sets `batches_in_flight = N > 1` (it keeps its state
@@ -41,10 +45,12 @@
 //! applied, it and every batch analyzed after it are requeued unapplied.
 
 mod batch;
+mod companion;
 mod redeliveries;
 mod settle;
 mod stats;
 
+pub use companion::Companion;
 pub use stats::ProcessorStats;
 
 use std::collections::HashSet;
@@ -108,6 +114,8 @@ pub struct Processor {
     store: Arc<dyn Store>,
     worker: LiveWorker,
     capabilities: Capabilities,
+    /// Further analyzers of every batch, after `worker`.
+    companions: Vec<Companion>,
     counters: Arc<Counters>,
     /// Symbols whose reference data was already warmed.
     warmed: HashSet<String>,
@@ -161,11 +169,18 @@ impl Processor {
             store,
             worker,
             capabilities,
+            companions: Vec::new(),
             counters,
             warmed: HashSet::new(),
             redeliveries: Arc::default(),
             health: Health::default(),
         }
+    }
+
+    /// Run `companions` on every batch too (see [`Companion`]).
+    pub fn with_companions(mut self, companions: Vec<Companion>) -> Self {
+        self.companions = companions;
+        self
     }
 
     /// Report dependencies (`queue:<name>`, `store`, `plugin:<name>`) and

@@ -10,6 +10,7 @@ use tokio::sync::oneshot;
 use tracing::Instrument;
 
 use super::batch::{Analyzed, Pending};
+use super::companion::CompanionWrites;
 use super::redeliveries::Redeliveries;
 use super::stats::Counters;
 use crate::plugin::effects;
@@ -44,10 +45,16 @@ impl Settler {
             pending,
             writes,
             rejects,
+            companions,
         } = analyzed;
         if earlier_failed {
             self.requeue(&pending, "an earlier batch was not applied")
                 .await;
+            return false;
+        }
+        if let Err(e) = self.apply_companions(&companions).await {
+            self.health.check("store", false, e.to_string());
+            self.requeue(&pending, &e.to_string()).await;
             return false;
         }
         if let Err(e) = self.apply(&pending, &writes).await {
@@ -69,6 +76,22 @@ impl Settler {
             self.settle_each(&pending, &rejected).await;
         }
         true
+    }
+
+    /// Apply the companions' writes, each in one pipeline to its store. A
+    /// transient error is returned (the batch is requeued); one retrying
+    /// cannot fix is logged, and the companion's writes for the batch dropped.
+    async fn apply_companions(&self, companions: &[CompanionWrites]) -> Result<(), StoreError> {
+        for c in companions.iter().filter(|c| !c.writes.is_empty()) {
+            match c.store.apply(&c.writes, self.atomic).await {
+                Err(e) if e.is_transient() => return Err(e),
+                Err(e) => {
+                    tracing::warn!(queue = %self.queue_name, error = %e, writes = c.writes.len(), "companion writes refused by the store; dropped");
+                }
+                Ok(()) => {}
+            }
+        }
+        Ok(())
     }
 
     /// Apply the batch's writes in one store pipeline.

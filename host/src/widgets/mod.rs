@@ -197,36 +197,43 @@ pub async fn serve(
     Ok(ServeHandle { addr, task })
 }
 
+const JS: &str = "text/javascript; charset=utf-8";
+
+/// The dashboard's files, embedded: path, content type, body.
+const DASHBOARD: [(&str, &str, &str); 9] = [
+    (
+        "/",
+        "text/html; charset=utf-8",
+        include_str!("assets/index.html"),
+    ),
+    ("/app.js", JS, include_str!("assets/app.js")),
+    ("/feed.js", JS, include_str!("assets/feed.js")),
+    ("/prefs.js", JS, include_str!("assets/prefs.js")),
+    ("/panels.js", JS, include_str!("assets/panels.js")),
+    ("/table.js", JS, include_str!("assets/table.js")),
+    ("/chart.js", JS, include_str!("assets/chart.js")),
+    (
+        "/uplot.js",
+        JS,
+        include_str!(concat!(env!("OUT_DIR"), "/uplot.js")),
+    ),
+    (
+        "/uplot.css",
+        "text/css; charset=utf-8",
+        include_str!(concat!(env!("OUT_DIR"), "/uplot.css")),
+    ),
+];
+
 /// The dashboard, `/ws`, `/health` and `/metrics` of `server`.
 fn router(server: Arc<Server>) -> Router {
-    Router::new()
-        .route(
-            "/",
-            get(|| async {
-                dashboard(
-                    "text/html; charset=utf-8",
-                    include_str!("assets/index.html"),
-                )
-            }),
-        )
-        .route(
-            "/app.js",
-            get(|| async {
-                dashboard(
-                    "text/javascript; charset=utf-8",
-                    include_str!("assets/app.js"),
-                )
-            }),
-        )
-        .route(
-            "/feed.js",
-            get(|| async {
-                dashboard(
-                    "text/javascript; charset=utf-8",
-                    include_str!("assets/feed.js"),
-                )
-            }),
-        )
+    let mut router = Router::new();
+    for (path, content_type, body) in DASHBOARD {
+        router = router.route(
+            path,
+            get(move || async move { dashboard(content_type, body) }),
+        );
+    }
+    router
         .route("/ws", get(ws))
         .route("/health", get(health))
         .route("/metrics", get(metrics))

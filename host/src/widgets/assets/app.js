@@ -1,23 +1,20 @@
 // mdp dashboard: live scanner boards, a quote card, the HOD/LOD range-alert
-// log and the news feed, over the widget protocol (see feed.js).
+// log and the news feed, over the widget protocol (see feed.js). A clicked
+// symbol sets the quote card and, with "link" on, filters alerts and news.
+// Boards, alerts and news have filters; settings persist (prefs.js); panels
+// can be moved and hidden and show their freshness (panels.js).
 import { FeedSocket, onState } from './feed.js';
+import { prefs, save, boardPrefs } from './prefs.js';
+import { setupPanels, touch, reset, setLive } from './panels.js';
+import { Table, num, esc, fmt, int, cls, time } from './table.js';
+import { SessionChart } from './chart.js';
 
 const $ = (s) => document.querySelector(s);
-const esc = (v) => String(v ?? '').replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
-const num = (v) => (v === null || v === undefined || v === '' || Number.isNaN(Number(v))) ? null : Number(v);
-const fmt = (v, d = 2) => num(v) === null ? '' : num(v).toLocaleString(undefined, { maximumFractionDigits: d, minimumFractionDigits: d });
-const int = (v) => num(v) === null ? '' : Math.round(num(v)).toLocaleString();
-const cls = (v) => num(v) > 0 ? 'up' : num(v) < 0 ? 'down' : '';
-const time = (t) => {
-  if (!num(t)) return '';
-  const ms = num(t) < 1e12 ? num(t) * 1000 : num(t); // alert timestamps are seconds
-  return new Date(ms).toLocaleTimeString([], { hour12: false });
-};
 const safeLink = (u) => /^https?:\/\//i.test(u ?? '') ? u : '#';
 
 // The seed's scanner columns: key, header, format.
 const BOARD_COLUMNS = [
-  ['symbol', 'Symbol', (r) => esc(r.symbol)],
+  ['symbol', 'Symbol', (r) => String(r.symbol ?? '')],
   ['close', 'Price', (r) => fmt(r.close)],
   ['change', 'Change', (r) => fmt(r.change)],
   ['pct_change', 'Change %', (r) => fmt(r.pct_change)],
@@ -32,76 +29,57 @@ const BOARD_COLUMNS = [
   ['aggregate_vwap', 'VWAP', (r) => fmt(r.aggregate_vwap)],
   ['prev_day_vwap', 'PD VWAP', (r) => fmt(r.prev_day_vwap)],
 ];
-const ROWS_SHOWN = 100;
-
-// A sortable table over rows replaced wholesale on every update.
-class Table {
-  constructor(el, columns, sort, cellClass) {
-    this.el = el; this.columns = columns; this.sort = sort; this.cellClass = cellClass;
-    this.rows = []; this.updates = 0; this.pending = false;
-    el.addEventListener('click', (e) => {
-      const th = e.target.closest('th');
-      if (th) {
-        const k = th.dataset.k;
-        this.sort = [k, this.sort[0] === k ? -this.sort[1] : (k === 'symbol' ? 1 : -1)];
-        this.render();
-        return;
-      }
-      const sym = e.target.closest('td.sym');
-      if (sym) pick(sym.textContent);
-    });
-  }
-
-  set(rows) { this.rows = rows; this.updates++; this.schedule(); }
-
-  schedule() {
-    if (this.pending) return;
-    this.pending = true;
-    requestAnimationFrame(() => { this.pending = false; this.render(); });
-  }
-
-  render() {
-    const [key, dir] = this.sort;
-    const val = (r) => { const v = r[key]; return typeof v === 'string' && num(v) === null ? v : num(v); };
-    const rows = [...this.rows].sort((x, y) => {
-      const a = val(x), b = val(y);
-      if (a === b) return 0;
-      if (a === null) return 1;
-      if (b === null) return -1;
-      return (typeof a === 'string' ? String(a).localeCompare(String(b)) : a - b) * dir;
-    }).slice(0, ROWS_SHOWN);
-    const head = '<thead><tr>' + this.columns.map(([k, label]) =>
-      `<th data-k="${k}" aria-sort="${k === key ? (dir > 0 ? 'ascending' : 'descending') : 'none'}">${label}${k === key ? (dir > 0 ? ' ▲' : ' ▼') : ''}</th>`).join('') + '</tr></thead>';
-    const body = '<tbody>' + rows.map((r) => '<tr>' + this.columns.map(([k, , f]) =>
-      `<td class="${this.cellClass(k, r)}">${f(r)}</td>`).join('') + '</tr>').join('') + '</tbody>';
-    this.el.innerHTML = `<table>${head}${body}</table>`;
-    this.el.dataset.updates = this.updates;
-    this.el.dataset.rows = this.rows.length;
-  }
-}
 
 const boardCell = (k, r) => k === 'symbol' ? 'sym'
   : k.includes('change') ? cls(r[k])
     : k === 'relative_volume' ? (num(r[k]) >= 5 ? 'rv5' : num(r[k]) >= 3 ? 'rv3' : num(r[k]) >= 2 ? 'rv2' : '') : '';
 
+/** The filter bar of a board: price range, minimum volume and relative volume, columns. */
+function boardControls(name, table) {
+  const p = boardPrefs(name, BOARD_COLUMNS.map(([k]) => k));
+  const bar = $(`#${name} .filters`);
+  const field = (k, label) => `<label>${label} <input type="number" min="0" step="any" data-f="${k}" value="${esc(p[k])}"></label>`;
+  bar.innerHTML = field('minPrice', 'Price ≥') + field('maxPrice', '≤') + field('minVolume', 'Vol ≥') + field('minRvol', 'RVol ≥') +
+    '<details class="cols"><summary>Columns</summary>' + BOARD_COLUMNS.slice(1).map(([k, label]) =>
+      `<label><input type="checkbox" data-col="${k}" ${p.cols.includes(k) ? 'checked' : ''}> ${label}</label>`).join('') + '</details>';
+  const apply = () => {
+    const bound = (k) => num(p[k]);
+    const [lo, hi, vol, rvol] = ['minPrice', 'maxPrice', 'minVolume', 'minRvol'].map(bound);
+    table.filter = (r) => (lo === null || num(r.close) >= lo) && (hi === null || num(r.close) <= hi)
+      && (vol === null || num(r.accumulated_volume) >= vol) && (rvol === null || num(r.relative_volume) >= rvol);
+    table.visible = ['symbol', ...BOARD_COLUMNS.map(([k]) => k).filter((k) => p.cols.includes(k) && k !== 'symbol')];
+    table.render();
+  };
+  bar.addEventListener('input', (e) => {
+    const f = e.target.dataset.f, col = e.target.dataset.col;
+    if (f) p[f] = e.target.value;
+    if (col) p.cols = e.target.checked ? [...p.cols, col] : p.cols.filter((c) => c !== col);
+    save(); apply();
+  });
+  apply();
+}
+
 const BOARDS = { top_gainers: 'pct_change_since_open', top_gappers: 'pct_change', top_volume: 'accumulated_volume' };
 for (const [name, sortKey] of Object.entries(BOARDS)) {
-  const table = new Table(document.querySelector(`#${name} .scroll`), BOARD_COLUMNS, [sortKey, -1], boardCell);
-  table.render();
+  const table = new Table($(`#${name} .scroll`), BOARD_COLUMNS, [sortKey, -1], boardCell, pick);
+  table.onRender = (shown, kept, all) => { $(`#${name} .count`).textContent = kept === all ? `${all} rows` : `${kept} of ${all} rows`; };
+  boardControls(name, table);
   const key = `scanners:${name}`;
   // One socket per board, as the seed's widgets: pushes carry no channel name.
   new FeedSocket({ gets: [{ cache: key }], feeds: [key] }, (data) => {
     if (!Array.isArray(data)) return;
     table.set(data);
-    document.querySelector(`#${name} small`).textContent = `${data.length} rows · ${time(Date.now())}`;
+    touch(name);
   });
 }
 
 // Quote card for one symbol (quote:{SYM}); payloads for other symbols are ignored.
 let symbol = null;
 const quoteSocket = new FeedSocket({}, (q) => renderQuote(q));
+const chart = new SessionChart($('#chart'));
 function renderQuote(q) {
   if (!q || Array.isArray(q) || q.symbol !== symbol) return;
+  touch('quote');
   const f = (label, v) => `<div><label>${label}</label>${v}</div>`;
   const el = $('#quote');
   el.className = '';
@@ -114,25 +92,37 @@ function renderQuote(q) {
     f('As of', time(q.end_timestamp));
   el.dataset.symbol = q.symbol;
 }
+
+/** Link every panel to `sym`: the quote card shows it; linked alerts and news filter by it. */
 function pick(sym) {
   sym = (sym || '').trim().toUpperCase();
   if (!sym || sym === symbol) return;
   $('#symbol').value = sym;
   if (symbol) quoteSocket.unsubscribe(`quote:${symbol}`);
   symbol = sym;
+  prefs.symbol = sym; save();
   quoteSocket.gets = [{ cache: `quote:${sym}` }];
   $('#quote').className = 'muted';
   $('#quote').textContent = `Waiting for ${sym}…`;
+  delete $('#quote').dataset.symbol;
+  reset('quote');
   quoteSocket.get(`quote:${sym}`);
   quoteSocket.subscribe(`quote:${sym}`);
+  chart.show(sym);
+  $('#link-sym').textContent = sym;
+  alertTable.render();
+  renderNews();
 }
 $('#symbol').addEventListener('change', (e) => pick(e.target.value));
+const linked = () => prefs.link && symbol;
+$('#link').checked = prefs.link;
+$('#link').addEventListener('change', (e) => { prefs.link = e.target.checked; save(); alertTable.render(); renderNews(); });
 
-// HOD/LOD range alerts, newest first.
+// HOD/LOD range alerts, newest first, filtered by type and symbol, with an optional sound.
 const ALERT_COLUMNS = [
   ['timestamp', 'Time', (a) => time(a.timestamp)],
-  ['symbol', 'Symbol', (a) => esc(a.symbol)],
-  ['direction', 'Type', (a) => a.direction === 'high' ? 'HOD' : a.direction === 'low' ? 'LOD' : esc(a.direction)],
+  ['symbol', 'Symbol', (a) => String(a.symbol ?? '')],
+  ['direction', 'Type', (a) => a.direction === 'high' ? 'HOD' : a.direction === 'low' ? 'LOD' : String(a.direction ?? '')],
   ['price', 'Alert $', (a) => fmt(a.price)],
   ['previous', 'Prev $', (a) => fmt(a.previous)],
   ['aggregate_vwap', 'VWAP', (a) => fmt(a.aggregate_vwap)],
@@ -142,39 +132,90 @@ const ALERT_COLUMNS = [
   ['accumulated_volume', 'Volume', (a) => int(a.accumulated_volume)],
   ['avg_volume', 'Avg Vol', (a) => int(a.avg_volume)],
   ['relative_volume', 'Rel Vol', (a) => fmt(a.relative_volume)],
-  ['note', 'Note', (a) => esc(a.note)],
+  ['note', 'Note', (a) => String(a.note ?? '')],
 ];
 const MAX_ALERTS = 100;
 const alertTable = new Table($('#alerts'), ALERT_COLUMNS, ['timestamp', -1],
-  (k, a) => k === 'symbol' ? 'sym' : k === 'direction' ? (a.direction === 'high' ? 'up' : 'down') : k === 'pct_change' ? cls(a.pct_change) : '');
+  (k, a) => k === 'symbol' ? 'sym' : k === 'direction' ? (a.direction === 'high' ? 'up' : 'down') : k === 'pct_change' ? cls(a.pct_change) : '',
+  pick);
+const af = prefs.alerts;
+const alertPasses = (a) => (af.type === 'all' || a.direction === af.type)
+  && (!af.symbol || a.symbol === af.symbol.toUpperCase()) && (!linked() || a.symbol === symbol);
+alertTable.filter = alertPasses;
+$('#alert-type').value = af.type;
+$('#alert-symbol').value = af.symbol;
+$('#alert-sound').checked = af.sound;
+$('#alert-filters').addEventListener('input', () => {
+  af.type = $('#alert-type').value; af.symbol = $('#alert-symbol').value.trim(); af.sound = $('#alert-sound').checked;
+  save(); alertTable.render();
+});
+let audio = null;
+function beep() {
+  audio ??= new AudioContext();
+  const osc = audio.createOscillator(), gain = audio.createGain();
+  osc.frequency.value = 880; gain.gain.value = 0.05;
+  osc.connect(gain).connect(audio.destination);
+  osc.start(); osc.stop(audio.currentTime + 0.12);
+}
 alertTable.render();
 const alertKeys = ['daily_range_hod_alert', 'daily_range_lod_alert'];
 new FeedSocket({ gets: alertKeys.map((cache) => ({ cache, limit: MAX_ALERTS })), feeds: alertKeys }, (data, key) => {
   const fresh = Array.isArray(data) ? data : [data];
   const seen = new Set(alertTable.rows.map((a) => `${a.symbol}|${a.timestamp}|${a.direction}`));
   const add = fresh.filter((a) => a && a.symbol && !seen.has(`${a.symbol}|${a.timestamp}|${a.direction}`));
+  touch('alerts');
   if (key !== null && !add.length) return;
+  if (key === null && af.sound && add.some(alertPasses)) beep();
   alertTable.set([...add, ...alertTable.rows].sort((x, y) => (num(y.timestamp) ?? 0) - (num(x.timestamp) ?? 0)).slice(0, MAX_ALERTS));
 });
 
-// News feed, newest first, de-duplicated by link.
+// News feed, newest first, de-duplicated by link; searchable, optionally only articles naming tickers.
 const MAX_NEWS = 200;
-let news = [];
-function renderNews() {
-  $('#news').innerHTML = news.map((a) => `<li><a href="${esc(safeLink(a.link))}" target="_blank" rel="noopener noreferrer">${esc(a.title ?? '(untitled)')}</a> <span class="muted">${esc(a.source)}</span></li>`).join('') || '<li class="muted">No news yet.</li>';
-  $('#news').dataset.items = news.length;
+const US_LISTINGS = ['XNYS', 'XASE', 'XNAS'];
+const TAG = /\(\s*(?:nasdaq|nyse|amex)\s*:\s*([a-z]{1,6})\s*\)/gi;
+/** The tickers an article names, by the news-feed analyzer's rules (listings, else exchange tags). */
+function tickers(a) {
+  const companies = Array.isArray(a.companies) ? a.companies : [];
+  const found = companies.length
+    ? companies.filter((c) => US_LISTINGS.includes(c?.primaryListing?.exchangeCode)).map((c) => c.primaryListing.ticker ?? c.ticker)
+    : [...`${a.title ?? ''} ${a.summary ?? ''}`.matchAll(TAG)].map((m) => m[1]);
+  return [...new Set(found.filter((t) => typeof t === 'string' && t).map((t) => t.toUpperCase()))];
 }
+let news = [];
+const nf = prefs.news;
+$('#news-q').value = nf.q;
+$('#news-tickers').checked = nf.tickersOnly;
+$('#news-filters').addEventListener('input', () => {
+  nf.q = $('#news-q').value; nf.tickersOnly = $('#news-tickers').checked;
+  save(); renderNews();
+});
+function renderNews() {
+  const q = nf.q.trim().toLowerCase();
+  const shown = news.filter((a) => (!q || `${a.title ?? ''} ${a.summary ?? ''} ${a.source ?? ''}`.toLowerCase().includes(q))
+    && (!nf.tickersOnly || a.tickers.length) && (!linked() || a.tickers.includes(symbol)));
+  $('#news').innerHTML = shown.map((a) => `<li data-tickers="${esc(a.tickers.join(' '))}"><a href="${esc(safeLink(a.link))}" target="_blank" rel="noopener noreferrer">${esc(a.title ?? '(untitled)')}</a> ` +
+    `${a.tickers.map((t) => `<span class="sym">${esc(t)}</span>`).join(' ')} <span class="muted">${esc(a.source)}</span></li>`).join('')
+    || `<li class="muted">${news.length ? 'No news matches the filters.' : 'No news yet.'}</li>`;
+  $('#news').dataset.items = shown.length;
+  $('#news').dataset.all = news.length;
+}
+$('#news').addEventListener('click', (e) => { const s = e.target.closest('.sym'); if (s) pick(s.textContent); });
 new FeedSocket({ gets: [{ cache: 'news:feed:latest', limit: MAX_NEWS }], feeds: ['news:feed:latest'] }, (data) => {
-  const fresh = Array.isArray(data) ? data : [data];
+  const fresh = (Array.isArray(data) ? data : [data]).filter((a) => a && typeof a === 'object');
   const seen = new Set(news.map((a) => a.link ?? a.title));
-  news = [...fresh.filter((a) => a && !seen.has(a.link ?? a.title)), ...news].slice(0, MAX_NEWS);
+  news = [...fresh.filter((a) => !seen.has(a.link ?? a.title)).map((a) => ({ ...a, tickers: tickers(a) })), ...news].slice(0, MAX_NEWS);
+  touch('news');
   renderNews();
 });
 renderNews();
 
+setupPanels();
+if (prefs.symbol) pick(prefs.symbol);
+
 onState((state, retryIn) => {
   const el = $('#state');
   el.className = state;
+  setLive(state === 'live');
   el.textContent = state === 'live' ? 'live'
     : state === 'retrying' ? `disconnected — retrying${retryIn ? ` in ${Math.ceil(retryIn / 1000)} s` : ''}`
       : state === 'unauthorized' ? 'not authorized (open the page with #token=…)' : 'connecting…';
