@@ -156,25 +156,13 @@ async fn first_counts(port: u16, feed: &str) -> Option<serde_json::Value> {
     None
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let path = entry.unwrap().path();
-        let dest = to.join(path.file_name().unwrap());
-        if path.is_dir() {
-            copy_dir(&path, &dest);
-        } else {
-            std::fs::copy(&path, &dest).unwrap();
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_build_test_publish_into_a_running_host_for_each_language() {
+    let _heavy = support::HEAVY.lock().await;
     let started = Instant::now();
     let shipped = support::plugin_wasm("leaderboard");
     let plugin_dir = tempfile::tempdir().unwrap();
-    copy_dir(shipped.parent().unwrap(), plugin_dir.path());
+    support::copy_dir(shipped.parent().unwrap(), plugin_dir.path());
     let home = tempfile::tempdir().unwrap();
     assert!(!home.path().starts_with(support::repo_root()));
     let author = Author::new(home.path());

@@ -105,19 +105,8 @@ fn copy_plugin(from: &std::path::Path, name: &str, to: &std::path::Path) {
         let file = format!("{name}.{ext}");
         std::fs::copy(from.join(&file), to.join(&file)).unwrap();
     }
-    let mut dirs = vec![std::path::PathBuf::from(format!("golden/{name}"))];
-    while let Some(rel) = dirs.pop() {
-        std::fs::create_dir_all(to.join(&rel)).unwrap();
-        for entry in std::fs::read_dir(from.join(&rel)).unwrap() {
-            let entry = entry.unwrap();
-            let rel = rel.join(entry.file_name());
-            if entry.file_type().unwrap().is_dir() {
-                dirs.push(rel);
-            } else {
-                std::fs::copy(entry.path(), to.join(&rel)).unwrap();
-            }
-        }
-    }
+    let golden = format!("golden/{name}");
+    support::copy_dir(&from.join(&golden), &to.join(&golden));
 }
 
 /// The simulator's base URL, from `mdp up`'s log line naming its feed.
@@ -158,6 +147,7 @@ fn stop(up: &mut Up) {
 
 #[test]
 fn dashboard_fills_updates_sorts_and_reconnects_in_chromium() {
+    let _heavy = support::HEAVY.blocking_lock();
     let root = support::repo_root();
     let playwright: PathBuf = root.join("target/tools/browser/node_modules/playwright-core");
     assert!(

@@ -137,7 +137,14 @@ async function filterPhase(page) {
     if (syms.some((s) => s !== one)) fail(`alert symbol filter ${one} shows ${[...new Set(syms)]}`);
     await page.fill('#alert-symbol', '');
   }
-  say(`filtered alerts ${types.length} HOD`);
+  await page.check('#alert-sound');
+  await page.waitForFunction(() => Number(document.querySelector('#alerts').dataset.beeps) > 0, null, { timeout: 30000 })
+    .catch(() => fail('no sound for new HOD alerts with sound on'));
+  await page.uncheck('#alert-sound');
+  const beeps = await page.$eval('#alerts', (el) => Number(el.dataset.beeps));
+  await page.waitForTimeout(2000);
+  if (await page.$eval('#alerts', (el) => Number(el.dataset.beeps)) !== beeps) fail('sound after turning it off');
+  say(`filtered alerts ${types.length} HOD, with sound`);
 
   await page.waitForFunction(() => Number(document.querySelector('#news').dataset.all) > 1, null, { timeout: 60000 })
     .catch(() => fail('fewer than two news articles in 60 s'));

@@ -71,6 +71,26 @@ pub fn polyglot_wasm(name: &str) -> PathBuf {
     path
 }
 
+/// Copy directory `from` into `to`, recursively.
+pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let dest = to.join(path.file_name().unwrap());
+        if path.is_dir() {
+            copy_dir(&path, &dest);
+        } else {
+            std::fs::copy(&path, &dest).unwrap();
+        }
+    }
+}
+
+/// Held by the tests that load the machine most (building components in
+/// three languages; a browser measuring its long tasks), so that they run
+/// one at a time and a timing check does not measure the other
+/// (`HEAVY.lock().await`, or `blocking_lock()` outside a runtime).
+pub static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// A minimal trade in the seed's queue JSON.
 pub fn trade_json(symbol: &str) -> String {
     format!(r#"{{"event_type":"T","symbol":"{symbol}","price":1.5,"size":10,"timestamp":1}}"#)

@@ -156,6 +156,7 @@ function beep() {
   osc.frequency.value = 880; gain.gain.value = 0.05;
   osc.connect(gain).connect(audio.destination);
   osc.start(); osc.stop(audio.currentTime + 0.12);
+  $('#alerts').dataset.beeps = Number($('#alerts').dataset.beeps ?? 0) + 1;
 }
 alertTable.render();
 const alertKeys = ['daily_range_hod_alert', 'daily_range_lod_alert'];
