@@ -338,14 +338,49 @@ pub struct Instance {
     call_started: Arc<std::sync::Mutex<(Instant, Duration)>>,
 }
 
+/// Instantiations tried when the kernel answers busy (see [`Instance::new`]).
+const BUSY_ATTEMPTS: u32 = 3;
+
+/// Whether an instantiation failed on a transient `EBUSY` from the kernel:
+/// sealing the memfd of a module's memory image can find its pages pinned
+/// for a moment (page migration, reclaim), and a later try succeeds.
+fn kernel_busy(e: &wasmtime::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ResourceBusy)
+    })
+}
+
 impl Instance {
-    /// Instantiate `plugin` (from its `InstancePre`) with fresh state.
+    /// Instantiate `plugin` (from its `InstancePre`) with fresh state; an
+    /// instantiation the kernel refused as busy is tried again, up to
+    /// [`BUSY_ATTEMPTS`] times.
     pub async fn new(plugin: &Plugin, services: &HostServices) -> Result<Instance, PluginError> {
+        let mut attempt = 1;
+        loop {
+            match Self::instantiate(plugin, services).await {
+                Ok(instance) => return Ok(instance),
+                Err((e, true)) if attempt < BUSY_ATTEMPTS => {
+                    tracing::warn!(plugin = %plugin.name, attempt, error = %e, "instantiation refused as busy by the kernel; trying again");
+                    tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt))).await;
+                    attempt += 1;
+                }
+                Err((e, _)) => return Err(e),
+            }
+        }
+    }
+
+    /// One instantiation; on failure, the error and whether it was
+    /// [`kernel_busy`].
+    async fn instantiate(
+        plugin: &Plugin,
+        services: &HostServices,
+    ) -> Result<Instance, (PluginError, bool)> {
         let started = Instant::now();
         let slot = plugin
             .share
             .acquire_instance()
-            .map_err(PluginError::Instantiate)?;
+            .map_err(|e| (PluginError::Instantiate(e), false))?;
         let limits = StoreLimitsBuilder::new()
             .memory_size(plugin.limits.memory_bytes)
             .instances(64)
@@ -383,7 +418,7 @@ impl Instance {
             .pre
             .instantiate_async(&mut store)
             .await
-            .map_err(|e| PluginError::Instantiate(format!("{e:#}")))?;
+            .map_err(|e| (PluginError::Instantiate(format!("{e:#}")), kernel_busy(&e)))?;
         metrics::histogram!("mdp_plugin_instantiate_seconds", "plugin" => plugin.name.to_string())
             .record(started.elapsed().as_secs_f64());
         Ok(Instance {
@@ -527,6 +562,21 @@ fn analyzer_fault(e: AnalyzerError) -> CallFault {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An error like memfd's: a wrapper whose source is the kernel's answer.
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot add seals to the memfd")]
+    struct Seals(#[source] std::io::Error);
+
+    #[test]
+    fn only_a_busy_kernel_answer_is_tried_again() {
+        let busy = std::io::Error::from(std::io::ErrorKind::ResourceBusy);
+        let e = wasmtime::Error::new(Seals(busy)).context("instantiate");
+        assert!(kernel_busy(&e));
+        let denied = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        assert!(!kernel_busy(&wasmtime::Error::new(Seals(denied))));
+        assert!(!kernel_busy(&wasmtime::Error::msg("trap in start")));
+    }
 
     #[test]
     fn default_hostcall_fuel_is_below_wasmtimes_default() {
