@@ -354,7 +354,7 @@ fn kernel_busy(e: &wasmtime::Error) -> bool {
 impl Instance {
     /// Instantiate `plugin` (from its `InstancePre`) with fresh state; an
     /// instantiation the kernel refused as busy is tried again, up to
-    /// [`BUSY_ATTEMPTS`] times.
+    /// three times in all.
     pub async fn new(plugin: &Plugin, services: &HostServices) -> Result<Instance, PluginError> {
         let mut attempt = 1;
         loop {
