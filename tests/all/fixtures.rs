@@ -5,13 +5,11 @@
 //! in the areas that use them (`sandbox`, `hot_reload`, `plugin_runtime`);
 //! these check that each one is the component its tests expect.
 
+use crate::support;
+
 use std::sync::Arc;
 
-use mdp::plugin::{
-    FixedClock, HostServices, LoadOptions, Plugin, PluginError, Runtime, RuntimeConfig,
-    StoreReference,
-};
-use mdp::store::{EmbeddedStore, Store};
+use mdp::plugin::{LoadOptions, Plugin, PluginError, Runtime, RuntimeConfig};
 
 macro_rules! assert_test_exists {
     ($name:ident) => {
@@ -23,12 +21,7 @@ mdp_test_artifacts::foreach_fixture!(assert_test_exists);
 
 /// Load a built component under the default limits.
 async fn load(path: &str) -> Result<Arc<Plugin>, PluginError> {
-    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::new());
-    let services = HostServices {
-        store: store.clone(),
-        reference: Arc::new(StoreReference::new(store)),
-        clock: Arc::new(FixedClock::new(0)),
-    };
+    let services = support::embedded_services(0);
     let runtime = Runtime::new(RuntimeConfig::default()).expect("runtime");
     let bytes = std::fs::read(path).expect("read the built fixture");
     Plugin::load(&runtime, bytes, LoadOptions::default(), &services).await

@@ -10,17 +10,11 @@
 
 use crate::support;
 
+use mdp::plugin::manifest::Manifest;
+use mdp::plugin::{HostServices, Plugin, Registry, Runtime, RuntimeConfig, Worker, golden};
+use mdp_sdk::wire::{EffectRecord, Golden};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::Arc;
-
-use mdp::plugin::manifest::Manifest;
-use mdp::plugin::{
-    FixedClock, HostServices, Plugin, Registry, Runtime, RuntimeConfig, StoreReference, Worker,
-    golden,
-};
-use mdp::store::{EmbeddedStore, Store};
-use mdp_sdk::wire::{EffectRecord, Golden};
 
 const NAME: &str = "minute-bars";
 
@@ -62,12 +56,7 @@ fn node_harness(golden: &Path) -> Output {
 
 /// Services over a fresh embedded store.
 fn services() -> HostServices {
-    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::new());
-    HostServices {
-        store: store.clone(),
-        reference: Arc::new(StoreReference::new(store)),
-        clock: Arc::new(FixedClock::new(1_773_064_800_000_000)),
-    }
+    support::embedded_services(1_773_064_800_000_000)
 }
 
 #[test]

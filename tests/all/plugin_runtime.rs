@@ -9,19 +9,13 @@ use std::time::{Duration, Instant};
 
 use mdp::plugin::bindings::{Body, Effect};
 use mdp::plugin::{
-    BatchError, Capabilities, FixedClock, HostServices, Limits, LoadOptions, Plugin, PluginError,
-    Runtime, RuntimeConfig, StoreReference, Worker, effects, golden,
+    BatchError, Capabilities, HostServices, Limits, LoadOptions, Plugin, PluginError, Runtime,
+    RuntimeConfig, Worker, effects, golden,
 };
-use mdp::store::{EmbeddedStore, Store};
 use mdp_sdk::wire::EffectRecord;
 
 fn services() -> HostServices {
-    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::new());
-    HostServices {
-        store: store.clone(),
-        reference: Arc::new(StoreReference::new(store)),
-        clock: Arc::new(FixedClock::new(1_767_225_600_000_000)),
-    }
+    support::embedded_services(1_767_225_600_000_000)
 }
 
 fn runtime() -> Runtime {

@@ -10,17 +10,13 @@ use std::time::{Duration, Instant};
 
 use mdp::plugin::bindings::Effect;
 use mdp::plugin::{
-    BatchOutput, CacheKey, Capabilities, FixedClock, HostServices, Limits, LoadOptions, Plugin,
-    Registry, Runtime, RuntimeConfig, StoreReference, Worker,
+    BatchOutput, CacheKey, Capabilities, HostServices, Limits, LoadOptions, Plugin, Registry,
+    Runtime, RuntimeConfig, Worker,
 };
 use mdp::store::{EmbeddedStore, Store};
 
 fn services_over(store: Arc<dyn Store>) -> HostServices {
-    HostServices {
-        store: store.clone(),
-        reference: Arc::new(StoreReference::new(store)),
-        clock: Arc::new(FixedClock::new(1_767_225_600_000_000)),
-    }
+    support::services_over(store, 1_767_225_600_000_000)
 }
 
 fn services() -> HostServices {

@@ -71,6 +71,27 @@ pub fn polyglot_wasm(name: &str) -> PathBuf {
     path
 }
 
+/// Host services over `store` (reference data read from it too), with the
+/// clock fixed at `now_us` (Unix µs).
+pub fn services_over(
+    store: std::sync::Arc<dyn mdp::store::Store>,
+    now_us: u64,
+) -> mdp::plugin::HostServices {
+    mdp::plugin::HostServices {
+        store: store.clone(),
+        reference: std::sync::Arc::new(mdp::plugin::StoreReference::new(store)),
+        clock: std::sync::Arc::new(mdp::plugin::FixedClock::new(now_us)),
+    }
+}
+
+/// [`services_over`] a fresh embedded store.
+pub fn embedded_services(now_us: u64) -> mdp::plugin::HostServices {
+    services_over(
+        std::sync::Arc::new(mdp::store::EmbeddedStore::new()),
+        now_us,
+    )
+}
+
 /// Copy directory `from` into `to`, recursively.
 pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     std::fs::create_dir_all(to).unwrap();
