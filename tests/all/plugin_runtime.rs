@@ -140,6 +140,9 @@ async fn memory_bomb_hits_the_limit_with_a_named_cause() {
     let texts = vec![trade("A"), trade("BOMB"), trade("B")];
     let limits = Limits {
         memory_bytes: 16 << 20,
+        // The memory limit must be what stops it: on a loaded machine the
+        // default 50 ms deadline came first (seen in CI).
+        deadline_base: Duration::from_secs(10),
         ..Limits::default()
     };
     let (_, records) = hostile("memory-bomb", &texts, limits).await;
